@@ -1,0 +1,1 @@
+"""Implementations of mlgate's backend seams: SQL, MLflow, execution, serving, notifications."""

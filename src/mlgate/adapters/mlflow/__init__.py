@@ -1,0 +1,1 @@
+"""The MLflow adapter: the only package of mlgate that imports `mlflow`, and only inside functions."""

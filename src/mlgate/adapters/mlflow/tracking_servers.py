@@ -1,0 +1,211 @@
+"""One MLflow tracking server per environment on loopback, started and supervised by mlgate's server.
+
+Each serves its environment's artifacts (`--serve-artifacts`) from that environment's root; nobody
+reaches it except through the control plane's `/mlflow/<env>/` door. A supervisor thread restarts a
+server that died, on the same port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from mlgate.config import Environment, Settings
+from mlgate.errors import BackendError, NotFoundError
+from mlgate.ports import free_port
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 120.0
+SUPERVISE_INTERVAL_S = 2.0
+STOP_GRACE_S = 10.0
+
+
+class TrackingServers(Protocol):
+    """The seam the API uses: where each environment's tracking server answers."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def upstream(self, env: str) -> str: ...
+    def status(self) -> dict[str, dict[str, object]]: ...
+
+
+@dataclass
+class _Server:
+    env: Environment
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    ready: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def kill_group(pid: int, *, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM a process group, then SIGKILL it if it is still there after the grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class LocalTrackingServers:
+    """`mlflow server` subprocesses, one per environment, each in its own process group."""
+
+    def __init__(self, settings: Settings, *, python: str = sys.executable) -> None:
+        self._python = python
+        self._servers = {
+            env.name: _Server(
+                env=env, port=free_port(), log_path=settings.logs_dir / f"mlflow-{env.name}.log"
+            )
+            for env in settings.environments
+        }
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def _command(self, server: _Server) -> list[str]:
+        return [
+            self._python,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "--backend-store-uri",
+            server.env.tracking_store,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(server.env.artifact_root),
+            "--workers",
+            "1",
+        ]
+
+    def _spawn(self, server: _Server) -> None:
+        server.log_path.parent.mkdir(parents=True, exist_ok=True)
+        server.env.artifact_root.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        with server.log_path.open("ab") as out:
+            server.process = subprocess.Popen(
+                self._command(server),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        server.started_at, server.ready = time.monotonic(), False
+
+    def _healthy(self, server: _Server) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _wait_ready(self, servers: list[_Server]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        pending = list(servers)
+        while pending:
+            for server in list(pending):
+                assert server.process is not None
+                if server.process.poll() is not None:
+                    raise BackendError(
+                        f"the MLflow tracking server of '{server.env.name}' exited with code "
+                        f"{server.process.returncode}; see {server.log_path}",
+                        details={"environment": server.env.name, "log": _tail(server.log_path)},
+                    )
+                if self._healthy(server):
+                    server.ready = True
+                    pending.remove(server)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(s.env.name for s in pending)
+                raise BackendError(f"MLflow tracking servers did not start in time: {names}")
+            if pending:
+                time.sleep(0.3)
+
+    def start(self) -> None:
+        for server in self._servers.values():
+            self._spawn(server)
+        try:
+            self._wait_ready(list(self._servers.values()))
+        except BackendError:
+            self.stop()
+            raise
+        self._supervisor = threading.Thread(target=self._supervise, name="mlflow-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_INTERVAL_S):
+            for server in self._servers.values():
+                with server.lock:
+                    if self._stopping.is_set() or server.process is None:
+                        continue
+                    if server.process.poll() is not None:
+                        log.warning(
+                            "MLflow tracking server of %s exited with %s; restarting it",
+                            server.env.name,
+                            server.process.returncode,
+                        )
+                        kill_group(server.process.pid, grace_s=1.0)
+                        server.restarts += 1
+                        self._spawn(server)
+                    elif not server.ready:
+                        server.ready = self._healthy(server)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for server in self._servers.values():
+            with server.lock:
+                if server.process is not None:
+                    kill_group(server.process.pid)
+                    server.process.wait()
+
+    def upstream(self, env: str) -> str:
+        server = self._servers.get(env)
+        if server is None:
+            raise NotFoundError(f"unknown environment '{env}'", details={"environment": env})
+        return f"http://127.0.0.1:{server.port}"
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {
+            name: {
+                "pid": s.process.pid if s.process else None,
+                "port": s.port,
+                "ready": s.ready and s.process is not None and s.process.poll() is None,
+                "restarts": s.restarts,
+            }
+            for name, s in self._servers.items()
+        }
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self._servers.values() if s.process is not None]
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

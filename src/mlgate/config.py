@@ -1,0 +1,278 @@
+"""mlgate.yaml and settings: parsed, validated and resolved into typed objects by `load_settings`.
+
+The file has policy sections (environments, database, server, and later gates, checks, endpoints,
+monitors, notifications), which only the server reads from the file it was started with, and project
+sections (train, data), which jobs read from the code snapshot they run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from mlgate.domain.environments import EnvironmentKind, kind_at
+from mlgate.errors import ConfigError, NotFoundError
+
+CONFIG_FILE = "mlgate.yaml"
+DEFAULT_HOME = ".mlgate"
+DEFAULT_SERVER_PORT = 8750
+DEFAULT_ENVIRONMENTS = ("dev", "staging", "production")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+DEFAULT_CONFIG_TEXT = """\
+# mlgate.yaml: policy (read by the server only) and project sections.
+# Paths are relative to this file. Every key is optional; the values shown are the defaults.
+
+# Where mlgate keeps its state: the control database, each environment's stores, logs.
+home: .mlgate
+
+# The control database. Default: SQLite under the home. PostgreSQL works too:
+#   url: postgresql+psycopg://mlgate:secret@db.example.com:5432/mlgate
+database:
+  url: null
+
+# The control plane. public_url is the address people and notifications use to reach it.
+server:
+  host: 127.0.0.1
+  port: 8750
+  public_url: null
+
+# Environments in promotion order: the first is where people train, the last is production.
+# tracking_store: the MLflow backend store URI (default: SQLite at <home>/envs/<name>/mlflow.db)
+# artifact_root:  where that environment's artifacts live (default: <home>/envs/<name>/artifacts)
+# serving_port:   the environment's serving host port (0 picks a free one at start)
+environments:
+  - name: dev
+    serving_port: 0
+  - name: staging
+    serving_port: 0
+  - name: production
+    serving_port: 0
+"""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class EnvironmentConfig(_Strict):
+    name: str
+    tracking_store: str | None = None
+    artifact_root: str | None = None
+    serving_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not ENV_NAME.match(value):
+            raise ValueError("expected a lowercase name of letters, digits and '-', starting with a letter")
+        return value
+
+
+class DatabaseConfig(_Strict):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
+            raise ValueError("expected a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_SERVER_PORT, ge=0, le=65535)
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
+class FileConfig(_Strict):
+    """The mlgate.yaml schema. Sections later parts of mlgate read are accepted and kept as given."""
+
+    home: str = DEFAULT_HOME
+    database: DatabaseConfig = DatabaseConfig()
+    server: ServerConfig = ServerConfig()
+    environments: list[EnvironmentConfig] = Field(
+        default_factory=lambda: [EnvironmentConfig(name=n) for n in DEFAULT_ENVIRONMENTS]
+    )
+    gates: Any = None
+    checks: Any = None
+    endpoints: Any = None
+    monitors: Any = None
+    notifications: Any = None
+    train: Any = None
+    data: Any = None
+
+    @model_validator(mode="after")
+    def _unique_environments(self) -> FileConfig:
+        if not self.environments:
+            raise ValueError("environments: expected at least one environment")
+        names = [env.name for env in self.environments]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"environments: duplicate name(s) {', '.join(duplicates)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment, resolved: absolute paths and its place in the promotion order."""
+
+    name: str
+    index: int
+    kind: EnvironmentKind
+    tracking_store: str
+    artifact_root: Path
+    data_dir: Path
+    serving_dir: Path
+    monitoring_dir: Path
+    serving_port: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server and CLI need, resolved from one mlgate.yaml."""
+
+    config_path: Path
+    home: Path
+    database_url: str
+    server_host: str
+    server_port: int
+    public_url: str | None
+    environments: tuple[Environment, ...]
+    raw: FileConfig
+
+    @property
+    def env_names(self) -> list[str]:
+        return [env.name for env in self.environments]
+
+    def environment(self, name: str) -> Environment:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise NotFoundError(
+            f"unknown environment '{name}'; expected one of: {', '.join(self.env_names)}",
+            details={"environment": name, "known": self.env_names},
+        )
+
+    @property
+    def server_json(self) -> Path:
+        return self.home / "server.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    def env_dir(self, name: str) -> Path:
+        return self.home / "envs" / name
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The nearest mlgate.yaml in `start` or one of its parents, or None."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def parse_config(text: str, *, source: str = CONFIG_FILE) -> FileConfig:
+    """Parse and validate the YAML text of a config file; errors name the key and what was expected."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return FileConfig.model_validate(data)
+    except PydanticValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _location(tuple(err["loc"]))
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            got = err.get("input")
+            shown = (
+                ""
+                if err["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict)
+                else f" (got {got!r})"
+            )
+            problems.append(f"{where}: {message}{shown}")
+        raise ConfigError(f"{source}: " + "; ".join(problems), details={"problems": problems}) from exc
+
+
+def resolve(config: FileConfig, config_path: Path) -> Settings:
+    """Turn a validated file into Settings: absolute paths, defaults filled in."""
+    base = config_path.parent.resolve()
+    home = (base / os.path.expanduser(config.home)).resolve()
+    count = len(config.environments)
+    environments = []
+    for index, env in enumerate(config.environments):
+        env_dir = home / "envs" / env.name
+        artifact_root = (base / env.artifact_root).resolve() if env.artifact_root else env_dir / "artifacts"
+        tracking_store = env.tracking_store or f"sqlite:///{env_dir / 'mlflow.db'}"
+        environments.append(
+            Environment(
+                name=env.name,
+                index=index,
+                kind=kind_at(index, count),
+                tracking_store=tracking_store,
+                artifact_root=artifact_root,
+                data_dir=env_dir / "data",
+                serving_dir=env_dir / "serving",
+                monitoring_dir=env_dir / "monitoring",
+                serving_port=env.serving_port,
+            )
+        )
+    return Settings(
+        config_path=config_path.resolve(),
+        home=home,
+        database_url=config.database.url or f"sqlite:///{home / 'control.db'}",
+        server_host=config.server.host,
+        server_port=config.server.port,
+        public_url=config.server.public_url,
+        environments=tuple(environments),
+        raw=config,
+    )
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load the given mlgate.yaml, or the nearest one above the working directory."""
+    config_path = path or find_config()
+    if config_path is None:
+        raise ConfigError(f"no {CONFIG_FILE} here or in any parent folder; run `mlgate init` to create one")
+    try:
+        text = config_path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {config_path}: {exc.strerror}") from exc
+    return resolve(parse_config(text, source=str(config_path)), config_path)

@@ -1,0 +1,217 @@
+"""The demo: one readable script of steps through mlgate's lifecycle, on the embedded defaults.
+
+Each step goes through the public surface (CLI-equivalent SDK calls, plain MLflow code against the
+server's door) exactly as a team would, and prints what it did.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
+from mlgate.errors import MlgateError
+from mlgate.interfaces.cli.output import table
+from mlgate.interfaces.sdk.client import Client
+from mlgate.ports import free_port
+from mlgate.runtime import alive, running_server, stop
+from mlgate.services.setup import initialize
+
+console = Console()
+SERVER_START_TIMEOUT_S = 180.0
+
+# The demo accounts: name -> (roles, environments).
+ACCOUNTS = {
+    "dana": (["data-scientist"], ["dev"]),
+    "lee": (["lead-data-scientist"], ["dev", "staging"]),
+    "sam": (["software-developer"], ["staging", "production"]),
+    "olu": (["operator"], ["staging", "production"]),
+}
+
+# What a data scientist runs in a notebook: plain MLflow, pointed at an environment by two variables.
+PLAIN_MLFLOW_RUN = textwrap.dedent(
+    """
+    import mlflow
+    mlflow.set_experiment("diabetes-exploration")
+    with mlflow.start_run(run_name="first-look") as run:
+        mlflow.log_param("reg_rate", 0.01)
+        mlflow.log_metric("AUC", 0.87)
+        mlflow.log_text("patients: 10000", "notes.txt")
+    print(run.info.run_id)
+    """
+)
+
+
+class Demo:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.config_path = folder / "mlgate.yaml"
+        self.server: subprocess.Popen[bytes] | None = None
+        self.tokens: dict[str, str] = {}
+        self.url = ""
+        self._step = 0
+
+    def step(self, title: str) -> None:
+        self._step += 1
+        console.rule(f"[bold]{self._step}. {title}")
+
+    def client(self, user: str) -> Client:
+        return Client(self.url, self.tokens[user])
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.step("Setup: a new project home with three environments")
+        port = free_port()
+        self.config_path.write_text(DEFAULT_CONFIG_TEXT.replace("port: 8750", f"port: {port}"))
+        settings = load_settings(self.config_path)
+        report = initialize(settings)
+        for line in report.created:
+            console.print(f"  created {line}")
+        assert report.admin_token is not None
+        self.tokens["admin"] = report.admin_token
+
+    def start_server(self) -> None:
+        self.step("Start the control plane (and one MLflow tracking server per environment)")
+        settings = load_settings(self.config_path)
+        log_path = settings.logs_dir / "server.log"
+        with log_path.open("ab") as log:
+            self.server = subprocess.Popen(
+                [sys.executable, "-m", "mlgate", "server", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.folder,
+                start_new_session=True,
+            )
+        self.url = f"http://127.0.0.1:{settings.server_port}"
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if self.server.poll() is not None:
+                raise MlgateError(f"the server exited with code {self.server.returncode}; see {log_path}")
+            try:
+                health = Client(self.url).health()
+                break
+            except MlgateError:
+                if time.monotonic() > deadline:
+                    raise MlgateError(f"the server did not answer in time; see {log_path}") from None
+                time.sleep(0.5)
+        console.print(f"  server at {self.url} (log: {log_path})")
+        for env, state in health["tracking"].items():
+            console.print(f"  {env}: MLflow tracking server on loopback port {state['port']}")
+
+    def create_accounts(self) -> None:
+        self.step("Setup: the team's accounts, each bound to its environments")
+        with self.client("admin") as admin:
+            for name, (roles, envs) in ACCOUNTS.items():
+                created = admin.create_user(name, roles=roles, environments=envs, email=f"{name}@example.com")
+                self.tokens[name] = created["token"]["token"]
+        rows = [["admin", "admin", "all", self.tokens["admin"]]]
+        rows += [[n, ", ".join(r), ", ".join(e), self.tokens[n]] for n, (r, e) in ACCOUNTS.items()]
+        table("demo accounts (tokens are shown once)", ["user", "roles", "environments", "token"], rows)
+
+    def show_environments(self) -> None:
+        self.step("Environments behind one door")
+        with self.client("dana") as dana:
+            envs = dana.environments()
+        table(
+            None,
+            ["env", "tracking URI", "artifact root", "dana's roles"],
+            [
+                [e["name"], e["tracking_uri"], e["artifact_root"], ", ".join(e["my_roles"]) or "-"]
+                for e in envs
+            ],
+        )
+
+    def _plain_mlflow(self, user: str, env: str) -> subprocess.CompletedProcess[str]:
+        environ = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"{self.url}/mlflow/{env}",
+            "MLFLOW_TRACKING_TOKEN": self.tokens[user],
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        }
+        return subprocess.run(
+            [sys.executable, "-c", PLAIN_MLFLOW_RUN],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def inner_loop_plain_mlflow(self) -> None:
+        self.step("Inner loop: dana logs a run to dev with plain MLflow code and her token")
+        done = self._plain_mlflow("dana", "dev")
+        if done.returncode != 0:
+            raise MlgateError(f"logging to dev failed:\n{done.stderr[-2000:]}")
+        console.print(f"  run {done.stdout.strip().splitlines()[-1]} logged in dev")
+        self.step("The same code pointed at production is refused: only promotion writes there")
+        refused = self._plain_mlflow("dana", "production")
+        if refused.returncode == 0:
+            raise MlgateError("a write to production through the MLflow door was accepted")
+        reason = next((ln for ln in refused.stderr.splitlines() if "403" in ln or "forbidden" in ln), "")
+        console.print(f"  refused: {reason.strip()[:160] or 'HTTP 403'}")
+
+    def audit(self) -> None:
+        self.step("Audit: every change is in the hash-chained log")
+        with self.client("admin") as admin:
+            events = admin.audit(limit=10)
+            result = admin.verify_audit()
+        table(
+            None,
+            ["seq", "actor", "action", "env", "subject"],
+            [[e["seq"], e["actor"], e["action"], e["environment"] or "", e["subject"] or ""] for e in events],
+        )
+        if not result["ok"]:
+            raise MlgateError(f"audit verify failed at {result['broken_seq']}: {result['reason']}")
+        console.print(f"  audit verify: OK ({result['events']} events)")
+
+    def shutdown(self) -> None:
+        settings = load_settings(self.config_path)
+        stopped = stop(settings)
+        if self.server is not None:
+            self.server.wait(timeout=30)
+        for line in stopped:
+            console.print(f"  stopped {line}")
+
+
+def run(*, serve: bool, folder: Path | None = None) -> None:
+    folder = folder or Path(tempfile.mkdtemp(prefix="mlgate-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    console.print(f"[bold]mlgate demo[/bold] in {folder}")
+    demo = Demo(folder)
+    try:
+        demo.setup()
+        demo.start_server()
+        demo.create_accounts()
+        demo.show_environments()
+        demo.inner_loop_plain_mlflow()
+        demo.audit()
+        if not serve:
+            demo.step("Stop everything the demo started")
+            demo.shutdown()
+            return
+        console.rule("[bold green]the demo is running")
+        console.print(f"  server:       {demo.url}")
+        console.print(f"  API:          {demo.url}/api/v1  (OpenAPI: {demo.url}/api/v1/openapi.json)")
+        console.print(f"  MLflow (dev): {demo.url}/mlflow/dev/")
+        console.print(f"  try:          cd {folder} && MLGATE_TOKEN={demo.tokens['admin']} mlgate env list")
+        console.print("  Ctrl-C stops it.")
+        assert demo.server is not None
+        demo.server.wait()
+    except KeyboardInterrupt:
+        console.print("stopping")
+        demo.shutdown()
+    except BaseException:
+        demo.shutdown()
+        raise
+    settings = load_settings(demo.config_path)
+    if running_server(settings) or (demo.server and alive(demo.server.pid)):
+        raise MlgateError("the demo's server is still running after stop")

@@ -1,0 +1,1 @@
+"""Pure rules of mlgate: no FastAPI, SQLAlchemy or MLflow here."""

@@ -1,0 +1,1 @@
+"""The ways in: REST API, CLI, SDK (and later the web UI)."""

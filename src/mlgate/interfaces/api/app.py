@@ -1,0 +1,93 @@
+"""`create_app`: the control plane's FastAPI application, built by a factory, never at import."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import httpx
+from fastapi import FastAPI
+
+import mlgate
+from mlgate.adapters.mlflow.tracking_servers import LocalTrackingServers, TrackingServers
+from mlgate.adapters.sql import migrate
+from mlgate.adapters.sql.database import Database
+from mlgate.config import Settings
+from mlgate.interfaces.api import errors
+from mlgate.interfaces.api.context import AppContext
+from mlgate.interfaces.api.routes import audit, environments, mlflow_door, system, users
+
+log = logging.getLogger(__name__)
+
+PROXY_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+
+
+def write_server_record(ctx: AppContext, *, children: list[int]) -> None:
+    """Record where this server answers, so the CLI run inside the project finds it and `stop` stops it."""
+    record = {
+        "pid": os.getpid(),
+        "url": ctx.base_url,
+        "public_url": ctx.public_url,
+        "config": str(ctx.settings.config_path),
+        "started_at": datetime.now(UTC).isoformat(),
+        "children": children,
+    }
+    path = ctx.settings.server_json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    base_url: str,
+    tracking: TrackingServers | None = None,
+    record_server: bool = False,
+) -> FastAPI:
+    """The app; `tracking` defaults to real MLflow servers, `record_server` writes server.json."""
+    db = Database(settings.database_url)
+    ctx = AppContext(
+        settings=settings,
+        db=db,
+        tracking=tracking or LocalTrackingServers(settings),
+        base_url=base_url.rstrip("/"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if migrate.upgrade(db):
+            log.info("control database migrated to %s", migrate.head_revision())
+        ctx.tracking.start()
+        ctx.proxy = httpx.AsyncClient(timeout=PROXY_TIMEOUT)
+        if record_server:
+            children = [int(s["pid"]) for s in ctx.tracking.status().values() if s.get("pid")]  # type: ignore[call-overload]
+            write_server_record(ctx, children=children)
+        try:
+            yield
+        finally:
+            await ctx.proxy.aclose()
+            ctx.tracking.stop()
+            if record_server:
+                settings.server_json.unlink(missing_ok=True)
+            db.dispose()
+
+    app = FastAPI(
+        title="mlgate",
+        version=mlgate.__version__,
+        description="Self-hosted MLOps control plane",
+        openapi_url=None,  # served by our own route, which declares its permission like every other
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    for router in (system.router, environments.router, users.router, audit.router, mlflow_door.router):
+        app.include_router(router)
+    return app

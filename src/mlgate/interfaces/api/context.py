@@ -1,0 +1,27 @@
+"""What every request handler may reach: settings, the control database, the tracking servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+from mlgate.adapters.sql.database import Database
+from mlgate.config import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    tracking: TrackingServers
+    base_url: str  # where this server answers; the public URL unless the config names another
+    proxy: httpx.AsyncClient | None = None
+
+    @property
+    def public_url(self) -> str:
+        return self.settings.public_url or self.base_url
+
+    def tracking_uri(self, env: str) -> str:
+        return f"{self.public_url}/mlflow/{env}/"

@@ -1,0 +1,171 @@
+"""The door to each environment's MLflow: `/mlflow/<env>/...`, proxied to its tracking server.
+
+Plain MLflow clients work unchanged (`MLFLOW_TRACKING_URI=<server>/mlflow/dev`, the mlgate token in
+`MLFLOW_TRACKING_TOKEN`). Reads need any role in the environment; writes need a training role and
+are possible only in the development environment: the other registries are written by promotion alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+import anyio
+import httpx
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from mlgate.domain.environments import EnvironmentKind
+from mlgate.domain.permissions import Action, Principal
+from mlgate.errors import BackendError, PermissionDeniedError
+from mlgate.interfaces.api.context import AppContext
+from mlgate.interfaces.api.deps import ContextDep, Permission
+from mlgate.services import audit
+
+router = APIRouter(tags=["mlflow"])
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+# MLflow operations sent as POST that only read.
+READ_ONLY_POSTS = ("/search", "/search-datasets", "/get-history-bulk-interval", "/batch-get")
+# Writes worth an audit event: those that create, delete or rename things, not every logged metric.
+AUDITED_WRITES = (
+    "experiments/create",
+    "experiments/delete",
+    "experiments/restore",
+    "experiments/update",
+    "runs/create",
+    "runs/delete",
+    "runs/restore",
+    "registered-models/create",
+    "registered-models/delete",
+    "registered-models/rename",
+    "registered-models/alias",
+    "model-versions/create",
+    "model-versions/delete",
+    "model-versions/transition-stage",
+    "logged-models",
+)
+HOP_BY_HOP = {
+    "authorization",
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+
+
+def is_write(method: str, path: str) -> bool:
+    if method in ("GET", "HEAD"):
+        return False
+    return not (method == "POST" and path.rstrip("/").endswith(READ_ONLY_POSTS))
+
+
+class MlflowDoor(Permission):
+    """Reads need any role bound to the environment; writes are training, in development only."""
+
+    def __init__(self) -> None:
+        super().__init__(Action.READ)
+
+    def action_for(self, request: Request) -> Action:
+        path = request.path_params.get("path", "")
+        return Action.TRAIN if is_write(request.method, path) else Action.READ
+
+    def __call__(self, request: Request, ctx: ContextDep) -> Principal:
+        env = request.path_params["env"]
+        writes = self.action_for(request) is Action.TRAIN
+        if writes and ctx.settings.environment(env).kind is not EnvironmentKind.DEVELOPMENT:
+            Permission(Action.READ)(request, ctx)  # authenticate first: 401 comes before 403
+            raise PermissionDeniedError(
+                f"'{env}' is written only by promotion: no role may write to its MLflow store",
+                details={"action": Action.TRAIN.value, "environment": env},
+            )
+        return super().__call__(request, ctx)
+
+
+def _attribute_run(body: bytes, principal: Principal) -> bytes:
+    """Runs created through the door carry the mlgate user as their author, not the client's OS user."""
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        return body
+    if not isinstance(payload, dict):
+        return body
+    payload["user_id"] = principal.name
+    tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and t.get("key") != "mlflow.user"]
+    payload["tags"] = [*tags, {"key": "mlflow.user", "value": principal.name}]
+    return json.dumps(payload).encode()
+
+
+def _audited(path: str) -> str | None:
+    for operation in AUDITED_WRITES:
+        if path.rstrip("/").endswith(operation):
+            return "mlflow." + operation.replace("/", ".")
+    return None
+
+
+async def _record(
+    ctx: AppContext, principal: Principal, env: str, action: str, path: str, body: bytes
+) -> None:
+    def write() -> None:
+        with ctx.db.write() as session:
+            audit.record(
+                session,
+                actor=principal.name,
+                action=action,
+                environment=env,
+                subject=path,
+                payload={"body_sha256": hashlib.sha256(body).hexdigest()},
+            )
+
+    await anyio.to_thread.run_sync(write)
+
+
+@router.api_route("/mlflow/{env}/{path:path}", methods=METHODS, include_in_schema=False)
+async def mlflow_door(
+    env: str,
+    path: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(MlflowDoor())],
+    ctx: ContextDep,
+) -> Response:
+    assert ctx.proxy is not None
+    body = await request.body()
+    write = is_write(request.method, path)
+    if write and path.rstrip("/").endswith("runs/create"):
+        body = _attribute_run(body, principal)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    upstream = ctx.tracking.upstream(env)
+    outgoing = ctx.proxy.build_request(
+        request.method,
+        f"{upstream}/{path}",
+        params=request.url.query,
+        headers=headers,
+        content=body,
+    )
+    try:
+        reply = await ctx.proxy.send(outgoing, stream=True)
+    except httpx.HTTPError as exc:
+        raise BackendError(
+            f"the MLflow tracking server of '{env}' is not answering (it may be restarting): {exc}",
+            details={"environment": env},
+        ) from exc
+    action = _audited(path) if write else None
+    if action and reply.status_code < 300:
+        await _record(ctx, principal, env, action, path, body)
+    reply_headers = {
+        k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP - {"content-length"}
+    }
+    return StreamingResponse(
+        reply.aiter_raw(),
+        status_code=reply.status_code,
+        headers=reply_headers,
+        background=BackgroundTask(reply.aclose),
+    )

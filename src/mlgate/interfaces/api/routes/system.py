@@ -1,0 +1,36 @@
+"""Health, the OpenAPI document, and who the caller is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+import mlgate
+from mlgate.interfaces.api.deps import Authenticated, ContextDep, Public
+from mlgate.interfaces.api.schemas import BindingPublic, Health, WhoAmI
+
+router = APIRouter(prefix="/api/v1", tags=["system"])
+
+
+@router.get("/health", response_model=Health)
+def health(_: Public, ctx: ContextDep) -> Health:
+    return Health(status="ok", version=mlgate.__version__, tracking=ctx.tracking.status())
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(_: Public, request: Request) -> dict[str, Any]:
+    document: dict[str, Any] = request.app.openapi()
+    return document
+
+
+@router.get("/whoami", response_model=WhoAmI)
+def whoami(principal: Authenticated) -> WhoAmI:
+    return WhoAmI(
+        name=principal.name,
+        bindings=[
+            BindingPublic(role=role.value, environment=env)
+            for env, roles in sorted(principal.bindings.items())
+            for role in sorted(roles)
+        ],
+    )

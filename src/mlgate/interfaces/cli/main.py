@@ -1,0 +1,43 @@
+"""The `mlgate` command: assembles the command groups and turns mlgate errors into messages and exit codes.
+
+Imports here stay light (no MLflow, pandas or FastAPI): `mlgate --help` must answer at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mlgate.errors import MlgateError
+from mlgate.interfaces.cli import audit_commands, env_commands, identity_commands, setup_commands
+from mlgate.interfaces.cli.demo_command import demo
+from mlgate.interfaces.cli.output import errors
+
+app = typer.Typer(
+    name="mlgate",
+    help="mlgate: move models from dev to production through gated, access-controlled environments.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(setup_commands.init)
+app.command()(setup_commands.server)
+app.command()(setup_commands.stop)
+app.command()(demo)
+app.command()(identity_commands.whoami)
+app.add_typer(env_commands.envs, name="env")
+app.add_typer(identity_commands.users, name="user")
+app.add_typer(identity_commands.tokens, name="token")
+app.add_typer(audit_commands.audit, name="audit")
+
+
+def main() -> None:
+    from mlgate.interfaces.sdk.client import ApiError
+
+    try:
+        app()
+    except ApiError as exc:
+        errors.print(f"error ({exc.status_code} {exc.error_code}): {exc.message}", markup=False)
+        raise SystemExit(1) from None
+    except MlgateError as exc:
+        errors.print(f"error: {exc.message}", markup=False)
+        raise SystemExit(1) from None

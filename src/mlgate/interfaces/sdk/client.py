@@ -1,0 +1,151 @@
+"""`Client`: the REST API from Python. Errors come back as `ApiError` with the server's code and message."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlgate.errors import MlgateError
+
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+class ApiError(MlgateError):
+    """The server answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.status_code = status
+        self.error_code = code
+
+
+class ServerNotFoundError(MlgateError):
+    """No server address was given and none is recorded in the project's home."""
+
+
+def discover_url(start: Path | None = None) -> str | None:
+    """The address of the server recorded in the home of the nearest mlgate.yaml, if it runs."""
+    from mlgate.config import load_settings
+    from mlgate.errors import ConfigError
+    from mlgate.runtime import running_server
+
+    try:
+        settings = load_settings(None if start is None else start / "mlgate.yaml")
+    except ConfigError:
+        return None
+    record = running_server(settings)
+    return record.url if record else None
+
+
+class Client:
+    def __init__(
+        self, url: str, token: str | None = None, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def discover(cls, url: str | None = None, token: str | None = None) -> Client:
+        """Address from the argument, `MLGATE_URL`, or the running server of this project; token likewise."""
+        url = url or os.environ.get("MLGATE_URL") or discover_url()
+        if not url:
+            raise ServerNotFoundError(
+                "no mlgate server found: pass --url, set MLGATE_URL, or start one with `mlgate server`"
+            )
+        return cls(url, token or os.environ.get("MLGATE_TOKEN"))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise MlgateError(f"cannot reach the mlgate server at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                raise ApiError(response.status_code, error["code"], error["message"], error.get("details"))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+        return response.json() if response.content else None
+
+    # system
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/api/v1/health")
+        return result
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/api/v1/whoami")
+        return result
+
+    # environments
+    def environments(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/environments")["data"]
+        return result
+
+    def environment(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{name}")
+        return result
+
+    # users and tokens
+    def users(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/users")["data"]
+        return result
+
+    def create_user(
+        self, name: str, *, roles: list[str], environments: list[str], email: str | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "roles": roles, "environments": environments, "email": email}
+        result: dict[str, Any] = self.request("POST", "/api/v1/users", json=body)
+        return result
+
+    def grant(self, name: str, *, roles: list[str], environments: list[str]) -> dict[str, Any]:
+        body = {"roles": roles, "environments": environments}
+        result: dict[str, Any] = self.request("POST", f"/api/v1/users/{name}/roles", json=body)
+        return result
+
+    def revoke_roles(self, name: str, *, roles: list[str], environments: list[str]) -> dict[str, Any]:
+        body = {"roles": roles, "environments": environments}
+        result: dict[str, Any] = self.request("POST", f"/api/v1/users/{name}/roles/revoke", json=body)
+        return result
+
+    def tokens(self, *, user: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
+        if mine:
+            result: list[dict[str, Any]] = self.request("GET", "/api/v1/me/tokens")["data"]
+        else:
+            result = self.request("GET", "/api/v1/tokens", params={"user": user} if user else None)["data"]
+        return result
+
+    def create_token(
+        self, *, user: str | None = None, name: str = "cli", expires_in_days: float | None = None
+    ) -> dict[str, Any]:
+        path = f"/api/v1/users/{user}/tokens" if user else "/api/v1/me/tokens"
+        body = {"name": name, "expires_in_days": expires_in_days}
+        result: dict[str, Any] = self.request("POST", path, json=body)
+        return result
+
+    def revoke_token(self, token_id: int, *, mine: bool = False) -> dict[str, Any]:
+        path = f"/api/v1/me/tokens/{token_id}" if mine else f"/api/v1/tokens/{token_id}"
+        result: dict[str, Any] = self.request("DELETE", path)
+        return result
+
+    # audit
+    def audit(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/audit", params=params)["data"]
+        return result
+
+    def verify_audit(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/api/v1/audit/verify")
+        return result

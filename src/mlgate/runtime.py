@@ -1,0 +1,90 @@
+"""The running server of a home: start it in the foreground, find it, stop it and what it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlgate.config import Settings
+
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    pid: int
+    url: str
+    children: list[int]
+
+    @classmethod
+    def read(cls, path: Path) -> ServerRecord | None:
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            return cls(
+                pid=int(data["pid"]), url=str(data["url"]), children=[int(c) for c in data["children"]]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our own child, exited but not reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def running_server(settings: Settings) -> ServerRecord | None:
+    record = ServerRecord.read(settings.server_json)
+    if record is None or not alive(record.pid):
+        return None
+    return record
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the control plane in the foreground until interrupted."""
+    import uvicorn
+
+    from mlgate.interfaces.api.app import create_app
+    from mlgate.ports import free_port
+
+    port = port or free_port(host)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    app = create_app(settings, base_url=f"http://{shown_host}:{port}", record_server=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+
+
+def stop(settings: Settings) -> list[str]:
+    """Stop the home's server and everything it started; returns what was stopped."""
+    from mlgate.adapters.mlflow.tracking_servers import kill_group
+
+    record = ServerRecord.read(settings.server_json)
+    if record is None:
+        return []
+    stopped = []
+    if alive(record.pid):
+        os.kill(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while alive(record.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(record.pid):
+            os.kill(record.pid, signal.SIGKILL)
+        stopped.append(f"server (pid {record.pid}) at {record.url}")
+    for child in record.children:  # normally gone with the server; a killed server leaves them
+        if alive(child):
+            kill_group(child)
+            stopped.append(f"tracking server (pid {child})")
+    settings.server_json.unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,102 @@
+"""The audit log: append an event inside the caller's transaction, list events, verify the chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.models import AuditEvent, AuditHead, utcnow
+from mlgate.domain.audit import ChainedEvent, VerifyResult, event_hash, payload_digest, verify_chain
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    environment: str | None = None,
+    subject: str | None = None,
+    payload: Any = None,
+) -> AuditEvent:
+    """Append one event, in the same transaction as the change it records.
+
+    The head row is locked first (FOR UPDATE on PostgreSQL; SQLite's write transactions already hold
+    the database's write lock), so two appends never take the same sequence number.
+    """
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    at = utcnow()
+    digest = payload_digest(payload if payload is not None else {})
+    seq = head.seq + 1
+    event = AuditEvent(
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        environment=environment,
+        subject=subject,
+        payload_digest=digest,
+        prev_hash=head.hash,
+        hash=event_hash(
+            seq=seq,
+            at=at,
+            actor=actor,
+            action=action,
+            environment=environment,
+            subject=subject,
+            payload_digest=digest,
+            prev_hash=head.hash,
+        ),
+    )
+    session.add(event)
+    head.seq, head.hash = seq, event.hash
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str | None = None
+    action: str | None = None
+    environment: str | None = None
+    since: datetime | None = None
+    limit: int = 100
+
+
+def list_events(db: Database, *, where: AuditFilter) -> list[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(where.limit)
+    if where.actor:
+        query = query.where(AuditEvent.actor == where.actor)
+    if where.action:
+        query = query.where(AuditEvent.action.startswith(where.action))
+    if where.environment:
+        query = query.where(AuditEvent.environment == where.environment)
+    if where.since:
+        query = query.where(AuditEvent.at >= where.since)
+    with db.read() as session:
+        return list(session.execute(query).scalars())
+
+
+def verify(db: Database) -> VerifyResult:
+    with db.read() as session:
+        head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+        rows = session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
+        events = (
+            ChainedEvent(
+                seq=r.seq,
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                environment=r.environment,
+                subject=r.subject,
+                payload_digest=r.payload_digest,
+                prev_hash=r.prev_hash,
+                hash=r.hash,
+            )
+            for r in rows
+        )
+        return verify_chain(events, head_seq=head.seq, head_hash=head.hash)

@@ -1,0 +1,315 @@
+"""Users, role bindings and API tokens; turning a bearer token into a Principal."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.models import ApiToken, RoleBinding, User, utcnow
+from mlgate.domain.permissions import ALL_ENVIRONMENTS, Principal, Role
+from mlgate.domain.tokens import TOKEN_PREFIX, display_prefix, new_token, token_hash
+from mlgate.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
+from mlgate.services import audit
+
+USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
+SYSTEM_USER = "system"
+MAX_TOKEN_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class Binding:
+    role: Role
+    environment: str  # an environment name, or ALL_ENVIRONMENTS
+
+
+@dataclass(frozen=True)
+class UserView:
+    name: str
+    email: str | None
+    kind: str
+    created_at: datetime
+    bindings: list[Binding]
+
+
+@dataclass(frozen=True)
+class TokenView:
+    id: int
+    user: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just created: the only moment its value exists outside the caller's hands."""
+
+    record: TokenView
+    value: str
+
+
+def _user_view(user: User) -> UserView:
+    return UserView(
+        name=user.name,
+        email=user.email,
+        kind=user.kind,
+        created_at=user.created_at,
+        bindings=[Binding(Role(b.role), b.environment) for b in user.bindings],
+    )
+
+
+def _token_view(token: ApiToken, user_name: str | None = None) -> TokenView:
+    return TokenView(
+        id=token.id,
+        user=user_name or token.user.name,
+        name=token.name,
+        prefix=token.prefix,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        revoked_at=token.revoked_at,
+    )
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
+def parse_bindings(roles: Sequence[str], environments: Sequence[str], known: Sequence[str]) -> list[Binding]:
+    """Every role bound in every environment given; `admin` without environments means all of them."""
+    if not roles:
+        raise ValidationError("at least one role is required", details={"roles": list(roles)})
+    parsed = []
+    for role_name in roles:
+        try:
+            parsed.append(Role(role_name))
+        except ValueError:
+            raise ValidationError(
+                f"unknown role '{role_name}'; expected one of: {', '.join(r.value for r in Role)}",
+                details={"role": role_name},
+            ) from None
+    for env in environments:
+        if env != ALL_ENVIRONMENTS and env not in known:
+            raise ValidationError(
+                f"unknown environment '{env}'; expected one of: {', '.join(known)}",
+                details={"environment": env},
+            )
+    bindings = []
+    for role in parsed:
+        if role is Role.ADMIN:
+            if environments and list(environments) != [ALL_ENVIRONMENTS]:
+                raise ValidationError(
+                    "role 'admin' is not bound per environment: give it without --env",
+                    details={"role": role.value},
+                )
+            bindings.append(Binding(role, ALL_ENVIRONMENTS))
+            continue
+        envs = [env for env in environments if env != ALL_ENVIRONMENTS] or (
+            list(known) if ALL_ENVIRONMENTS in environments else []
+        )
+        if not envs:
+            raise ValidationError(
+                f"role '{role}' is bound per environment: give at least one environment",
+                details={"role": role.value},
+            )
+        bindings.extend(Binding(role, env) for env in envs)
+    return bindings
+
+
+def _get_user(session: Session, name: str) -> User:
+    user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+    if user is None:
+        raise NotFoundError(f"unknown user '{name}'", details={"user": name})
+    return user
+
+
+def _issue(session: Session, *, user: User, name: str, expires_in: timedelta | None) -> IssuedToken:
+    if user.kind == SYSTEM_USER:
+        raise ValidationError("the system principal cannot sign in: it has no tokens")
+    if expires_in is not None and not timedelta(0) < expires_in <= timedelta(days=MAX_TOKEN_DAYS):
+        raise ValidationError(f"token expiry must be between 1 minute and {MAX_TOKEN_DAYS} days")
+    value = new_token()
+    record = ApiToken(
+        user_id=user.id,
+        name=name,
+        prefix=display_prefix(value),
+        token_hash=token_hash(value),
+        created_at=utcnow(),
+        expires_at=utcnow() + expires_in if expires_in else None,
+    )
+    session.add(record)
+    session.flush()
+    return IssuedToken(_token_view(record, user.name), value)
+
+
+def create_user(
+    db: Database,
+    *,
+    actor: str,
+    name: str,
+    bindings: Sequence[Binding],
+    email: str | None = None,
+) -> tuple[UserView, IssuedToken]:
+    """A new person with their role bindings and a first token."""
+    if not USER_NAME.match(name):
+        raise ValidationError(
+            f"invalid user name '{name}': expected lowercase letters, digits, '.', '_' or '-'",
+            details={"user": name},
+        )
+    if name == SYSTEM_USER:
+        raise ConflictError("'system' is the built-in automation principal")
+    if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
+        raise ValidationError(f"invalid email address '{email}'", details={"email": email})
+    try:
+        with db.write() as session:
+            if session.execute(select(User.id).where(User.name == name)).first():
+                raise ConflictError(f"user '{name}' already exists", details={"user": name})
+            user = User(name=name, email=email, kind="human", created_at=utcnow())
+            user.bindings = [RoleBinding(role=b.role.value, environment=b.environment) for b in bindings]
+            session.add(user)
+            session.flush()
+            issued = _issue(session, user=user, name="default", expires_in=None)
+            audit.record(
+                session,
+                actor=actor,
+                action="user.create",
+                subject=f"user:{name}",
+                payload={"email": email, "bindings": [[b.role.value, b.environment] for b in bindings]},
+            )
+            view = _user_view(user)
+    except IntegrityError as exc:  # a concurrent create of the same name
+        raise ConflictError(f"user '{name}' already exists", details={"user": name}) from exc
+    return view, issued
+
+
+def grant(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
+    with db.write() as session:
+        user = _get_user(session, name)
+        if user.kind == SYSTEM_USER:
+            raise ValidationError("the system principal holds no roles")
+        have = {(b.role, b.environment) for b in user.bindings}
+        added = [b for b in bindings if (b.role.value, b.environment) not in have]
+        user.bindings.extend(RoleBinding(role=b.role.value, environment=b.environment) for b in added)
+        audit.record(
+            session,
+            actor=actor,
+            action="user.grant",
+            subject=f"user:{name}",
+            payload=[[b.role.value, b.environment] for b in added],
+        )
+        session.flush()
+        return _user_view(user)
+
+
+def revoke_roles(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
+    with db.write() as session:
+        user = _get_user(session, name)
+        drop = {(b.role.value, b.environment) for b in bindings}
+        user.bindings = [b for b in user.bindings if (b.role, b.environment) not in drop]
+        audit.record(session, actor=actor, action="user.revoke", subject=f"user:{name}", payload=sorted(drop))
+        session.flush()
+        return _user_view(user)
+
+
+def list_users(db: Database) -> list[UserView]:
+    with db.read() as session:
+        return [_user_view(u) for u in session.execute(select(User).order_by(User.id)).scalars()]
+
+
+def get_user(db: Database, name: str) -> UserView:
+    with db.read() as session:
+        return _user_view(_get_user(session, name))
+
+
+def create_token(
+    db: Database, *, actor: str, user_name: str, name: str, expires_in: timedelta | None
+) -> IssuedToken:
+    with db.write() as session:
+        user = _get_user(session, user_name)
+        issued = _issue(session, user=user, name=name, expires_in=expires_in)
+        audit.record(
+            session,
+            actor=actor,
+            action="token.create",
+            subject=f"user:{user_name}",
+            payload={"token_id": issued.record.id, "name": name, "prefix": issued.record.prefix},
+        )
+        return issued
+
+
+def list_tokens(db: Database, *, user_name: str | None = None) -> list[TokenView]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    with db.read() as session:
+        if user_name is not None:
+            query = query.where(ApiToken.user_id == _get_user(session, user_name).id)
+        return [_token_view(t) for t in session.execute(query).scalars()]
+
+
+def revoke_token(db: Database, *, actor: str, token_id: int, owner: str | None = None) -> TokenView:
+    """Revoke a token; with `owner`, only one of that user's own tokens."""
+    with db.write() as session:
+        token = session.get(ApiToken, token_id)
+        if token is None or (owner is not None and token.user.name != owner):
+            raise NotFoundError(f"unknown token {token_id}", details={"token_id": token_id})
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            audit.record(
+                session,
+                actor=actor,
+                action="token.revoke",
+                subject=f"user:{token.user.name}",
+                payload={"token_id": token_id},
+            )
+        return _token_view(token)
+
+
+def principal_of(user: User, *, token_id: int | None = None) -> Principal:
+    bindings: dict[str, set[Role]] = {}
+    for binding in user.bindings:
+        bindings.setdefault(binding.environment, set()).add(Role(binding.role))
+    return Principal(
+        id=user.id,
+        name=user.name,
+        is_system=user.kind == SYSTEM_USER,
+        bindings={env: frozenset(roles) for env, roles in bindings.items()},
+        token_id=token_id,
+    )
+
+
+def system_principal(db: Database) -> Principal:
+    with db.read() as session:
+        return principal_of(_get_user(session, SYSTEM_USER))
+
+
+def authenticate(db: Database, token: str) -> Principal:
+    """The principal a bearer token stands for, or AuthenticationError saying why not."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise AuthenticationError("not an mlgate token (expected one starting with 'mlg_')")
+    with db.read() as session:
+        record = session.execute(
+            select(ApiToken).where(ApiToken.token_hash == token_hash(token))
+        ).scalar_one_or_none()
+        if record is None:
+            raise AuthenticationError("unknown token")
+        if record.revoked_at is not None:
+            raise AuthenticationError("this token was revoked")
+        expires_at = _aware(record.expires_at)
+        if expires_at is not None and expires_at <= utcnow():
+            raise AuthenticationError("this token has expired")
+        user = record.user
+        if user.disabled_at is not None or user.kind == SYSTEM_USER:
+            raise AuthenticationError("this user cannot sign in")
+        return principal_of(user, token_id=record.id)
+
+
+def has_human_users(db: Database) -> bool:
+    with db.read() as session:
+        return session.execute(select(User.id).where(User.kind == "human")).first() is not None

@@ -1,0 +1,74 @@
+"""`mlgate init`: the home, the control database, each environment's stores, the first admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlgate.adapters.mlflow.stores import create_store
+from mlgate.adapters.sql import migrate
+from mlgate.adapters.sql.database import Database
+from mlgate.config import Settings
+from mlgate.domain.permissions import ALL_ENVIRONMENTS, Role
+from mlgate.services import identity
+
+FIRST_ADMIN = "admin"
+
+
+@dataclass
+class InitReport:
+    created: list[str] = field(default_factory=list)
+    admin_token: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created) or self.admin_token is not None
+
+
+def _folders(settings: Settings) -> list[tuple[str, Path]]:
+    folders: list[tuple[str, Path]] = [
+        ("home", settings.home),
+        ("logs", settings.logs_dir),
+        ("jobs", settings.jobs_dir),
+    ]
+    for env in settings.environments:
+        for label, path in (
+            ("artifact root", env.artifact_root),
+            ("data", env.data_dir),
+            ("serving", env.serving_dir),
+            ("monitoring", env.monitoring_dir),
+        ):
+            folders.append((f"{env.name} {label}", path))
+    return folders
+
+
+def _store_exists(tracking_store: str) -> bool:
+    if tracking_store.startswith("sqlite:///"):
+        return Path(tracking_store.removeprefix("sqlite:///")).exists()
+    return False  # a remote store: creating it is idempotent, so always make sure
+
+
+def initialize(settings: Settings) -> InitReport:
+    """Idempotent: a second run changes nothing and reports so."""
+    report = InitReport()
+    for label, path in _folders(settings):
+        if not path.exists():
+            path.mkdir(parents=True)
+            report.created.append(f"{label}: {path}")
+    db = Database(settings.database_url)
+    try:
+        if migrate.upgrade(db):
+            report.created.append(f"control database at revision {migrate.head_revision()}")
+        for env in settings.environments:
+            if not _store_exists(env.tracking_store):
+                create_store(env)
+                report.created.append(f"{env.name} MLflow store: {env.tracking_store}")
+        if not identity.has_human_users(db):
+            bindings = [identity.Binding(Role.ADMIN, ALL_ENVIRONMENTS)]
+            _, issued = identity.create_user(
+                db, actor=identity.SYSTEM_USER, name=FIRST_ADMIN, bindings=bindings
+            )
+            report.admin_token = issued.value
+    finally:
+        db.dispose()
+    return report
