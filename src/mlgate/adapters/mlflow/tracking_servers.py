@@ -169,7 +169,8 @@ class LocalTrackingServers:
                             server.env.name,
                             server.process.returncode,
                         )
-                        kill_group(server.process.pid, grace_s=1.0)
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(server.process.pid, signal.SIGKILL)
                         server.restarts += 1
                         self._spawn(server)
                     elif not server.ready:
@@ -177,11 +178,18 @@ class LocalTrackingServers:
 
     def stop(self) -> None:
         self._stopping.set()
-        for server in self._servers.values():
-            with server.lock:
-                if server.process is not None:
-                    kill_group(server.process.pid)
-                    server.process.wait()
+        running = [s.process for s in self._servers.values() if s.process is not None]
+        for process in running:  # all at once: they shut down in parallel
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # whatever is left of the group (a worker that outlived its parent) goes now
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def upstream(self, env: str) -> str:
         server = self._servers.get(env)
