@@ -91,9 +91,7 @@ def project_template(tmp_path_factory: pytest.TempPathFactory) -> Project:
     db = Database(settings.database_url)
     for name, (roles, envs) in TEAM.items():
         bindings = identity.parse_bindings(roles, envs, settings.env_names)
-        _, issued = identity.create_user(
-            db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com"
-        )
+        _, issued = identity.create_user(db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com")
         project.tokens[name] = issued.value
     db.dispose()
     return project

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from mlgate.domain.environments import EnvironmentKind, kind_at
@@ -66,7 +66,7 @@ class EnvironmentConfig(_Strict):
     name: str
     tracking_store: str | None = None
     artifact_root: str | None = None
-    serving_port: int = Field(default=0, ge=0, le=65535)
+    serving_port: int = Field(default=0, ge=0, le=65535, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -89,7 +89,7 @@ class DatabaseConfig(_Strict):
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_SERVER_PORT, ge=0, le=65535)
+    port: int = Field(default=DEFAULT_SERVER_PORT, ge=0, le=65535, strict=True)
     public_url: str | None = None
 
     @field_validator("public_url")
@@ -117,15 +117,16 @@ class FileConfig(_Strict):
     train: Any = None
     data: Any = None
 
-    @model_validator(mode="after")
-    def _unique_environments(self) -> FileConfig:
-        if not self.environments:
-            raise ValueError("environments: expected at least one environment")
-        names = [env.name for env in self.environments]
+    @field_validator("environments")
+    @classmethod
+    def _unique_environments(cls, value: list[EnvironmentConfig]) -> list[EnvironmentConfig]:
+        if not value:
+            raise ValueError("expected at least one environment")
+        names = [env.name for env in value]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"environments: duplicate name(s) {', '.join(duplicates)}")
-        return self
+            raise ValueError(f"expected unique names, got duplicate name(s) {', '.join(duplicates)}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def parse_config(text: str, *, source: str = CONFIG_FILE) -> FileConfig:
             got = err.get("input")
             shown = (
                 ""
-                if err["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict)
+                if err["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict | list)
                 else f" (got {got!r})"
             )
             problems.append(f"{where}: {message}{shown}")

@@ -7,6 +7,7 @@ server's door) exactly as a team would, and prints what it did.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,17 +15,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
 from mlgate.errors import MlgateError
-from mlgate.interfaces.cli.output import table
+from mlgate.interfaces.cli.output import console, table
 from mlgate.interfaces.sdk.client import Client
 from mlgate.ports import free_port
 from mlgate.runtime import alive, running_server, stop
 from mlgate.services.setup import initialize
 
-console = Console()
 SERVER_START_TIMEOUT_S = 180.0
 
 # The demo accounts: name -> (roles, environments).
@@ -124,10 +122,7 @@ class Demo:
         table(
             None,
             ["env", "tracking URI", "artifact root", "dana's roles"],
-            [
-                [e["name"], e["tracking_uri"], e["artifact_root"], ", ".join(e["my_roles"]) or "-"]
-                for e in envs
-            ],
+            [[e["name"], e["tracking_uri"], e["artifact_root"], ", ".join(e["my_roles"]) or "-"] for e in envs],
         )
 
     def _plain_mlflow(self, user: str, env: str) -> subprocess.CompletedProcess[str]:
@@ -156,8 +151,8 @@ class Demo:
         refused = self._plain_mlflow("dana", "production")
         if refused.returncode == 0:
             raise MlgateError("a write to production through the MLflow door was accepted")
-        reason = next((ln for ln in refused.stderr.splitlines() if "403" in ln or "forbidden" in ln), "")
-        console.print(f"  refused: {reason.strip()[:160] or 'HTTP 403'}")
+        reason = re.search(r"'message': [\"'](.+?)[\"'], 'details'", refused.stderr)
+        console.print(f"  refused (403): {reason.group(1) if reason else refused.stderr.strip()[-300:]}")
 
     def audit(self) -> None:
         self.step("Audit: every change is in the hash-chained log")

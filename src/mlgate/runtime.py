@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlgate.config import Settings
+from mlgate.errors import ConflictError
 
 STOP_TIMEOUT_S = 30.0
 
@@ -25,9 +28,7 @@ class ServerRecord:
     def read(cls, path: Path) -> ServerRecord | None:
         try:
             data: dict[str, Any] = json.loads(path.read_text())
-            return cls(
-                pid=int(data["pid"]), url=str(data["url"]), children=[int(c) for c in data["children"]]
-            )
+            return cls(pid=int(data["pid"]), url=str(data["url"]), children=[int(c) for c in data["children"]])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -60,10 +61,20 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     from mlgate.interfaces.api.app import create_app
     from mlgate.ports import free_port
 
-    port = port or free_port(host)
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    app = create_app(settings, base_url=f"http://{shown_host}:{port}", record_server=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    # Held for the server's lifetime: a second server of the same home, even one started at the
+    # same instant, finds it taken and refuses to start.
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with (settings.home / "server.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(f"a server of the home {settings.home} is already running") from None
+        port = port or free_port(host)
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        app = create_app(settings, base_url=f"http://{shown_host}:{port}", record_server=True)
+        # uvicorn shuts down gracefully on SIGTERM, then raises it again: end with status 0 then.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
 
 
 def stop(settings: Settings) -> list[str]:

@@ -71,9 +71,7 @@ def verify_chain(events: Iterable[ChainedEvent], *, head_seq: int, head_hash: st
     for event in events:
         count += 1
         if event.seq != expected_seq:
-            return VerifyResult(
-                False, count, expected_seq, f"event {expected_seq} is missing (found {event.seq} next)"
-            )
+            return VerifyResult(False, count, expected_seq, f"event {expected_seq} is missing (found {event.seq} next)")
         if event.prev_hash != prev_hash:
             return VerifyResult(False, count, event.seq, "its link to the previous event does not match")
         recomputed = event_hash(

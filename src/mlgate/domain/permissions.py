@@ -95,6 +95,9 @@ class Principal:
     # environment name (or ALL_ENVIRONMENTS) -> roles bound there
     bindings: dict[str, frozenset[Role]] = field(default_factory=dict)
     token_id: int | None = None
+    # A job token's reach ("mlflow:<env>": that environment's MLflow door only), and its job.
+    scope: str | None = None
+    job_id: int | None = None
 
     def roles_in(self, environment: str | None) -> frozenset[Role]:
         """Roles bound in `environment` plus those bound everywhere; None means everywhere only."""

@@ -28,7 +28,9 @@ def record(
     The head row is locked first (FOR UPDATE on PostgreSQL; SQLite's write transactions already hold
     the database's write lock), so two appends never take the same sequence number.
     """
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
     at = utcnow()
     digest = payload_digest(payload if payload is not None else {})
     seq = head.seq + 1

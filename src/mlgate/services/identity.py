@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ def _issue(session: Session, *, user: User, name: str, expires_in: timedelta | N
     if user.kind == SYSTEM_USER:
         raise ValidationError("the system principal cannot sign in: it has no tokens")
     if expires_in is not None and not timedelta(0) < expires_in <= timedelta(days=MAX_TOKEN_DAYS):
-        raise ValidationError(f"token expiry must be between 1 minute and {MAX_TOKEN_DAYS} days")
+        raise ValidationError(f"token expiry must be more than 0 and at most {MAX_TOKEN_DAYS} days")
     value = new_token()
     record = ApiToken(
         user_id=user.id,
@@ -212,6 +213,8 @@ def grant(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -
 def revoke_roles(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
     with db.write() as session:
         user = _get_user(session, name)
+        if user.kind == SYSTEM_USER:
+            raise ValidationError("the system principal holds no roles")
         drop = {(b.role.value, b.environment) for b in bindings}
         user.bindings = [b for b in user.bindings if (b.role, b.environment) not in drop]
         audit.record(session, actor=actor, action="user.revoke", subject=f"user:{name}", payload=sorted(drop))
@@ -229,9 +232,7 @@ def get_user(db: Database, name: str) -> UserView:
         return _user_view(_get_user(session, name))
 
 
-def create_token(
-    db: Database, *, actor: str, user_name: str, name: str, expires_in: timedelta | None
-) -> IssuedToken:
+def create_token(db: Database, *, actor: str, user_name: str, name: str, expires_in: timedelta | None) -> IssuedToken:
     with db.write() as session:
         user = _get_user(session, user_name)
         issued = _issue(session, user=user, name=name, expires_in=expires_in)
@@ -294,9 +295,7 @@ def authenticate(db: Database, token: str) -> Principal:
     if not token.startswith(TOKEN_PREFIX):
         raise AuthenticationError("not an mlgate token (expected one starting with 'mlg_')")
     with db.read() as session:
-        record = session.execute(
-            select(ApiToken).where(ApiToken.token_hash == token_hash(token))
-        ).scalar_one_or_none()
+        record = session.execute(select(ApiToken).where(ApiToken.token_hash == token_hash(token))).scalar_one_or_none()
         if record is None:
             raise AuthenticationError("unknown token")
         if record.revoked_at is not None:
@@ -307,9 +306,40 @@ def authenticate(db: Database, token: str) -> Principal:
         user = record.user
         if user.disabled_at is not None or user.kind == SYSTEM_USER:
             raise AuthenticationError("this user cannot sign in")
-        return principal_of(user, token_id=record.id)
+        principal = principal_of(user, token_id=record.id)
+        if record.scope is not None:
+            principal = dataclasses.replace(principal, scope=record.scope, job_id=record.job_id)
+        return principal
 
 
 def has_human_users(db: Database) -> bool:
     with db.read() as session:
         return session.execute(select(User.id).where(User.kind == "human")).first() is not None
+
+
+def mint_job_token(db: Database, *, job_id: int, user_name: str, environment: str, ttl: timedelta) -> str:
+    """A short-lived token for one job: it acts as the job's requester, on `environment`'s MLflow door only."""
+    value = new_token()
+    with db.write() as session:
+        user = _get_user(session, user_name)
+        session.add(
+            ApiToken(
+                user_id=user.id,
+                name=f"job-{job_id}",
+                prefix=display_prefix(value),
+                token_hash=token_hash(value),
+                created_at=utcnow(),
+                expires_at=utcnow() + ttl,
+                job_id=job_id,
+                scope=f"mlflow:{environment}",
+            )
+        )
+    return value
+
+
+def revoke_job_tokens(db: Database, *, job_id: int) -> None:
+    with db.write() as session:
+        for token in session.execute(
+            select(ApiToken).where(ApiToken.job_id == job_id, ApiToken.revoked_at.is_(None))
+        ).scalars():
+            token.revoked_at = utcnow()

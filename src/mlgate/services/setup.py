@@ -65,9 +65,7 @@ def initialize(settings: Settings) -> InitReport:
                 report.created.append(f"{env.name} MLflow store: {env.tracking_store}")
         if not identity.has_human_users(db):
             bindings = [identity.Binding(Role.ADMIN, ALL_ENVIRONMENTS)]
-            _, issued = identity.create_user(
-                db, actor=identity.SYSTEM_USER, name=FIRST_ADMIN, bindings=bindings
-            )
+            _, issued = identity.create_user(db, actor=identity.SYSTEM_USER, name=FIRST_ADMIN, bindings=bindings)
             report.admin_token = issued.value
     finally:
         db.dispose()

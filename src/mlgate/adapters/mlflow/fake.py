@@ -21,7 +21,4 @@ class FakeTrackingServers:
         return self._upstream
 
     def status(self) -> dict[str, dict[str, object]]:
-        return {
-            env: {"pid": None, "port": None, "ready": self.started, "restarts": 0}
-            for env in self._environments
-        }
+        return {env: {"pid": None, "port": None, "ready": self.started, "restarts": 0} for env in self._environments}

@@ -24,6 +24,4 @@ def create_store(env: Environment) -> None:
         store = SqlAlchemyStore(env.tracking_store, SERVED_ARTIFACT_ROOT)  # type: ignore[no-untyped-call]
         store.engine.dispose()
     except Exception as exc:
-        raise BackendError(
-            f"cannot create the MLflow store of '{env.name}' at {env.tracking_store}: {exc}"
-        ) from exc
+        raise BackendError(f"cannot create the MLflow store of '{env.name}' at {env.tracking_store}: {exc}") from exc

@@ -76,9 +76,7 @@ class LocalTrackingServers:
     def __init__(self, settings: Settings, *, python: str = sys.executable) -> None:
         self._python = python
         self._servers = {
-            env.name: _Server(
-                env=env, port=free_port(), log_path=settings.logs_dir / f"mlflow-{env.name}.log"
-            )
+            env.name: _Server(env=env, port=free_port(), log_path=settings.logs_dir / f"mlflow-{env.name}.log")
             for env in settings.environments
         }
         self._stopping = threading.Event()

@@ -3,10 +3,14 @@
 SQLite: WAL so readers never block the writer, a busy timeout so writers queue instead of failing,
 and `BEGIN IMMEDIATE` for write transactions, so a read-then-write step (an approval counting the
 approvals before it) takes the write lock before it reads and two of them cannot interleave.
+
+PostgreSQL: the same guarantee from a transaction-scoped advisory lock that every write transaction
+takes first (READ COMMITTED alone would let two read-then-write steps read the same state).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mlgate.errors import BackendError
 
+log = logging.getLogger(__name__)
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The advisory lock key write transactions serialize on, per database ("mlgate" in ASCII).
+POSTGRES_WRITE_LOCK_KEY = 0x6D6C67617465
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -42,10 +50,30 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _postgres_engine(url: str) -> Engine:
+    engine = create_engine(url, pool_pre_ping=True)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Released by the transaction's commit or rollback; read transactions do not take it.
+        if connection.get_execution_options().get("mlgate_write"):
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POSTGRES_WRITE_LOCK_KEY})")
+
+    return engine
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
+    if url.startswith("postgresql"):
+        return _postgres_engine(url)
     return create_engine(url, pool_pre_ping=True)
+
+
+def _unavailable(exc: OperationalError) -> BackendError:
+    # The driver's message (table names, file paths) goes to the server log, not to API callers.
+    log.error("control database error: %s", exc.orig)
+    return BackendError("the control database is unavailable; see the server log")
 
 
 class Database:
@@ -64,7 +92,7 @@ class Database:
             try:
                 yield session
             except OperationalError as exc:
-                raise BackendError(f"control database unavailable: {exc.orig}") from exc
+                raise _unavailable(exc) from exc
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -74,7 +102,7 @@ class Database:
                 with session.begin():
                     yield session
             except OperationalError as exc:
-                raise BackendError(f"control database unavailable: {exc.orig}") from exc
+                raise _unavailable(exc) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -31,11 +31,18 @@ def current_revision(db: Database) -> str | None:
 
 
 def upgrade(db: Database) -> bool:
-    """Bring the schema to the newest revision; True if anything was applied."""
-    if current_revision(db) == head_revision():
+    """Bring the schema to the newest revision; True if anything was applied.
+
+    Runs as a write transaction, so two processes starting at once (a server and `mlgate init`)
+    take turns: the second finds the schema current and does nothing.
+    """
+    head = head_revision()
+    if current_revision(db) == head:
         return False
     config = _config()
-    with db.engine.begin() as connection:
+    with db.engine.execution_options(mlgate_write=True).begin() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return False
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     return True

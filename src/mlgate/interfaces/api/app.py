@@ -13,13 +13,15 @@ import httpx
 from fastapi import FastAPI
 
 import mlgate
+from mlgate.adapters.execution.base import ExecutionBackend, backend
 from mlgate.adapters.mlflow.tracking_servers import LocalTrackingServers, TrackingServers
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.interfaces.api import errors
 from mlgate.interfaces.api.context import AppContext
-from mlgate.interfaces.api.routes import audit, environments, mlflow_door, system, users
+from mlgate.interfaces.api.routes import audit, data, environments, jobs, mlflow_door, system, users
+from mlgate.services.job_runner import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,11 @@ def create_app(
     *,
     base_url: str,
     tracking: TrackingServers | None = None,
+    execution: ExecutionBackend | None = None,
     record_server: bool = False,
 ) -> FastAPI:
-    """The app; `tracking` defaults to real MLflow servers, `record_server` writes server.json."""
+    """The app; `tracking` defaults to real MLflow servers, `execution` to local subprocesses,
+    `record_server` writes server.json."""
     db = Database(settings.database_url)
     ctx = AppContext(
         settings=settings,
@@ -65,12 +69,15 @@ def create_app(
             log.info("control database migrated to %s", migrate.head_revision())
         ctx.tracking.start()
         ctx.proxy = httpx.AsyncClient(timeout=PROXY_TIMEOUT)
+        runner = JobRunner(settings=settings, db=db, backend=execution or backend("local"), base_url=ctx.base_url)
+        runner.start()
         if record_server:
             children = [int(s["pid"]) for s in ctx.tracking.status().values() if s.get("pid")]  # type: ignore[call-overload]
             write_server_record(ctx, children=children)
         try:
             yield
         finally:
+            runner.stop()
             await ctx.proxy.aclose()
             ctx.tracking.stop()
             if record_server:
@@ -88,6 +95,6 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    for router in (system.router, environments.router, users.router, audit.router, mlflow_door.router):
-        app.include_router(router)
+    for module in (system, environments, users, audit, data, jobs, mlflow_door):
+        app.include_router(module.router)
     return app

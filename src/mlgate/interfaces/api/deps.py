@@ -56,6 +56,10 @@ class Permission:
     def action_for(self, request: Request) -> Action:
         return self.action
 
+    def reaches(self, scope: str, environment: str | None) -> bool:
+        """Whether a scoped (job) token may use this route; only the MLflow door admits one."""
+        return False
+
     def environment(self, request: Request, ctx: AppContext) -> tuple[str | None, EnvironmentKind | None]:
         if self.env_param is None:
             return None, None
@@ -73,6 +77,11 @@ class Permission:
             raise AuthenticationError("missing credential: send 'Authorization: Bearer <mlgate token>'")
         principal = identity.authenticate(ctx.db, token)
         env, kind = self.environment(request, ctx)
+        if principal.scope is not None and not self.reaches(principal.scope, env):
+            raise PermissionDeniedError(
+                f"a job token reaches only its environment's MLflow door ({principal.scope})",
+                details={"scope": principal.scope},
+            )
         if not principal.may(action, env, kind):
             raise PermissionDeniedError(
                 f"{principal.name} may not do this: {denial_message(action, env, kind)}",

@@ -36,6 +36,15 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or str(loc[0] if loc else "request")
 
 
+def _problem(error: Any) -> dict[str, str]:
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":  # loc is ("body", <character position>), not a field
+        reason = (error.get("ctx") or {}).get("error", "")
+        position = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return {"field": "body", "problem": f"invalid JSON{position}: {reason}".rstrip(": ")}
+    return {"field": _location(loc), "problem": str(error.get("msg", "invalid"))}
+
+
 async def _mlgate_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MlgateError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -44,10 +53,7 @@ async def _mlgate_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        {"field": _location(tuple(e.get("loc", ()))), "problem": str(e.get("msg", "invalid"))}
-        for e in exc.errors()
-    ]
+    problems = [_problem(e) for e in exc.errors()]
     message = "; ".join(f"{p['field']}: {p['problem']}" for p in problems) or "invalid request"
     return JSONResponse(error_body("invalid_input", message, {"problems": problems}), 422)
 
@@ -55,9 +61,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(
-        error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
-    )
+    return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

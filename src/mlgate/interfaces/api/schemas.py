@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _as_utc(at: datetime) -> datetime:
+    """Every stored time is UTC, but SQLite hands them back naive: say so, the same way every time."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "30" is not a number and true is not a day count; say so rather than guess.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Health(BaseModel):
@@ -47,7 +56,7 @@ class UserCreate(_Body):
     name: str = Field(min_length=1, max_length=64)
     roles: list[str] = Field(min_length=1)
     environments: list[str] = Field(default_factory=list)
-    email: str | None = None
+    email: str | None = Field(default=None, max_length=254)  # the column's width
 
 
 class RolesChange(_Body):
@@ -59,7 +68,7 @@ class UserPublic(BaseModel):
     name: str
     email: str | None
     kind: str
-    created_at: datetime
+    created_at: UtcDatetime
     bindings: list[BindingPublic]
 
 
@@ -78,9 +87,9 @@ class TokenPublic(BaseModel):
     user: str
     name: str
     prefix: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
 
 
 class TokensPublic(BaseModel):
@@ -99,7 +108,7 @@ class UserCreated(BaseModel):
 
 class AuditEventPublic(BaseModel):
     seq: int
-    at: datetime
+    at: UtcDatetime
     actor: str
     action: str
     environment: str | None
@@ -118,3 +127,69 @@ class AuditVerifyPublic(BaseModel):
     events: int
     broken_seq: int | None
     reason: str | None
+
+
+class SnapshotPublic(BaseModel):
+    sha256: str
+    size: int
+    files: int
+    git_commit: str | None
+    git_dirty: bool
+    created: bool
+
+
+class JobCreate(_Body):
+    snapshot: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of an uploaded code snapshot")
+    kind: Literal["train"] = "train"
+
+
+class JobPublic(BaseModel):
+    id: int
+    environment: str
+    kind: str
+    state: str
+    command: str
+    snapshot_sha256: str | None
+    git_commit: str | None
+    data_versions: dict[str, Any]
+    run_ids: list[str]
+    requested_by: str
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    timeout_s: float
+    exit_code: int | None
+    error: str | None
+    backend: str
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class JobLog(BaseModel):
+    text: str
+    offset: int
+    state: str
+    finished: bool
+
+
+class DataAssetPublic(BaseModel):
+    environment: str
+    name: str
+    version: int
+    sha256: str
+    format: str
+    rows: int
+    columns: list[dict[str, str]]
+    files: list[dict[str, Any]]
+    size: int
+    source: str | None
+    created_by: str
+    created_at: UtcDatetime
+
+
+class DataAssetsPublic(BaseModel):
+    data: list[DataAssetPublic]
+    count: int

@@ -31,10 +31,7 @@ def list_events(
     table(
         "audit log",
         ["seq", "at", "actor", "action", "env", "subject"],
-        [
-            [e["seq"], e["at"], e["actor"], e["action"], e["environment"] or "", e["subject"] or ""]
-            for e in rows
-        ],
+        [[e["seq"], e["at"], e["actor"], e["action"], e["environment"] or "", e["subject"] or ""] for e in rows],
     )
 
 

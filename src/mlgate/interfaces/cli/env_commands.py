@@ -36,9 +36,7 @@ def list_envs(url: UrlOption = None, token: TokenOption = None, json_out: JsonOp
 
 
 @envs.command("show")
-def show_env(
-    name: str, url: UrlOption = None, token: TokenOption = None, json_out: JsonOption = False
-) -> None:
+def show_env(name: str, url: UrlOption = None, token: TokenOption = None, json_out: JsonOption = False) -> None:
     """One environment, and how to point plain MLflow code at it."""
     with Client.discover(url, token) as client:
         env = client.environment(name)

@@ -26,8 +26,7 @@ RoleOption = Annotated[
     typer.Option(
         "--role",
         "-r",
-        help="viewer, data-scientist, lead-data-scientist, software-developer, "
-        "operator or admin; repeatable.",
+        help="viewer, data-scientist, lead-data-scientist, software-developer, operator or admin; repeatable.",
     ),
 ]
 EnvOption = Annotated[
@@ -162,9 +161,7 @@ def list_tokens(
 @tokens.command("revoke")
 def revoke_token(
     token_id: int,
-    mine: Annotated[
-        bool, typer.Option("--mine", help="One of your own tokens (no admin role needed).")
-    ] = False,
+    mine: Annotated[bool, typer.Option("--mine", help="One of your own tokens (no admin role needed).")] = False,
     url: UrlOption = None,
     token: TokenOption = None,
     json_out: JsonOption = False,

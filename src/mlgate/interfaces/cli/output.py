@@ -17,9 +17,7 @@ errors = Console(stderr=True, soft_wrap=True)
 
 UrlOption = Annotated[
     str | None,
-    typer.Option(
-        "--url", envvar="MLGATE_URL", help="Server address (default: this project's running server)."
-    ),
+    typer.Option("--url", envvar="MLGATE_URL", help="Server address (default: this project's running server)."),
 ]
 TokenOption = Annotated[
     str | None,

@@ -41,9 +41,7 @@ def discover_url(start: Path | None = None) -> str | None:
 
 
 class Client:
-    def __init__(
-        self, url: str, token: str | None = None, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT
-    ) -> None:
+    def __init__(self, url: str, token: str | None = None, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -148,4 +146,59 @@ class Client:
 
     def verify_audit(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/api/v1/audit/verify")
+        return result
+
+    # code snapshots and jobs
+    def upload_snapshot(self, env: str, data: bytes, *, git_commit: str | None, git_dirty: bool) -> dict[str, Any]:
+        headers = {"Content-Type": "application/gzip", "X-Mlgate-Git-Dirty": "true" if git_dirty else "false"}
+        if git_commit:
+            headers["X-Mlgate-Git-Commit"] = git_commit
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/environments/{env}/snapshots", content=data, headers=headers
+        )
+        return result
+
+    def submit_job(self, env: str, *, snapshot: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/environments/{env}/jobs", json={"snapshot": snapshot, "kind": "train"}
+        )
+        return result
+
+    def jobs(self, env: str, *, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/jobs", params=params)["data"]
+        return result
+
+    def job(self, env: str, job_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/jobs/{job_id}")
+        return result
+
+    def job_log(self, env: str, job_id: int, *, offset: int = 0) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/environments/{env}/jobs/{job_id}/logs", params={"offset": offset}
+        )
+        return result
+
+    def cancel_job(self, env: str, job_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/api/v1/environments/{env}/jobs/{job_id}/cancel")
+        return result
+
+    # data assets
+    def register_data(self, env: str, name: str, archive: bytes, *, source: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PUT",
+            f"/api/v1/environments/{env}/data/{name}",
+            content=archive,
+            params={"source": source} if source else None,
+            headers={"Content-Type": "application/gzip"},
+        )
+        return result
+
+    def data_assets(self, env: str, *, name: str | None = None) -> list[dict[str, Any]]:
+        params = {"name": name} if name else None
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/data", params=params)["data"]
+        return result
+
+    def data_asset(self, env: str, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/data/{ref}")
         return result

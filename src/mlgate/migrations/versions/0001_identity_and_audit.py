@@ -68,9 +68,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(64), nullable=False),
     )
     # The built-in principal automation acts as; it has no tokens and cannot sign in or approve.
-    op.execute(
-        sa.text("INSERT INTO users (name, kind, created_at) VALUES ('system', 'system', CURRENT_TIMESTAMP)")
-    )
+    op.execute(sa.text("INSERT INTO users (name, kind, created_at) VALUES ('system', 'system', CURRENT_TIMESTAMP)"))
     op.execute(sa.text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '" + "0" * 64 + "')"))
 
 

@@ -43,6 +43,4 @@ def list_events(
 @router.get("/verify", response_model=AuditVerifyPublic)
 def verify(_: Administrator, ctx: ContextDep) -> AuditVerifyPublic:
     result = audit.verify(ctx.db)
-    return AuditVerifyPublic(
-        ok=result.ok, events=result.events, broken_seq=result.broken_seq, reason=result.reason
-    )
+    return AuditVerifyPublic(ok=result.ok, events=result.events, broken_seq=result.broken_seq, reason=result.reason)

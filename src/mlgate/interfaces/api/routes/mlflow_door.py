@@ -19,10 +19,10 @@ from starlette.background import BackgroundTask
 
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.permissions import Action, Principal
-from mlgate.errors import BackendError, PermissionDeniedError
+from mlgate.errors import AuthenticationError, BackendError, PermissionDeniedError
 from mlgate.interfaces.api.context import AppContext
-from mlgate.interfaces.api.deps import ContextDep, Permission
-from mlgate.services import audit
+from mlgate.interfaces.api.deps import ContextDep, Permission, bearer_token
+from mlgate.services import audit, identity
 
 router = APIRouter(tags=["mlflow"])
 
@@ -78,14 +78,25 @@ class MlflowDoor(Permission):
         path = request.path_params.get("path", "")
         return Action.TRAIN if is_write(request.method, path) else Action.READ
 
+    def reaches(self, scope: str, environment: str | None) -> bool:
+        return scope == f"mlflow:{environment}"
+
     def __call__(self, request: Request, ctx: ContextDep) -> Principal:
         env = request.path_params["env"]
-        writes = self.action_for(request) is Action.TRAIN
-        if writes and ctx.settings.environment(env).kind is not EnvironmentKind.DEVELOPMENT:
-            Permission(Action.READ)(request, ctx)  # authenticate first: 401 comes before 403
+        development = env in ctx.settings.env_names and (
+            ctx.settings.environment(env).kind is EnvironmentKind.DEVELOPMENT
+        )
+        if self.action_for(request) is Action.TRAIN and not development:
+            # Authenticate first: 401 comes before 404 (an unknown environment) and 403.
+            token = bearer_token(request)
+            if token is None:
+                raise AuthenticationError("missing credential: send 'Authorization: Bearer <mlgate token>'")
+            principal = identity.authenticate(ctx.db, token)
+            ctx.settings.environment(env)  # 404 for an unknown one
             raise PermissionDeniedError(
-                f"'{env}' is written only by promotion: no role may write to its MLflow store",
-                details={"action": Action.TRAIN.value, "environment": env},
+                f"{principal.name} may not do this: '{Action.TRAIN}' in '{env}' is not allowed for any "
+                f"role: '{env}' is written only by promotion, not through its MLflow store",
+                details={"action": Action.TRAIN.value, "environment": env, "user": principal.name},
             )
         return super().__call__(request, ctx)
 
@@ -111,9 +122,7 @@ def _audited(path: str) -> str | None:
     return None
 
 
-async def _record(
-    ctx: AppContext, principal: Principal, env: str, action: str, path: str, body: bytes
-) -> None:
+async def _record(ctx: AppContext, principal: Principal, env: str, action: str, path: str, body: bytes) -> None:
     def write() -> None:
         with ctx.db.write() as session:
             audit.record(
@@ -160,9 +169,7 @@ async def mlflow_door(
     action = _audited(path) if write else None
     if action and reply.status_code < 300:
         await _record(ctx, principal, env, action, path, body)
-    reply_headers = {
-        k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP - {"content-length"}
-    }
+    reply_headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP - {"content-length"}}
     return StreamingResponse(
         reply.aiter_raw(),
         status_code=reply.status_code,

@@ -1,0 +1,3 @@
+"""The clinic's diabetes model: synthetic patients, a logistic-regression recipe, evaluation."""
+
+__version__ = "1.0.0"

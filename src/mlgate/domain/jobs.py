@@ -1,0 +1,81 @@
+"""Jobs: their states and legal transitions, and the project's `train` section as a job spec."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def can_move(current: JobState, target: JobState) -> bool:
+    return target in TRANSITIONS[current]
+
+
+DATA_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,63})(?:@(?P<version>[1-9][0-9]*))?$")
+PLACEHOLDER = re.compile(r"\$\{data\.([a-z0-9][a-z0-9._-]{0,63})\}")
+DEFAULT_TIMEOUT_MINUTES = 60
+ENVIRONMENTS = ("inherit", "venv")
+
+
+@dataclass(frozen=True)
+class DataRef:
+    name: str
+    version: int | None  # None: the latest version when the job starts
+
+    @classmethod
+    def parse(cls, text: str) -> DataRef:
+        match = DATA_REF.match(text.strip())
+        if not match:
+            raise ValueError(f"expected NAME or NAME@VERSION, got {text!r}")
+        version = match.group("version")
+        return cls(match.group("name"), int(version) if version else None)
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The `train` section of a project's mlgate.yaml, validated."""
+
+    command: str
+    data: tuple[DataRef, ...] = ()
+    environment: str = "inherit"
+    timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+    requirements: str = "requirements.txt"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def placeholders(self) -> set[str]:
+        return set(PLACEHOLDER.findall(self.command))
+
+
+def render_command(command: str, paths: dict[str, str]) -> str:
+    """Replace each ${data.NAME} with the materialized path of that data asset."""
+
+    def substitute(match: re.Match[str]) -> str:
+        return paths[match.group(1)]
+
+    return PLACEHOLDER.sub(substitute, command)

@@ -1,0 +1,282 @@
+"""Jobs: code snapshots in, training jobs queued, their state, logs and cancellation.
+
+The runner (`services.job_runner`) moves queued jobs through the execution backend; this module is
+what the API calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.models import CodeSnapshot, Job, utcnow
+from mlgate.config import Settings
+from mlgate.domain.jobs import JobState
+from mlgate.errors import ConflictError, NotFoundError, ValidationError
+from mlgate.project import train_spec
+from mlgate.services import audit, data_assets
+from mlgate.snapshot import MAX_SNAPSHOT_BYTES
+
+LOG_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SnapshotView:
+    sha256: str
+    size: int
+    files: int
+    git_commit: str | None
+    git_dirty: bool
+    created: bool
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: int
+    environment: str
+    kind: str
+    state: str
+    command: str
+    snapshot_sha256: str | None
+    git_commit: str | None
+    data_versions: dict[str, Any]
+    run_ids: list[str]
+    requested_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timeout_s: float
+    exit_code: int | None
+    error: str | None
+    backend: str
+
+
+def view(job: Job) -> JobView:
+    return JobView(
+        id=job.id,
+        environment=job.environment,
+        kind=job.kind,
+        state=job.state,
+        command=job.command,
+        snapshot_sha256=job.snapshot.sha256 if job.snapshot else None,
+        git_commit=job.snapshot.git_commit if job.snapshot else None,
+        data_versions=dict(job.data_versions or {}),
+        run_ids=list(job.run_ids or []),
+        requested_by=job.requested_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        timeout_s=job.timeout_s,
+        exit_code=job.exit_code,
+        error=job.error,
+        backend=job.backend,
+    )
+
+
+def snapshot_path(settings: Settings, sha256: str) -> Path:
+    return settings.home / "snapshots" / f"{sha256}.tar.gz"
+
+
+def job_dir(settings: Settings, job_id: int) -> Path:
+    return settings.jobs_dir / str(job_id)
+
+
+def log_path(settings: Settings, job_id: int) -> Path:
+    return job_dir(settings, job_id) / "job.log"
+
+
+def _read_member(data: bytes, name: str) -> str | None:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            try:
+                member = tar.extractfile(name)
+            except KeyError:
+                return None
+            return member.read().decode() if member else None
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"not a valid code snapshot (a gzipped tar): {exc}") from exc
+
+
+def store_snapshot(
+    db: Database,
+    settings: Settings,
+    *,
+    actor: str,
+    env: str,
+    data: bytes,
+    git_commit: str | None,
+    git_dirty: bool,
+) -> SnapshotView:
+    """Keep an uploaded snapshot, once per digest; it must hold an mlgate.yaml with a `train` section."""
+    if len(data) > MAX_SNAPSHOT_BYTES:
+        raise ValidationError(f"the code snapshot is over the {MAX_SNAPSHOT_BYTES // (1024 * 1024)} MiB limit")
+    config = _read_member(data, "mlgate.yaml")
+    if config is None:
+        raise ValidationError("the code snapshot has no mlgate.yaml at its top level")
+    train_spec(config, source="the snapshot's mlgate.yaml")
+    sha = hashlib.sha256(data).hexdigest()
+    path = snapshot_path(settings, sha)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+    with db.write() as session:
+        row = session.execute(
+            select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == sha)
+        ).scalar_one_or_none()
+        created = row is None
+        if row is None:
+            row = CodeSnapshot(
+                environment=env,
+                sha256=sha,
+                size=len(data),
+                files=_count_files(data),
+                git_commit=git_commit,
+                git_dirty=git_dirty,
+                created_by=actor,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            audit.record(
+                session,
+                actor=actor,
+                action="snapshot.upload",
+                environment=env,
+                subject=f"snapshot:{sha[:12]}",
+                payload={"sha256": sha, "git_commit": git_commit, "size": len(data)},
+            )
+        return SnapshotView(sha, row.size, row.files, row.git_commit, row.git_dirty, created)
+
+
+def _count_files(data: bytes) -> int:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return sum(1 for m in tar.getmembers() if m.isfile())
+
+
+def submit_train(
+    db: Database,
+    settings: Settings,
+    *,
+    actor: str,
+    env: str,
+    snapshot_sha256: str,
+    backend: str = "local",
+) -> JobView:
+    """Queue the snapshot's `train` command; its data references are pinned to versions now."""
+    with db.read() as session:
+        snapshot = session.execute(
+            select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == snapshot_sha256)
+        ).scalar_one_or_none()
+    if snapshot is None:
+        raise NotFoundError(
+            f"no code snapshot {snapshot_sha256[:12]} in '{env}': upload it first",
+            details={"snapshot": snapshot_sha256},
+        )
+    config = _read_member(snapshot_path(settings, snapshot.sha256).read_bytes(), "mlgate.yaml")
+    spec = train_spec(config or "", source="the snapshot's mlgate.yaml")
+    pinned = {ref.name: data_assets.resolve(db, env, ref).version for ref in spec.data}
+    with db.write() as session:
+        job = Job(
+            environment=env,
+            kind="train",
+            state=JobState.QUEUED.value,
+            snapshot_id=snapshot.id,
+            command=spec.command,
+            spec=dataclasses.asdict(spec) | {"data": [str(r) for r in spec.data]},
+            data_versions=pinned,
+            run_ids=[],
+            requested_by=actor,
+            created_at=utcnow(),
+            timeout_s=spec.timeout_minutes * 60,
+            backend=backend,
+            cancel_requested=False,
+        )
+        session.add(job)
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="job.submit",
+            environment=env,
+            subject=f"job:{job.id}",
+            payload={"command": spec.command, "snapshot": snapshot.sha256, "data": pinned},
+        )
+        session.refresh(job)
+        return view(job)
+
+
+def _get(session: Session, env: str, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.environment != env:
+        raise NotFoundError(f"no job {job_id} in '{env}'", details={"job": job_id, "environment": env})
+    return job
+
+
+def get(db: Database, env: str, job_id: int) -> JobView:
+    with db.read() as session:
+        return view(_get(session, env, job_id))
+
+
+def list_jobs(db: Database, env: str, *, state: str | None = None, limit: int = 50) -> list[JobView]:
+    query = select(Job).where(Job.environment == env).order_by(Job.id.desc()).limit(limit)
+    if state:
+        if state not in JobState.__members__.values():
+            raise ValidationError(
+                f"unknown job state '{state}'; expected one of: {', '.join(s.value for s in JobState)}"
+            )
+        query = query.where(Job.state == state)
+    with db.read() as session:
+        return [view(j) for j in session.execute(query).scalars()]
+
+
+def cancel(db: Database, *, actor: str, env: str, job_id: int) -> JobView:
+    """A queued job is cancelled at once; a running one when the runner has stopped it."""
+    with db.write() as session:
+        job = _get(session, env, job_id)
+        state = JobState(job.state)
+        if state.finished:
+            raise ConflictError(f"job {job_id} already {state.value}", details={"state": state.value})
+        if state is JobState.QUEUED:
+            job.state, job.finished_at, job.error = (
+                JobState.CANCELLED.value,
+                utcnow(),
+                f"cancelled by {actor}",
+            )
+        job.cancel_requested = True
+        audit.record(session, actor=actor, action="job.cancel", environment=env, subject=f"job:{job_id}")
+        session.flush()
+        return view(job)
+
+
+def read_log(settings: Settings, job_id: int, *, offset: int = 0) -> tuple[str, int]:
+    """Log text from a byte offset, and the offset to ask from next."""
+    path = log_path(settings, job_id)
+    if offset < 0:
+        raise ValidationError("offset must be 0 or more")
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return "", offset
+    return chunk.decode(errors="replace"), offset + len(chunk)
+
+
+def log_tail(settings: Settings, job_id: int, lines: int = 30) -> str:
+    path = log_path(settings, job_id)
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
