@@ -280,3 +280,27 @@ def log_tail(settings: Settings, job_id: int, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
+
+
+def lineage_tags(db: Database, job_id: int) -> dict[str, str]:
+    """The MLflow tags that tie a job's runs to what ran: the job, its code snapshot, its data versions."""
+    with db.read() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return {}
+        tags = {"mlgate.job_id": str(job.id)}
+        if job.snapshot is not None:
+            tags["mlgate.snapshot_sha256"] = job.snapshot.sha256
+            if job.snapshot.git_commit:
+                tags["mlgate.git_commit"] = job.snapshot.git_commit
+                tags["mlgate.git_dirty"] = str(job.snapshot.git_dirty).lower()
+        for name, version in sorted((job.data_versions or {}).items()):
+            tags[f"mlgate.data.{name}"] = f"{name}@{version}"
+        return tags
+
+
+def add_run(db: Database, *, job_id: int, run_id: str) -> None:
+    with db.write() as session:
+        job = session.get(Job, job_id)
+        if job is not None and run_id not in (job.run_ids or []):
+            job.run_ids = [*(job.run_ids or []), run_id]

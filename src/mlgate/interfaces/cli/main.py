@@ -8,7 +8,14 @@ from __future__ import annotations
 import typer
 
 from mlgate.errors import MlgateError
-from mlgate.interfaces.cli import audit_commands, env_commands, identity_commands, setup_commands
+from mlgate.interfaces.cli import (
+    audit_commands,
+    data_commands,
+    env_commands,
+    identity_commands,
+    job_commands,
+    setup_commands,
+)
 from mlgate.interfaces.cli.demo_command import demo
 from mlgate.interfaces.cli.output import errors
 
@@ -24,10 +31,13 @@ app.command()(setup_commands.server)
 app.command()(setup_commands.stop)
 app.command()(demo)
 app.command()(identity_commands.whoami)
+app.command()(job_commands.train)
 app.add_typer(env_commands.envs, name="env")
 app.add_typer(identity_commands.users, name="user")
 app.add_typer(identity_commands.tokens, name="token")
 app.add_typer(audit_commands.audit, name="audit")
+app.add_typer(job_commands.jobs_app, name="jobs")
+app.add_typer(data_commands.data_app, name="data")
 
 
 def main() -> None:

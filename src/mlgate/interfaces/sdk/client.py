@@ -173,10 +173,9 @@ class Client:
         result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/jobs/{job_id}")
         return result
 
-    def job_log(self, env: str, job_id: int, *, offset: int = 0) -> dict[str, Any]:
-        result: dict[str, Any] = self.request(
-            "GET", f"/api/v1/environments/{env}/jobs/{job_id}/logs", params={"offset": offset}
-        )
+    def job_log(self, env: str, job_id: int, *, offset: int = 0, tail: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"offset": offset} | ({"tail": tail} if tail else {})
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/jobs/{job_id}/logs", params=params)
         return result
 
     def cancel_job(self, env: str, job_id: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 
+from mlgate.domain.jobs import JobState
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import JobCreate, JobLog, JobPublic, JobsPublic, SnapshotPublic
@@ -73,11 +74,20 @@ def show_job(env: str, job_id: int, _: Reader, ctx: ContextDep) -> JobPublic:
 
 
 @router.get("/jobs/{job_id}/logs", response_model=JobLog)
-def job_logs(env: str, job_id: int, _: Reader, ctx: ContextDep, offset: int = Query(default=0, ge=0)) -> JobLog:
-    """Log text from a byte offset; ask again from `offset` until `finished` (the job ended, all read)."""
+def job_logs(
+    env: str,
+    job_id: int,
+    _: Reader,
+    ctx: ContextDep,
+    offset: int = Query(default=0, ge=0),
+    tail: int | None = Query(default=None, ge=1, le=10_000),
+) -> JobLog:
+    """Log text from a byte offset (ask again from `offset` until `finished`), or its last `tail` lines."""
     job = jobs.get(ctx.db, env, job_id)
+    if tail is not None:
+        return JobLog(text=jobs.log_tail(ctx.settings, job_id, tail), offset=0, state=job.state, finished=True)
     text, next_offset = jobs.read_log(ctx.settings, job_id, offset=offset)
-    finished = job.state in ("succeeded", "failed", "cancelled") and not text
+    finished = JobState(job.state).finished and not text
     return JobLog(text=text, offset=next_offset, state=job.state, finished=finished)
 
 

@@ -22,7 +22,7 @@ from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import AuthenticationError, BackendError, PermissionDeniedError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import ContextDep, Permission, bearer_token
-from mlgate.services import audit, identity
+from mlgate.services import audit, identity, jobs
 
 router = APIRouter(tags=["mlflow"])
 
@@ -101,18 +101,28 @@ class MlflowDoor(Permission):
         return super().__call__(request, ctx)
 
 
-def _attribute_run(body: bytes, principal: Principal) -> bytes:
-    """Runs created through the door carry the mlgate user as their author, not the client's OS user."""
+def _attribute_run(body: bytes, principal: Principal, lineage: dict[str, str]) -> bytes:
+    """Runs created through the door carry the mlgate user as their author, not the client's OS user,
+    and a job's runs carry its lineage (job, code snapshot, git commit, data versions) as tags."""
     try:
         payload = json.loads(body or b"{}")
     except ValueError:
         return body
     if not isinstance(payload, dict):
         return body
+    ours = {"mlflow.user": principal.name, **lineage}
     payload["user_id"] = principal.name
-    tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and t.get("key") != "mlflow.user"]
-    payload["tags"] = [*tags, {"key": "mlflow.user", "value": principal.name}]
+    tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and t.get("key") not in ours]
+    payload["tags"] = [*tags, *({"key": k, "value": v} for k, v in ours.items())]
     return json.dumps(payload).encode()
+
+
+def _created_run_id(content: bytes) -> str | None:
+    try:
+        run_id = json.loads(content)["run"]["info"]["run_id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return run_id if isinstance(run_id, str) else None
 
 
 def _audited(path: str) -> str | None:
@@ -148,8 +158,13 @@ async def mlflow_door(
     assert ctx.proxy is not None
     body = await request.body()
     write = is_write(request.method, path)
-    if write and path.rstrip("/").endswith("runs/create"):
-        body = _attribute_run(body, principal)
+    creates_run = write and path.rstrip("/").endswith("runs/create")
+    if creates_run:
+        lineage = {}
+        if principal.job_id is not None:
+            job_id = principal.job_id
+            lineage = await anyio.to_thread.run_sync(lambda: jobs.lineage_tags(ctx.db, job_id))
+        body = _attribute_run(body, principal, lineage)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     upstream = ctx.tracking.upstream(env)
     outgoing = ctx.proxy.build_request(
@@ -169,6 +184,15 @@ async def mlflow_door(
     action = _audited(path) if write else None
     if action and reply.status_code < 300:
         await _record(ctx, principal, env, action, path, body)
+    if creates_run and principal.job_id is not None and reply.status_code < 300:
+        # A job's runs are recorded on the job as they are created, so the job lists exactly its runs.
+        content = await reply.aread()
+        await reply.aclose()
+        run_id, job_id = _created_run_id(content), principal.job_id
+        if run_id:
+            await anyio.to_thread.run_sync(lambda: jobs.add_run(ctx.db, job_id=job_id, run_id=run_id))
+        kept = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
+        return Response(content, status_code=reply.status_code, headers=kept)
     reply_headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP - {"content-length"}}
     return StreamingResponse(
         reply.aiter_raw(),
