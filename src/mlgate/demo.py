@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,13 +18,16 @@ from pathlib import Path
 
 from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
 from mlgate.errors import MlgateError
+from mlgate.interfaces.cli.job_commands import follow
 from mlgate.interfaces.cli.output import console, table
 from mlgate.interfaces.sdk.client import Client
 from mlgate.ports import free_port
 from mlgate.runtime import alive, running_server, stop
 from mlgate.services.setup import initialize
+from mlgate.snapshot import pack, pack_data
 
 SERVER_START_TIMEOUT_S = 180.0
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "diabetes"
 
 # The demo accounts: name -> (roles, environments).
 ACCOUNTS = {
@@ -47,6 +51,25 @@ PLAIN_MLFLOW_RUN = textwrap.dedent(
 )
 
 
+class _Indented:
+    """The job's log, indented under its step, a whole line at a time."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def write(self, text: str) -> None:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            console.print(f"    {line}", markup=False, highlight=False)
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        if self._pending:
+            self.write("\n")
+
+
 class Demo:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -55,6 +78,8 @@ class Demo:
         self.tokens: dict[str, str] = {}
         self.url = ""
         self._step = 0
+        self.project = folder / "diabetes"
+        self.run_id = ""
 
     def step(self, title: str) -> None:
         self._step += 1
@@ -154,6 +179,46 @@ class Demo:
         reason = re.search(r"'message': [\"'](.+?)[\"'], 'details'", refused.stderr)
         console.print(f"  refused (403): {reason.group(1) if reason else refused.stderr.strip()[-300:]}")
 
+    def prepare_project(self) -> None:
+        self.step("The team's model repository: the diabetes project, and its training data")
+        if not EXAMPLE.is_dir():
+            raise MlgateError(f"the example project is missing: {EXAMPLE}")
+        shutil.copytree(
+            EXAMPLE, self.project, ignore=shutil.ignore_patterns("data", "mlruns", "__pycache__", ".*_cache")
+        )
+        for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "diabetes model"]):
+            git = ["git", "-c", "user.name=dana", "-c", "user.email=dana@example.com", *command]
+            subprocess.run(git, cwd=self.project, check=True, capture_output=True)
+        data = self.folder / "data" / "diabetes.csv"
+        generate = [sys.executable, "-m", "diabetes.data", "--rows", "10000", "--seed", "0", "--out", str(data)]
+        environ = {**os.environ, "PYTHONPATH": str(self.project / "src")}
+        done = subprocess.run(generate, env=environ, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise MlgateError(f"generating the data failed:\n{done.stderr[-2000:]}")
+        console.print(f"  {done.stdout.strip()}")
+        with self.client("dana") as dana:
+            asset = dana.register_data("dev", "diabetes-train", pack_data(data, limit=1 << 30), source=str(data))
+        console.print(
+            f"  dana registered data asset {asset['name']}@{asset['version']} in dev: {asset['rows']} rows, "
+            f"sha256 {asset['sha256'][:12]}"
+        )
+
+    def train(self) -> None:
+        self.step("Inner loop: dana trains in dev (`mlgate train`): code snapshot, job, tracked run")
+        snapshot = pack(self.project)
+        with self.client("dana") as dana:
+            uploaded = dana.upload_snapshot("dev", snapshot.data, git_commit=snapshot.git_commit, git_dirty=False)
+            job = dana.submit_job("dev", snapshot=uploaded["sha256"])
+            commit = (snapshot.git_commit or "")[:12]
+            console.print(f"  code snapshot {snapshot.sha256[:12]} (git commit {commit}); job {job['id']}:")
+            log = _Indented()
+            job = follow(dana, "dev", job["id"], out=log)
+            log.finish()
+        if job["state"] != "succeeded":
+            raise MlgateError(f"training job {job['id']} {job['state']}: {job['error']}")
+        self.run_id = job["run_ids"][0]
+        console.print(f"  job {job['id']} succeeded; MLflow run {self.run_id} in dev")
+
     def audit(self) -> None:
         self.step("Audit: every change is in the hash-chained log")
         with self.client("admin") as admin:
@@ -188,6 +253,8 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
         demo.create_accounts()
         demo.show_environments()
         demo.inner_loop_plain_mlflow()
+        demo.prepare_project()
+        demo.train()
         demo.audit()
         if not serve:
             demo.step("Stop everything the demo started")
