@@ -172,3 +172,31 @@ def test_unknown_environment_is_404(live_server: LiveServer) -> None:
     )
     assert reply.status_code == 404
     assert "qa" in reply.json()["error"]["message"]
+
+
+def test_lineage_tags_cannot_be_forged(live_server: LiveServer) -> None:
+    tokens = live_server.project.tokens
+    base = f"{live_server.url}/mlflow/dev/api/2.0/mlflow"
+    experiment = httpx.post(f"{base}/experiments/create", json={"name": "forgery"}, headers=bearer(tokens["dana"]))
+    assert experiment.status_code == 200, experiment.text
+    created = httpx.post(
+        f"{base}/runs/create",
+        json={
+            "experiment_id": experiment.json()["experiment_id"],
+            "tags": [{"key": "mlgate.job_id", "value": "1"}, {"key": "team", "value": "a"}],
+        },
+        headers=bearer(tokens["dana"]),
+    )
+    assert created.status_code == 200, created.text
+    run = created.json()["run"]
+    keys = {t["key"] for t in run["data"]["tags"]}
+    assert "team" in keys and "mlgate.job_id" not in keys  # dropped on the way in
+    for path, body in (
+        ("runs/set-tag", {"run_id": run["info"]["run_id"], "key": "mlgate.snapshot_sha256", "value": "0" * 64}),
+        ("runs/log-batch", {"run_id": run["info"]["run_id"], "tags": [{"key": "mlgate.job_id", "value": "7"}]}),
+    ):
+        refused = httpx.post(f"{base}/{path}", json=body, headers=bearer(tokens["dana"]))
+        assert refused.status_code == 422, refused.text
+        assert "mlgate." in refused.json()["error"]["message"]
+    tags = httpx.get(f"{base}/runs/get", params={"run_id": run["info"]["run_id"]}, headers=bearer(tokens["dana"]))
+    assert not [t for t in tags.json()["run"]["data"]["tags"] if t["key"].startswith("mlgate.")]

@@ -219,6 +219,17 @@ class Demo:
         self.run_id = job["run_ids"][0]
         console.print(f"  job {job['id']} succeeded; MLflow run {self.run_id} in dev")
 
+    def register(self) -> None:
+        self.step("Continuous integration: register the run's model as diabetes (`mlgate register`)")
+        with self.client("dana") as dana:
+            version = dana.register_model("dev", name="diabetes", run_id=self.run_id)
+        metrics = version["lineage"].get("metrics", {})
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
+        profiled = "baseline profile made" if version["profile"] else "no baseline profile"
+        console.print(f"  diabetes version {version['version']} in dev; run metrics: {shown}")
+        console.print(f"  digest {version['digest']}")
+        console.print(f"  lineage: code {version['lineage'].get('snapshot_sha256', '')[:12]}, {profiled}")
+
     def audit(self) -> None:
         self.step("Audit: every change is in the hash-chained log")
         with self.client("admin") as admin:
@@ -255,6 +266,7 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
         demo.inner_loop_plain_mlflow()
         demo.prepare_project()
         demo.train()
+        demo.register()
         demo.audit()
         if not serve:
             demo.step("Stop everything the demo started")

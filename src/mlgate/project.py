@@ -6,6 +6,7 @@ the lineage records, and nothing uploaded can relax a gate.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -24,6 +25,8 @@ class TrainSection(BaseModel):
     environment: str = "inherit"
     timeout_minutes: float = Field(default=DEFAULT_TIMEOUT_MINUTES, gt=0, le=7 * 24 * 60)
     requirements: str = "requirements.txt"
+    # The label column of the training data, for the baseline profile `mlgate register` makes.
+    label: str | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("environment")
     @classmethod
@@ -35,8 +38,18 @@ class TrainSection(BaseModel):
     @field_validator("data")
     @classmethod
     def _data(cls, value: list[str]) -> list[str]:
-        for item in value:
-            DataRef.parse(item)
+        names = [DataRef.parse(item).name for item in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # one path per name in the command: two versions of one asset would be ambiguous
+            raise ValueError(f"names the data asset '{twice[0]}' more than once")
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value.strip() or path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"expected a file path inside the project, got {value!r}")
         return value
 
 
@@ -63,6 +76,7 @@ def train_spec(config_text: str, *, source: str = "mlgate.yaml") -> TrainSpec:
         environment=section.environment,
         timeout_minutes=section.timeout_minutes,
         requirements=section.requirements,
+        label=section.label,
     )
     missing = spec.placeholders() - {ref.name for ref in refs}
     if missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -66,6 +67,7 @@ class TrainSpec:
     environment: str = "inherit"
     timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
     requirements: str = "requirements.txt"
+    label: str | None = None  # the training data's label column, for the registered model's profile
     extra: dict[str, str] = field(default_factory=dict)
 
     def placeholders(self) -> set[str]:
@@ -73,9 +75,10 @@ class TrainSpec:
 
 
 def render_command(command: str, paths: dict[str, str]) -> str:
-    """Replace each ${data.NAME} with the materialized path of that data asset."""
+    """Replace each ${data.NAME} with the materialized path of that data asset, quoted for the shell:
+    a path holds the uploader's file names, which must reach the command as one word, never as code."""
 
     def substitute(match: re.Match[str]) -> str:
-        return paths[match.group(1)]
+        return shlex.quote(paths[match.group(1)])
 
     return PLACEHOLDER.sub(substitute, command)

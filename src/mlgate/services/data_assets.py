@@ -29,6 +29,8 @@ from mlgate.snapshot import extract
 
 ASSET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# What an upload may unpack to: room for very large tables, not for a decompression bomb.
+MAX_EXTRACTED_BYTES = 64 * 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def register(
         )
     with tempfile.TemporaryDirectory(prefix="mlgate-data-") as tmp:
         root = Path(tmp)
-        extract(archive, root)
+        extract(archive, root, what="data upload", max_bytes=MAX_EXTRACTED_BYTES)
         files, fmt = _data_files(root)
         listing = [(p.relative_to(root).as_posix(), file_sha256(p)) for p in files]
         digest = listing_digest(listing)
@@ -141,10 +143,11 @@ def register(
         objects.mkdir(parents=True, exist_ok=True)
         for path, (_, sha) in zip(files, listing, strict=True):
             target = objects / sha
-            if not target.exists():
-                partial = objects / f".{sha}.{os.getpid()}.partial"
+            if not target.exists():  # a private partial name: two uploads of the same file may race here
+                handle, partial = tempfile.mkstemp(dir=objects, prefix=f".{sha}.", suffix=".partial")
+                os.close(handle)
                 shutil.copyfile(path, partial)
-                partial.replace(target)
+                os.replace(partial, target)
         sizes = {rel: (root / rel).stat().st_size for rel, _ in listing}
         entries: list[dict[str, Any]] = [{"path": rel, "sha256": sha, "size": sizes[rel]} for rel, sha in listing]
     with db.write() as session:

@@ -4,6 +4,11 @@ watches them (exit, timeout, cancellation) and records how they ended.
 A job's folder holds its code (the snapshot, unpacked), its data (materialized from the data store)
 and its log. The job gets a short-lived token good only for its environment's MLflow door, revoked
 when the job ends; it holds no other credential.
+
+Preparing a job (unpacking, copying data, perhaps building a virtual environment) can take minutes,
+so each queued job is prepared on a thread of its own while the runner thread goes on watching the
+others. A job the runner finds `running` with no handle and no preparation under way here was being
+prepared by a server that stopped: it is failed as lost, never left running forever.
 """
 
 from __future__ import annotations
@@ -15,29 +20,39 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
-from mlgate.adapters.execution.base import ExecutionBackend, JobLaunch
+from mlgate.adapters.execution.base import EXIT_STATUS_FILE, ExecutionBackend, JobLaunch
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, utcnow
 from mlgate.config import Settings
 from mlgate.domain.jobs import DataRef, JobState, render_command
 from mlgate.errors import MlgateError
 from mlgate.services import audit, data_assets, identity, jobs
-from mlgate.snapshot import extract
+from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 TOKEN_GRACE = timedelta(minutes=10)
 VENV_BUILD_TIMEOUT_S = 1800
+STOP_WAIT_S = 10.0
 
 
 def _aware(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def _exit_error(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
+class _Stopping(Exception):
+    """The server is stopping: a job still being prepared is not started."""
 
 
 class JobRunner:
@@ -48,8 +63,10 @@ class JobRunner:
         self.base_url = base_url
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._preparing: set[int] = set()
-        self._venv_lock = threading.Lock()
+        # Jobs being prepared, each by its own thread; guarded by _lock (tick adds, the threads remove).
+        self._preparing: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._venv_locks: dict[str, threading.Lock] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -60,7 +77,16 @@ class JobRunner:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=STOP_WAIT_S)
+        self.drain(timeout=STOP_WAIT_S)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until the jobs being prepared have been launched or have failed to."""
+        with self._lock:
+            threads = list(self._preparing.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
         while not self._stop.wait(TICK_S):
@@ -80,20 +106,26 @@ class JobRunner:
                 )
             ).all()
         for job_id, state in rows:
-            if job_id in self._preparing:
-                continue
-            if state == JobState.QUEUED.value:
-                self._preparing.add(job_id)
-                threading.Thread(target=self._launch, args=(job_id,), daemon=True).start()
-            else:
+            with self._lock:
+                if job_id in self._preparing:
+                    continue
+                if state == JobState.QUEUED.value:
+                    thread = threading.Thread(target=self._launch, args=(job_id,), name=f"job-{job_id}", daemon=True)
+                    self._preparing[job_id] = thread
+                    thread.start()
+                    continue
+            try:
                 self._watch(job_id)
+            except Exception:  # one job's trouble must not keep the others from being watched
+                log.exception("watching job %s failed", job_id)
 
     def _launch(self, job_id: int) -> None:
+        handle: str | None = None
         try:
             with self.db.write() as session:
                 job = session.get(Job, job_id)
                 if job is None or job.state != JobState.QUEUED.value:
-                    return
+                    return  # cancelled meanwhile, or launched by an earlier pass
                 job.state, job.started_at = JobState.RUNNING.value, utcnow()
                 env_name, user, snapshot_sha = (
                     job.environment,
@@ -108,7 +140,8 @@ class JobRunner:
             folder.mkdir(parents=True, exist_ok=True)
             self._note(logfile, f"job {job_id}: preparing {work}")
             if snapshot_sha:
-                extract(jobs.snapshot_path(self.settings, snapshot_sha).read_bytes(), work)
+                snapshot = jobs.snapshot_path(self.settings, snapshot_sha).read_bytes()
+                extract(snapshot, work, max_bytes=MAX_SNAPSHOT_EXTRACTED_BYTES)
             env = self.settings.environment(env_name)
             paths = {}
             for name, version in pinned.items():
@@ -120,6 +153,12 @@ class JobRunner:
                 )
             command = render_command(str(spec["command"]), paths)
             python_bin = self._python_bin(spec, work, logfile)
+            if self._stop.is_set():
+                raise _Stopping
+            if self._cancel_requested(job_id):
+                self._note(logfile, f"job {job_id} cancelled before it started")
+                self._finish(job_id, JobState.CANCELLED, exit_code=None, error=None)
+                return
             token = identity.mint_job_token(
                 self.db,
                 job_id=job_id,
@@ -140,71 +179,95 @@ class JobRunner:
             with self.db.write() as session:
                 job = session.get(Job, job_id)
                 assert job is not None
-                job.handle, job.command = handle, command
+                # The timeout counts from here: preparing (a first venv build, say) is not the command's time.
+                job.handle, job.command, job.started_at = handle, command, utcnow()
         except Exception as exc:  # a job that cannot start fails, with the reason in its log
-            reason = exc.message if isinstance(exc, MlgateError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, MlgateError):
+            if isinstance(exc, _Stopping):
+                reason = "the server stopped while the job was being prepared; submit it again"
+            elif isinstance(exc, MlgateError):
+                reason = exc.message
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
                 log.exception("job %s could not start", job_id)
+            if handle is not None:  # started, but not recorded: stop it rather than leave it unwatched
+                self.backend.cancel(handle)
             self._note(jobs.log_path(self.settings, job_id), f"job {job_id} could not start: {reason}")
             self._finish(job_id, JobState.FAILED, exit_code=None, error=f"could not start: {reason}")
         finally:
-            self._preparing.discard(job_id)
+            with self._lock:
+                self._preparing.pop(job_id, None)
+
+    def _cancel_requested(self, job_id: int) -> bool:
+        with self.db.read() as session:
+            job = session.get(Job, job_id)
+            return job is None or bool(job.cancel_requested)
 
     def _watch(self, job_id: int) -> None:
         with self.db.read() as session:
             job = session.get(Job, job_id)
-            if job is None or job.handle is None:
+            if job is None or job.state != JobState.RUNNING.value:
                 return
-            handle, cancel, started, timeout_s = (
-                job.handle,
-                job.cancel_requested,
-                job.started_at,
-                job.timeout_s,
-            )
+            handle, cancel, started, timeout_s = (job.handle, job.cancel_requested, job.started_at, job.timeout_s)
+        logfile = jobs.log_path(self.settings, job_id)
+        if handle is None:
+            # tick() saw no preparation under way here: the server that was preparing it has stopped.
+            if cancel:
+                self._finish(job_id, JobState.CANCELLED, exit_code=None, error=None)
+            else:
+                reason = "lost: the server stopped while the job was being prepared; submit it again"
+                self._note(logfile, f"job {job_id} {reason}")
+                self._finish(job_id, JobState.FAILED, exit_code=None, error=reason)
+            return
+        outcome = self.backend.poll(handle)
+        if not outcome.running:  # ended on its own (even if a cancel came in meanwhile): say how
+            self._ended(job_id, outcome.exit_code)
+            return
         if cancel:
             self.backend.cancel(handle)
-            self._finish(job_id, JobState.CANCELLED, exit_code=None, error="cancelled")
+            self._note(logfile, f"job {job_id} cancelled")
+            self._finish(job_id, JobState.CANCELLED, exit_code=None, error=None)
             return
         if started is not None and utcnow() - _aware(started) > timedelta(seconds=timeout_s):
             self.backend.cancel(handle)
             minutes = timeout_s / 60
-            self._note(jobs.log_path(self.settings, job_id), f"job {job_id} timed out after {minutes:g} minutes")
+            self._note(logfile, f"job {job_id} timed out after {minutes:g} minutes")
             self._finish(job_id, JobState.FAILED, exit_code=None, error=f"timed out after {minutes:g} minutes")
-            return
-        outcome = self.backend.poll(handle)
-        if outcome.running:
-            return
-        if outcome.exit_code == 0:
+
+    def _ended(self, job_id: int, exit_code: int | None) -> None:
+        if exit_code is None:  # a process this backend did not start: its exit status is in its folder
+            exit_code = self._recorded_exit_status(job_id)
+        if exit_code == 0:
             self._finish(job_id, JobState.SUCCEEDED, exit_code=0, error=None)
-        elif outcome.exit_code is None:
-            self._finish(
-                job_id,
-                JobState.FAILED,
-                exit_code=None,
-                error="lost: the job's process ended while the server was down",
-            )
+        elif exit_code is None:
+            error = "lost: the job's process ended while the server was not watching, and left no exit status"
+            self._finish(job_id, JobState.FAILED, exit_code=None, error=error)
         else:
-            self._finish(
-                job_id,
-                JobState.FAILED,
-                exit_code=outcome.exit_code,
-                error=f"exited with code {outcome.exit_code}",
-            )
+            self._finish(job_id, JobState.FAILED, exit_code=exit_code, error=_exit_error(exit_code))
+
+    def _recorded_exit_status(self, job_id: int) -> int | None:
+        try:
+            return int((jobs.job_dir(self.settings, job_id) / EXIT_STATUS_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def _finish(self, job_id: int, state: JobState, *, exit_code: int | None, error: str | None) -> None:
+        """Record how the job ended (once) and revoke its token. A cancelled job keeps the error its
+        cancellation wrote ('cancelled by NAME')."""
         with self.db.write() as session:
             job = session.get(Job, job_id)
-            if job is None or JobState(job.state).finished:
-                return
-            job.state, job.exit_code, job.error, job.finished_at = state.value, exit_code, error, utcnow()
-            audit.record(
-                session,
-                actor="system",
-                action=f"job.{state.value}",
-                environment=job.environment,
-                subject=f"job:{job_id}",
-                payload={"exit_code": exit_code, "error": error, "run_ids": job.run_ids},
-            )
+            if job is not None and not JobState(job.state).finished:
+                if state is JobState.CANCELLED:
+                    error = error or job.error or "cancelled"
+                job.state, job.exit_code, job.error, job.finished_at = state.value, exit_code, error, utcnow()
+                audit.record(
+                    session,
+                    actor="system",
+                    action=f"job.{state.value}",
+                    environment=job.environment,
+                    subject=f"job:{job_id}",
+                    payload={"exit_code": exit_code, "error": error, "run_ids": job.run_ids},
+                )
+        # Whatever state the job was found in: a token must never outlive its job.
         identity.revoke_job_tokens(self.db, job_id=job_id)
 
     # -- the job's surroundings ----------------------------------------------------------------
@@ -224,44 +287,51 @@ class JobRunner:
         )
         return env
 
+    def _venv_lock(self, digest: str) -> threading.Lock:
+        with self._lock:
+            return self._venv_locks.setdefault(digest, threading.Lock())
+
     def _python_bin(self, spec: dict[str, object], work: Path, logfile: Path) -> Path | None:
-        """None for `environment: inherit` (the server's Python); a cached venv's bin/ for `venv`."""
+        """None for `environment: inherit` (the server's Python); a cached venv's bin/ for `venv`.
+
+        One venv per requirements file and interpreter: the same requirements on another Python
+        (after an upgrade of the server's) get a venv of their own instead of a broken one.
+        """
         if spec.get("environment") != "venv":
             return None
         requirements = work / str(spec.get("requirements") or "requirements.txt")
+        if not requirements.resolve().is_relative_to(work.resolve()):
+            raise MlgateError(f"train.requirements must name a file inside the project, not {requirements}")
         if not requirements.is_file():
             raise MlgateError(f"environment: venv needs {requirements.name} in the project, and it has none")
-        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+        digest = hashlib.sha256(requirements.read_bytes() + f"\0{sys.version}\0{sys.base_prefix}".encode()).hexdigest()
         venv = self.settings.home / "venvs" / digest
-        with self._venv_lock:  # one build per requirements digest, reused by every later job
+        with self._venv_lock(digest):  # one build per digest, reused by every later job
             if (venv / ".complete").exists():
                 self._note(logfile, f"reusing environment {venv.name[:12]} for {requirements.name}")
                 return venv / "bin"
             self._note(logfile, f"building environment {venv.name[:12]} from {requirements.name}")
             shutil.rmtree(venv, ignore_errors=True)
             with logfile.open("ab") as out:
-                for command in (
-                    [sys.executable, "-m", "venv", str(venv)],
-                    [
-                        str(venv / "bin" / "python"),
-                        "-m",
-                        "pip",
-                        "install",
-                        "--quiet",
-                        "-r",
-                        str(requirements),
-                    ],
+                for step, command in (
+                    ("creating the virtual environment", [sys.executable, "-m", "venv", str(venv)]),
+                    (
+                        f"pip install -r {requirements.name}",
+                        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+                    ),
                 ):
-                    done = subprocess.run(
-                        command,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        timeout=VENV_BUILD_TIMEOUT_S,
-                        check=False,
-                    )
+                    try:
+                        done = subprocess.run(
+                            command, stdout=out, stderr=subprocess.STDOUT, timeout=VENV_BUILD_TIMEOUT_S, check=False
+                        )
+                    except subprocess.TimeoutExpired:
+                        shutil.rmtree(venv, ignore_errors=True)
+                        raise MlgateError(
+                            f"building the job's environment timed out ({step}, {VENV_BUILD_TIMEOUT_S // 60} minutes)"
+                        ) from None
                     if done.returncode != 0:
                         shutil.rmtree(venv, ignore_errors=True)
-                        raise MlgateError(f"building the job's environment failed: {' '.join(command[-3:])}")
+                        raise MlgateError(f"building the job's environment failed: {step} (see the log above)")
             (venv / ".complete").write_text(digest)
         return venv / "bin"
 

@@ -6,10 +6,11 @@ what the API calls.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
-import io
-import tarfile
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from mlgate.domain.jobs import JobState
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.project import train_spec
 from mlgate.services import audit, data_assets
-from mlgate.snapshot import MAX_SNAPSHOT_BYTES
+from mlgate.snapshot import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_EXTRACTED_BYTES, members, read_member
 
 LOG_CHUNK = 256 * 1024
 
@@ -95,16 +96,14 @@ def log_path(settings: Settings, job_id: int) -> Path:
     return job_dir(settings, job_id) / "job.log"
 
 
-def _read_member(data: bytes, name: str) -> str | None:
+def _config_text(data: bytes) -> str | None:
+    config = read_member(data, "mlgate.yaml")
+    if config is None:
+        return None
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            try:
-                member = tar.extractfile(name)
-            except KeyError:
-                return None
-            return member.read().decode() if member else None
-    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"not a valid code snapshot (a gzipped tar): {exc}") from exc
+        return config.decode()
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"the snapshot's mlgate.yaml is not UTF-8 text: {exc}") from exc
 
 
 def store_snapshot(
@@ -120,7 +119,9 @@ def store_snapshot(
     """Keep an uploaded snapshot, once per digest; it must hold an mlgate.yaml with a `train` section."""
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise ValidationError(f"the code snapshot is over the {MAX_SNAPSHOT_BYTES // (1024 * 1024)} MiB limit")
-    config = _read_member(data, "mlgate.yaml")
+    # Checked whole now, so that a job never starts from an archive it cannot unpack.
+    files = sum(1 for m in members(data, max_bytes=MAX_SNAPSHOT_EXTRACTED_BYTES) if m.isfile())
+    config = _config_text(data)
     if config is None:
         raise ValidationError("the code snapshot has no mlgate.yaml at its top level")
     train_spec(config, source="the snapshot's mlgate.yaml")
@@ -128,9 +129,11 @@ def store_snapshot(
     path = snapshot_path(settings, sha)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_bytes(data)
-        partial.replace(path)
+        # A private partial file: two uploads of the same snapshot at once must not write into one.
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{sha}.", suffix=".partial")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
     with db.write() as session:
         row = session.execute(
             select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == sha)
@@ -141,7 +144,7 @@ def store_snapshot(
                 environment=env,
                 sha256=sha,
                 size=len(data),
-                files=_count_files(data),
+                files=files,
                 git_commit=git_commit,
                 git_dirty=git_dirty,
                 created_by=actor,
@@ -158,11 +161,6 @@ def store_snapshot(
                 payload={"sha256": sha, "git_commit": git_commit, "size": len(data)},
             )
         return SnapshotView(sha, row.size, row.files, row.git_commit, row.git_dirty, created)
-
-
-def _count_files(data: bytes) -> int:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        return sum(1 for m in tar.getmembers() if m.isfile())
 
 
 def submit_train(
@@ -184,7 +182,7 @@ def submit_train(
             f"no code snapshot {snapshot_sha256[:12]} in '{env}': upload it first",
             details={"snapshot": snapshot_sha256},
         )
-    config = _read_member(snapshot_path(settings, snapshot.sha256).read_bytes(), "mlgate.yaml")
+    config = _config_text(snapshot_path(settings, snapshot.sha256).read_bytes())
     spec = train_spec(config or "", source="the snapshot's mlgate.yaml")
     pinned = {ref.name: data_assets.resolve(db, env, ref).version for ref in spec.data}
     with db.write() as session:
@@ -249,19 +247,20 @@ def cancel(db: Database, *, actor: str, env: str, job_id: int) -> JobView:
         if state.finished:
             raise ConflictError(f"job {job_id} already {state.value}", details={"state": state.value})
         if state is JobState.QUEUED:
-            job.state, job.finished_at, job.error = (
-                JobState.CANCELLED.value,
-                utcnow(),
-                f"cancelled by {actor}",
-            )
-        job.cancel_requested = True
+            job.state, job.finished_at = JobState.CANCELLED.value, utcnow()
+        job.cancel_requested, job.error = True, f"cancelled by {actor}"
         audit.record(session, actor=actor, action="job.cancel", environment=env, subject=f"job:{job_id}")
         session.flush()
         return view(job)
 
 
-def read_log(settings: Settings, job_id: int, *, offset: int = 0) -> tuple[str, int]:
-    """Log text from a byte offset, and the offset to ask from next."""
+def read_log(settings: Settings, job_id: int, *, offset: int = 0, final: bool = False) -> tuple[str, int, bool]:
+    """Log text from a byte offset, the offset to ask from next, and whether this read reached the end.
+
+    A character split across reads (a chunk boundary, or a line the job is still writing) is held
+    back until its last byte is there, so a follower never sees it garbled; `final` (the job has
+    ended, nothing more will come) lets the log's last bytes through whatever they are.
+    """
     path = log_path(settings, job_id)
     if offset < 0:
         raise ValidationError("offset must be 0 or more")
@@ -269,17 +268,23 @@ def read_log(settings: Settings, job_id: int, *, offset: int = 0) -> tuple[str, 
         with path.open("rb") as handle:
             handle.seek(offset)
             chunk = handle.read(LOG_CHUNK)
+            at_end = not handle.read(1)
     except FileNotFoundError:
-        return "", offset
-    return chunk.decode(errors="replace"), offset + len(chunk)
+        return "", offset, True
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = decoder.decode(chunk, final=final and at_end)
+    pending = len(decoder.getstate()[0])
+    return text, offset + len(chunk) - pending, at_end
 
 
-def log_tail(settings: Settings, job_id: int, lines: int = 30) -> str:
+def log_tail(settings: Settings, job_id: int, lines: int = 30) -> tuple[str, int]:
+    """The last lines of the log, and the log's size (the offset to follow it from)."""
     path = log_path(settings, job_id)
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        data = path.read_bytes()
     except FileNotFoundError:
-        return ""
+        return "", 0
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:]), len(data)
 
 
 def lineage_tags(db: Database, job_id: int) -> dict[str, str]:

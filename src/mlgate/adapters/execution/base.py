@@ -1,4 +1,10 @@
-"""The execution seam: submit a prepared job, poll it, cancel it. Backends are chosen by name."""
+"""The execution seam: submit a prepared job, poll it, cancel it. Backends are chosen by name.
+
+A job's folder (its log, its working directory) is shared by the runner and the backend. A backend
+whose jobs can outlive the server that started them writes the command's exit code to
+`EXIT_STATUS_FILE` in that folder when it ends: a later server, whose `poll` can only tell that the
+process is gone (`exit_code=None`), reads it there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+EXIT_STATUS_FILE = "exit_status"
 
 
 @dataclass(frozen=True)
@@ -19,11 +27,15 @@ class JobLaunch:
     log_path: Path
     python_bin: Path | None = None  # the bin/ folder put first on PATH (a job venv), if any
 
+    @property
+    def exit_status_path(self) -> Path:
+        return self.log_path.parent / EXIT_STATUS_FILE
+
 
 @dataclass(frozen=True)
 class JobOutcome:
     running: bool
-    exit_code: int | None = None
+    exit_code: int | None = None  # when not running: None if the backend cannot tell (see EXIT_STATUS_FILE)
 
 
 class ExecutionBackend(Protocol):
@@ -35,7 +47,9 @@ class ExecutionBackend(Protocol):
 
     def poll(self, handle: str) -> JobOutcome: ...
 
-    def cancel(self, handle: str) -> None: ...
+    def cancel(self, handle: str) -> None:
+        """Stop the job and everything it started; returns once they are gone (or after a grace period)."""
+        ...
 
 
 BACKENDS: dict[str, Callable[[], ExecutionBackend]] = {}

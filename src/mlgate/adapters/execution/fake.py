@@ -14,6 +14,7 @@ class FakeBackend:
         self.launched: dict[str, JobLaunch] = {}
         self.exit_codes: dict[str, int] = {}
         self.cancelled: set[str] = set()
+        self.lost: set[str] = set()
         self._ids = itertools.count(1)
 
     def submit(self, launch: JobLaunch) -> str:
@@ -29,7 +30,13 @@ class FakeBackend:
                 out.write(log)
         self.exit_codes[handle] = exit_code
 
+    def lose(self, handle: str) -> None:
+        """The job's process ended where this backend cannot see how (as after a server restart)."""
+        self.lost.add(handle)
+
     def poll(self, handle: str) -> JobOutcome:
+        if handle in self.lost:
+            return JobOutcome(running=False, exit_code=None)
         if handle in self.cancelled:
             return JobOutcome(running=False, exit_code=-15)
         if handle in self.exit_codes:

@@ -20,7 +20,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.interfaces.api import errors
 from mlgate.interfaces.api.context import AppContext
-from mlgate.interfaces.api.routes import audit, data, environments, jobs, mlflow_door, system, users
+from mlgate.interfaces.api.routes import audit, data, environments, jobs, mlflow_door, models, system, users
 from mlgate.services.job_runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,6 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    for module in (system, environments, users, audit, data, jobs, mlflow_door):
+    for module in (system, environments, users, audit, data, jobs, models, mlflow_door):
         app.include_router(module.router)
     return app

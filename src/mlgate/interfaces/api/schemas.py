@@ -193,3 +193,52 @@ class DataAssetPublic(BaseModel):
 class DataAssetsPublic(BaseModel):
     data: list[DataAssetPublic]
     count: int
+
+
+class ModelRegister(_Body):
+    """A logged model to register: by run and logged model name, or by its models:/m-... URI."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="the registered model's name")
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    model: str = Field(default="model", min_length=1, max_length=256, description="the logged model's name")
+    model_uri: str | None = Field(default=None, pattern=r"^models:/m-[0-9a-f]{8,64}$")
+    data: str | None = Field(default=None, max_length=80, description="training data, NAME or NAME@VERSION")
+    label: str | None = Field(default=None, min_length=1, max_length=256, description="the label column")
+
+
+class ModelVersionSummary(BaseModel):
+    environment: str
+    name: str
+    version: int
+    digest: str
+    run_id: str | None
+    model_uri: str
+    has_profile: bool
+    created_by: str
+    created_at: UtcDatetime
+
+
+class ModelVersionsPublic(BaseModel):
+    data: list[ModelVersionSummary]
+    count: int
+
+
+class ModelVersionPublic(BaseModel):
+    environment: str
+    name: str
+    version: int
+    digest: str
+    run_id: str | None
+    model_uri: str
+    signature: dict[str, Any]
+    input_example: Any
+    lineage: dict[str, Any]
+    profile: dict[str, Any] | None
+    card: str
+    notes: list[str]
+    created_by: str
+    created_at: UtcDatetime
+
+
+class ModelRegistered(ModelVersionPublic):
+    created: bool = Field(description="false: this logged model already had this version, which is returned")

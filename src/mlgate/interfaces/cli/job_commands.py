@@ -48,8 +48,10 @@ def _report(job: dict[str, Any]) -> None:
         runs = ", ".join(job["run_ids"]) or "none"
         console.print(f"job {job['id']} succeeded; MLflow runs: {runs}")
         return
-    exit_code = f" (exit code {job['exit_code']})" if job["exit_code"] is not None else ""
-    errors.print(f"job {job['id']} {job['state']}: {job['error'] or ''}{exit_code}")
+    error = job["error"] or ""
+    exit_code = job["exit_code"]
+    shown = f" (exit code {exit_code})" if exit_code is not None and str(exit_code) not in error else ""
+    errors.print(f"job {job['id']} {job['state']}: {error}{shown}", markup=False)
 
 
 def train(
@@ -76,7 +78,15 @@ def train(
         note = f"code snapshot {snapshot.sha256[:12]} ({snapshot.files} files{commit}); job {job['id']} queued in {env}"
         (errors if json_out else console).print(note)
         if wait:
-            job = follow(client, env, job["id"], out=sys.stderr if json_out else sys.stdout)
+            try:
+                job = follow(client, env, job["id"], out=sys.stderr if json_out else sys.stdout)
+            except KeyboardInterrupt:
+                errors.print(
+                    f"\nstopped following; job {job['id']} goes on: `mlgate jobs logs {job['id']} --follow`"
+                    f" or `mlgate jobs cancel {job['id']}`",
+                    markup=False,
+                )
+                raise typer.Exit(130) from None
     if json_out:
         emit_json(job)
     elif wait:

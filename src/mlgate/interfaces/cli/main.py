@@ -14,6 +14,7 @@ from mlgate.interfaces.cli import (
     env_commands,
     identity_commands,
     job_commands,
+    model_commands,
     setup_commands,
 )
 from mlgate.interfaces.cli.demo_command import demo
@@ -32,12 +33,14 @@ app.command()(setup_commands.stop)
 app.command()(demo)
 app.command()(identity_commands.whoami)
 app.command()(job_commands.train)
+app.command()(model_commands.register)
 app.add_typer(env_commands.envs, name="env")
 app.add_typer(identity_commands.users, name="user")
 app.add_typer(identity_commands.tokens, name="token")
 app.add_typer(audit_commands.audit, name="audit")
 app.add_typer(job_commands.jobs_app, name="jobs")
 app.add_typer(data_commands.data_app, name="data")
+app.add_typer(model_commands.models_app, name="models")
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ import httpx
 from mlgate.errors import MlgateError
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+# Registration downloads, digests and profiles the model on the server: allow it longer.
+REGISTER_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 
 
 class ApiError(MlgateError):
@@ -200,4 +202,32 @@ class Client:
 
     def data_asset(self, env: str, ref: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/data/{ref}")
+        return result
+
+    # model versions
+    def register_model(
+        self,
+        env: str,
+        *,
+        name: str,
+        run_id: str | None = None,
+        model: str = "model",
+        model_uri: str | None = None,
+        data: str | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """Register a run's logged model (or a models:/m-... URI); `created` is false for one already registered."""
+        body = {"name": name, "run_id": run_id, "model": model, "model_uri": model_uri, "data": data, "label": label}
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/environments/{env}/models", json=body, timeout=REGISTER_TIMEOUT
+        )
+        return result
+
+    def models(self, env: str, *, name: str | None = None) -> list[dict[str, Any]]:
+        params = {"name": name} if name else None
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/models", params=params)["data"]
+        return result
+
+    def model_version(self, env: str, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/models/{name}/versions/{version}")
         return result

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from mlgate.domain.jobs import DataRef
 from mlgate.domain.permissions import Action, Principal
+from mlgate.errors import ValidationError
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import DataAssetPublic, DataAssetsPublic
 from mlgate.interfaces.api.uploads import read_body
@@ -58,7 +59,5 @@ def show_asset(env: str, ref: str, _: Reader, ctx: ContextDep) -> DataAssetPubli
     try:
         parsed = DataRef.parse(ref)
     except ValueError as exc:
-        from mlgate.errors import ValidationError
-
-        raise ValidationError(str(exc)) from None
+        raise ValidationError(str(exc), details={"data": ref}) from None
     return asset_public(data_assets.resolve(ctx.db, env, parsed))

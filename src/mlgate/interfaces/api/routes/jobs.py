@@ -82,13 +82,19 @@ def job_logs(
     offset: int = Query(default=0, ge=0),
     tail: int | None = Query(default=None, ge=1, le=10_000),
 ) -> JobLog:
-    """Log text from a byte offset (ask again from `offset` until `finished`), or its last `tail` lines."""
+    """Log text from a byte offset (ask again from `offset` until `finished`), or its last `tail` lines
+    (and the offset to follow on from).
+
+    `finished` means nothing more will come: the job had ended before this read began (so its process
+    wrote its last byte before), and the read reached the end of the log.
+    """
     job = jobs.get(ctx.db, env, job_id)
+    ended = JobState(job.state).finished
     if tail is not None:
-        return JobLog(text=jobs.log_tail(ctx.settings, job_id, tail), offset=0, state=job.state, finished=True)
-    text, next_offset = jobs.read_log(ctx.settings, job_id, offset=offset)
-    finished = JobState(job.state).finished and not text
-    return JobLog(text=text, offset=next_offset, state=job.state, finished=finished)
+        text, size = jobs.log_tail(ctx.settings, job_id, tail)
+        return JobLog(text=text, offset=size, state=job.state, finished=ended)
+    text, next_offset, at_end = jobs.read_log(ctx.settings, job_id, offset=offset, final=ended)
+    return JobLog(text=text, offset=next_offset, state=job.state, finished=ended and at_end)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)

@@ -19,13 +19,14 @@ from starlette.background import BackgroundTask
 
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.permissions import Action, Principal
-from mlgate.errors import AuthenticationError, BackendError, PermissionDeniedError
+from mlgate.errors import AuthenticationError, BackendError, PermissionDeniedError, ValidationError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import ContextDep, Permission, bearer_token
 from mlgate.services import audit, identity, jobs
 
 router = APIRouter(tags=["mlflow"])
 
+RESERVED_TAG = "mlgate."
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 # MLflow operations sent as POST that only read.
 READ_ONLY_POSTS = ("/search", "/search-datasets", "/get-history-bulk-interval", "/batch-get")
@@ -112,9 +113,34 @@ def _attribute_run(body: bytes, principal: Principal, lineage: dict[str, str]) -
         return body
     ours = {"mlflow.user": principal.name, **lineage}
     payload["user_id"] = principal.name
-    tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and t.get("key") not in ours]
+    tags = [
+        t
+        for t in payload.get("tags") or []
+        if isinstance(t, dict) and t.get("key") not in ours and not str(t.get("key", "")).startswith(RESERVED_TAG)
+    ]
     payload["tags"] = [*tags, *({"key": k, "value": v} for k, v in ours.items())]
     return json.dumps(payload).encode()
+
+
+def _check_reserved_tags(path: str, body: bytes) -> None:
+    """Tags under `mlgate.` are lineage mlgate vouches for: nobody sets or deletes them through the door."""
+    if not path.rstrip("/").endswith(("runs/set-tag", "runs/log-batch", "runs/delete-tag")):
+        return
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        return
+    if not isinstance(payload, dict):
+        return
+    keys = [str(payload.get("key", ""))] + [
+        str(t.get("key", "")) for t in payload.get("tags") or [] if isinstance(t, dict)
+    ]
+    reserved = sorted(k for k in keys if k.startswith(RESERVED_TAG))
+    if reserved:
+        raise ValidationError(
+            f"tags starting with '{RESERVED_TAG}' are set by mlgate only: {', '.join(reserved)}",
+            details={"tags": reserved},
+        )
 
 
 def _created_run_id(content: bytes) -> str | None:
@@ -159,6 +185,8 @@ async def mlflow_door(
     body = await request.body()
     write = is_write(request.method, path)
     creates_run = write and path.rstrip("/").endswith("runs/create")
+    if write:
+        _check_reserved_tags(path, body)
     if creates_run:
         lineage = {}
         if principal.job_id is not None:

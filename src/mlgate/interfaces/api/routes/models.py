@@ -1,0 +1,69 @@
+"""Model versions of an environment: register one from a run's logged model (development), list, show."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response, status
+
+from mlgate.adapters.mlflow.registry import MlflowRegistry
+from mlgate.domain.permissions import Action, Principal
+from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
+from mlgate.interfaces.api.schemas import (
+    ModelRegister,
+    ModelRegistered,
+    ModelVersionPublic,
+    ModelVersionsPublic,
+    ModelVersionSummary,
+)
+from mlgate.services import models
+
+router = APIRouter(prefix="/api/v1/environments/{env}/models", tags=["models"])
+
+Trainer = Annotated[Principal, Depends(Permission(Action.TRAIN))]
+# Versions are 32-bit integer keys: a larger number is invalid input, not a database error.
+Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def version_public(view: models.ModelVersionView) -> ModelVersionPublic:
+    return ModelVersionPublic(**dataclasses.asdict(view))
+
+
+def summary(view: models.ModelVersionView) -> ModelVersionSummary:
+    return ModelVersionSummary(
+        environment=view.environment,
+        name=view.name,
+        version=view.version,
+        digest=view.digest,
+        run_id=view.run_id,
+        model_uri=view.model_uri,
+        has_profile=view.profile is not None,
+        created_by=view.created_by,
+        created_at=view.created_at,
+    )
+
+
+@router.post("", response_model=ModelRegistered, status_code=status.HTTP_201_CREATED)
+def register(env: str, body: ModelRegister, response: Response, principal: Trainer, ctx: ContextDep) -> ModelRegistered:
+    """Register a run's logged model as the next version of `name`, with digest, lineage, profile and card.
+
+    The same logged model registered again under the same name returns its version (200), not a copy.
+    """
+    request = models.RegisterRequest(**body.model_dump())
+    registry = MlflowRegistry(ctx.tracking.upstream(env), env=env)
+    view, created = models.register(ctx.db, ctx.settings, registry, actor=principal.name, env=env, request=request)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return ModelRegistered(**dataclasses.asdict(view), created=created)
+
+
+@router.get("", response_model=ModelVersionsPublic)
+def list_versions(env: str, _: Reader, ctx: ContextDep, name: str | None = None) -> ModelVersionsPublic:
+    data = [summary(v) for v in models.list_versions(ctx.db, env, name=name)]
+    return ModelVersionsPublic(data=data, count=len(data))
+
+
+@router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
+def show_version(env: str, name: str, version: Version, _: Reader, ctx: ContextDep) -> ModelVersionPublic:
+    return version_public(models.get(ctx.db, env, name, version))
