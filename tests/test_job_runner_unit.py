@@ -6,6 +6,7 @@ a job adopted by a later server)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -313,3 +314,15 @@ def test_a_reused_pid_is_not_mistaken_for_the_job(tmp_path: Path) -> None:
     assert not backend.poll(stranger).running
     backend.cancel(stranger)  # must signal nothing: this test process is still here to assert
     assert os.getpid() > 0
+
+
+def test_a_job_gets_none_of_the_servers_credentials(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-only")
+    monkeypatch.setenv("MLGATE_DATABASE_PASSWORD", "server-only")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    job_id = harness.submit("command: python train.py")
+    harness.step()
+    env = harness.backend.launched[harness.handle(job_id)].env
+    assert "server-only" not in env.values()
+    assert env["LC_ALL"] == "C.UTF-8"  # what a process needs to run still passes
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)

@@ -31,31 +31,19 @@ def record(
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
     ).scalar_one()
-    at = utcnow()
-    digest = payload_digest(payload if payload is not None else {})
-    seq = head.seq + 1
-    event = AuditEvent(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        environment=environment,
-        subject=subject,
-        payload_digest=digest,
-        prev_hash=head.hash,
-        hash=event_hash(
-            seq=seq,
-            at=at,
-            actor=actor,
-            action=action,
-            environment=environment,
-            subject=subject,
-            payload_digest=digest,
-            prev_hash=head.hash,
-        ),
-    )
+    fields: dict[str, Any] = {
+        "seq": head.seq + 1,
+        "at": utcnow(),
+        "actor": actor,
+        "action": action,
+        "environment": environment,
+        "subject": subject,
+        "payload_digest": payload_digest(payload if payload is not None else {}),
+        "prev_hash": head.hash,
+    }
+    event = AuditEvent(**fields, hash=event_hash(**fields))
     session.add(event)
-    head.seq, head.hash = seq, event.hash
+    head.seq, head.hash = event.seq, event.hash
     session.flush()
     return event
 

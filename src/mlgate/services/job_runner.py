@@ -38,6 +38,10 @@ from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+INHERITED_VARIABLES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR", "SSL_CERT_FILE"}
+)
+INHERITED_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "PIP_", "REQUESTS_CA_BUNDLE")
 TOKEN_GRACE = timedelta(minutes=10)
 VENV_BUILD_TIMEOUT_S = 1800
 STOP_WAIT_S = 10.0
@@ -273,7 +277,9 @@ class JobRunner:
     # -- the job's surroundings ----------------------------------------------------------------
 
     def _environment(self, work: Path, env_name: str, token: str, job_id: int) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_"))}
+        # Only what a process needs to run passes from the server to the job: never the server's own
+        # credentials (database URLs, cloud keys) that may sit in its environment.
+        env = {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES or k.startswith(INHERITED_PREFIXES)}
         python_path = [str(work / "src"), str(work)] if (work / "src").is_dir() else [str(work)]
         env.update(
             {
