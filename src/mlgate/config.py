@@ -7,9 +7,11 @@ sections (train, data), which jobs read from the code snapshot they run.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from mlgate.domain.environments import EnvironmentKind, kind_at
+from mlgate.domain.gates import GATE_B_CHECKS, Gate
+from mlgate.domain.permissions import Role
 from mlgate.errors import ConfigError, NotFoundError
 
 CONFIG_FILE = "mlgate.yaml"
@@ -100,6 +104,55 @@ class ServerConfig(_Strict):
         return value.rstrip("/") if value else value
 
 
+class GateConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str | None = None
+    source: str = Field(alias="from")
+    to: str
+    approver_role: str
+    approvals: int = Field(default=1, ge=1, le=10, strict=True)
+    checks: list[str] = Field(default_factory=list)
+    expiry_hours: float = Field(default=72, gt=0, le=24 * 365)
+    auto_request: bool = True
+
+    @field_validator("approver_role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        roles = [r.value for r in Role if r is not Role.ADMIN]
+        if value not in roles:
+            raise ValueError(f"expected one of: {', '.join(roles)}")
+        return value
+
+
+class SmtpConfig(_Strict):
+    host: str
+    port: int = Field(default=25, ge=1, le=65535, strict=True)
+    sender: str
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None  # the name of the variable holding the password; never the password
+
+
+class WebhookConfig(_Strict):
+    name: str
+    url: str
+    secret_env: str | None = None  # the name of the variable holding the signing secret
+    events: list[str] | None = None  # None: every event
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class NotificationsConfig(_Strict):
+    smtp: SmtpConfig | None = None
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+
 class FileConfig(_Strict):
     """The mlgate.yaml schema. Sections later parts of mlgate read are accepted and kept as given."""
 
@@ -109,11 +162,11 @@ class FileConfig(_Strict):
     environments: list[EnvironmentConfig] = Field(
         default_factory=lambda: [EnvironmentConfig(name=n) for n in DEFAULT_ENVIRONMENTS]
     )
-    gates: Any = None
+    gates: list[GateConfig] | None = None
     checks: Any = None
     endpoints: Any = None
     monitors: Any = None
-    notifications: Any = None
+    notifications: NotificationsConfig = NotificationsConfig()
     train: Any = None
     data: Any = None
 
@@ -155,11 +208,21 @@ class Settings:
     server_port: int
     public_url: str | None
     environments: tuple[Environment, ...]
+    gates: tuple[Gate, ...]
     raw: FileConfig
 
     @property
     def env_names(self) -> list[str]:
         return [env.name for env in self.environments]
+
+    def gate_into(self, target: str) -> Gate:
+        for gate in self.gates:
+            if gate.target == target:
+                return gate
+        raise NotFoundError(f"no gate leads into '{target}'", details={"environment": target})
+
+    def gate_from(self, source: str) -> Gate | None:
+        return next((gate for gate in self.gates if gate.source == source), None)
 
     def environment(self, name: str) -> Environment:
         for env in self.environments:
@@ -232,6 +295,55 @@ def parse_config(text: str, *, source: str = CONFIG_FILE) -> FileConfig:
         raise ConfigError(f"{source}: " + "; ".join(problems), details={"problems": problems}) from exc
 
 
+def _default_gates(names: list[str]) -> list[Gate]:
+    """Between each environment and the next: a lead data scientist into staging-like ones; a software
+    developer, and the outer loop's checks, into production."""
+    gates = []
+    for index, (source, target) in enumerate(itertools.pairwise(names)):
+        into_production = index == len(names) - 2
+        gates.append(
+            Gate(
+                name="B" if into_production and len(names) > 2 else chr(ord("A") + index),
+                source=source,
+                target=target,
+                approver_role=Role.SOFTWARE_DEVELOPER if into_production else Role.LEAD_DATA_SCIENTIST,
+                checks=GATE_B_CHECKS if into_production else (),
+            )
+        )
+    return gates
+
+
+def _gates(config: FileConfig, names: list[str]) -> tuple[Gate, ...]:
+    if config.gates is None:
+        return tuple(_default_gates(names))
+    gates = []
+    for index, gate in enumerate(config.gates):
+        where = f"gates[{index}]"
+        for key, env in (("from", gate.source), ("to", gate.to)):
+            if env not in names:
+                raise ConfigError(
+                    f"mlgate.yaml: {where}.{key}: unknown environment '{env}'; expected one of: {', '.join(names)}"
+                )
+        if names.index(gate.to) != names.index(gate.source) + 1:
+            raise ConfigError(f"mlgate.yaml: {where}: a gate leads from an environment to the next one in order")
+        gates.append(
+            Gate(
+                name=gate.name or f"{gate.source}->{gate.to}",
+                source=gate.source,
+                target=gate.to,
+                approver_role=Role(gate.approver_role),
+                approvals=gate.approvals,
+                checks=tuple(gate.checks),
+                expiry=timedelta(hours=gate.expiry_hours),
+                auto_request=gate.auto_request,
+            )
+        )
+    targets = [g.target for g in gates]
+    if len(set(targets)) != len(targets):
+        raise ConfigError("mlgate.yaml: gates: more than one gate into the same environment")
+    return tuple(gates)
+
+
 def resolve(config: FileConfig, config_path: Path) -> Settings:
     """Turn a validated file into Settings: absolute paths, defaults filled in."""
     base = config_path.parent.resolve()
@@ -263,6 +375,7 @@ def resolve(config: FileConfig, config_path: Path) -> Settings:
         server_port=config.server.port,
         public_url=config.server.public_url,
         environments=tuple(environments),
+        gates=_gates(config, [env.name for env in environments]),
         raw=config,
     )
 

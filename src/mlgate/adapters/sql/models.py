@@ -172,3 +172,89 @@ class ModelVersion(Base):
     source_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromotionRequest(Base):
+    """One model version going through one gate, with the evidence its approvers see."""
+
+    __tablename__ = "promotion_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gate: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    source_env: Mapped[str] = mapped_column(String(32))
+    source_version: Mapped[int] = mapped_column(Integer)
+    target_env: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))
+    required_approvals: Mapped[int] = mapped_column(Integer)
+    approver_role: Mapped[str] = mapped_column(String(32))
+    required_checks: Mapped[list[str]] = mapped_column(JSON)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    target_version: Mapped[int | None] = mapped_column(Integer)
+    target_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    failure: Mapped[str | None] = mapped_column(Text)
+
+    decisions: Mapped[list[Decision]] = relationship(
+        back_populates="request", lazy="selectin", order_by="Decision.id", cascade="all, delete-orphan"
+    )
+
+
+class Decision(Base):
+    """An approval or a rejection of a request by one person; one each."""
+
+    __tablename__ = "request_decisions"
+    __table_args__ = (UniqueConstraint("request_id", "actor"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("promotion_requests.id", ondelete="CASCADE"), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))  # approve | reject
+    comment: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    request: Mapped[PromotionRequest] = relationship(back_populates="decisions")
+
+
+class CheckRecord(Base):
+    """Evidence: one run of a named check on one model version. Only mlgate's check runner writes it."""
+
+    __tablename__ = "check_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # running | passed | failed | error
+    summary: Mapped[str] = mapped_column(Text, default="")
+    log_excerpt: Mapped[str] = mapped_column(Text, default="")
+    artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Notification(Base):
+    """The outbox: one message to one recipient on one channel, written with the change it announces,
+    delivered (and retried) by the server's delivery worker. The rows are the delivery log."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), unique=True)
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # email | webhook | inbox
+    recipient: Mapped[str] = mapped_column(String(512))  # an email address, a webhook name, a user name
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("promotion_requests.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,140 @@
+"""The notification outbox: messages written in the same transaction as the change they announce.
+
+`emit` turns one event into rows, one per recipient and channel (in-app inbox, email, webhook); the
+delivery worker (`services.delivery`) sends the pending ones and retries with backoff. The rows are
+the delivery log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mlgate.adapters.sql.models import Notification, PromotionRequest, RoleBinding, User, utcnow
+from mlgate.config import Settings
+from mlgate.domain.permissions import ALL_ENVIRONMENTS
+
+EVENTS = (
+    "request.opened",
+    "request.approved",
+    "request.rejected",
+    "request.promoted",
+    "request.failed",
+    "request.expired",
+)
+
+
+def request_link(settings: Settings, request_id: int, base_url: str) -> str:
+    return f"{settings.public_url or base_url}/requests/{request_id}"
+
+
+def _people(session: Session, names: set[str]) -> list[User]:
+    if not names:
+        return []
+    return list(session.execute(select(User).where(User.name.in_(names), User.kind == "human")).scalars())
+
+
+def approvers(session: Session, *, role: str, environment: str, exclude: set[str]) -> set[str]:
+    """Names of the people holding `role` in `environment` (or everywhere), minus the interested parties."""
+    rows = session.execute(
+        select(User.name)
+        .join(RoleBinding, RoleBinding.user_id == User.id)
+        .where(
+            RoleBinding.role == role,
+            RoleBinding.environment.in_([environment, ALL_ENVIRONMENTS]),
+            User.kind == "human",
+            User.disabled_at.is_(None),
+        )
+    ).scalars()
+    return set(rows) - exclude
+
+
+def _text(event: str, request: PromotionRequest, link: str, note: str | None) -> str:
+    what = f"{request.model_name}:{request.source_version} {request.source_env} -> {request.target_env}"
+    verbs = {
+        "request.opened": f"Promotion request {request.id} waits for your decision: {what} (gate {request.gate})",
+        "request.approved": f"Promotion request {request.id} approved: {what}",
+        "request.rejected": f"Promotion request {request.id} rejected: {what}",
+        "request.promoted": f"Promoted: {what} as version {request.target_version} (request {request.id})",
+        "request.failed": f"Promotion request {request.id} failed: {what}",
+        "request.expired": f"Promotion request {request.id} expired without a decision: {what}",
+    }
+    text = verbs[event]
+    if note:
+        text += f". {note}"
+    return f"{text}. {link}"
+
+
+def emit(
+    session: Session,
+    settings: Settings,
+    *,
+    event: str,
+    request: PromotionRequest,
+    recipients: set[str],
+    base_url: str,
+    note: str | None = None,
+) -> list[Notification]:
+    """Queue `event` about `request` for each recipient (inbox, and email where they have an address)
+    and for each webhook that takes the event. Call inside the transaction that makes the change."""
+    assert event in EVENTS, event
+    link = request_link(settings, request.id, base_url)
+    root = settings.public_url or base_url
+    payload: dict[str, Any] = {
+        "event": event,
+        "request": {
+            "id": request.id,
+            "gate": request.gate,
+            "state": request.state,
+            "source_env": request.source_env,
+            "target_env": request.target_env,
+            "requested_by": request.requested_by,
+            "author": request.author,
+            "target_version": request.target_version,
+        },
+        "model": {
+            "name": request.model_name,
+            "version": request.source_version,
+            "digest": request.evidence.get("digest"),
+        },
+        "links": {
+            "request": link,
+            "model": f"{root}/models/{request.source_env}/{request.model_name}/{request.source_version}",
+        },
+        "note": note,
+        "text": _text(event, request, link, note),
+    }
+    rows = []
+
+    def add(channel: str, recipient: str) -> None:
+        rows.append(
+            Notification(
+                delivery_id=str(uuid.uuid4()),
+                event=event,
+                channel=channel,
+                recipient=recipient,
+                request_id=request.id,
+                payload=payload,
+                # The inbox is the row itself: delivered as soon as it is written.
+                state="sent" if channel == "inbox" else "pending",
+                attempts=0,
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+                sent_at=utcnow() if channel == "inbox" else None,
+            )
+        )
+
+    smtp = settings.raw.notifications.smtp
+    for person in sorted(_people(session, recipients), key=lambda u: u.name):
+        add("inbox", person.name)
+        if smtp is not None and person.email:
+            add("email", person.email)
+    for hook in settings.raw.notifications.webhooks:
+        if hook.events is None or event in hook.events:
+            add("webhook", hook.name)
+    session.add_all(rows)
+    session.flush()
+    return rows
