@@ -130,10 +130,11 @@ class LiveServer:
     process: subprocess.Popen[bytes]
 
 
-def start_server(project: Project, *, timeout_s: float = 120.0) -> LiveServer:
-    """`mlgate server` as a real subprocess on a free port; returns once /api/v1/health answers."""
+def start_server(project: Project, *, timeout_s: float = 120.0, env: dict[str, str] | None = None) -> LiveServer:
+    """`mlgate server` as a real subprocess on a free port; returns once /api/v1/health answers.
+    `env`: variables added to the server's environment (secrets the config names, say)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_TRACKING"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_TRACKING"))} | (env or {})
     with (project.path / "server.log").open("ab") as log:
         process = subprocess.Popen(
             [MLGATE, "server", "--port", str(port)],

@@ -87,6 +87,9 @@ PINNED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/environments/{env}/models"): "train",
     ("GET", "/api/v1/environments/{env}/models"): "read",
     ("GET", "/api/v1/environments/{env}/models/{name}/versions/{version}"): "read",
+    ("GET", "/api/v1/notifications"): "administer",
+    ("GET", "/api/v1/inbox"): "authenticated",
+    ("POST", "/api/v1/inbox/{notification_id}/read"): "authenticated",
 }
 
 DOOR = "/mlflow/{env}/{path:path}"

@@ -151,6 +151,20 @@ class WebhookConfig(_Strict):
 class NotificationsConfig(_Strict):
     smtp: SmtpConfig | None = None
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    # Delivery retries: the wait doubles from retry_base_seconds up to retry_max_seconds (with jitter);
+    # after max_attempts failed attempts a message is marked failed.
+    retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=600.0, gt=0, le=86400)
+    max_attempts: int = Field(default=12, ge=1, le=100, strict=True)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
+        names = [hook.name for hook in value]  # deliveries name their webhook: two of one name are ambiguous
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"expected unique names, got duplicate name(s) {', '.join(duplicates)}")
+        return value
 
 
 class FileConfig(_Strict):

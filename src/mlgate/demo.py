@@ -6,6 +6,7 @@ server's door) exactly as a team would, and prints what it did.
 
 from __future__ import annotations
 
+import email
 import os
 import re
 import shutil
@@ -15,12 +16,13 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli.job_commands import follow
 from mlgate.interfaces.cli.output import console, table
-from mlgate.interfaces.sdk.client import Client
+from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.ports import free_port
 from mlgate.runtime import alive, running_server, stop
 from mlgate.services.setup import initialize
@@ -49,6 +51,42 @@ PLAIN_MLFLOW_RUN = textwrap.dedent(
     print(run.info.run_id)
     """
 )
+
+
+class MailSink:
+    """A local SMTP server (aiosmtpd) that keeps what it receives, standing in for the team's mail."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.messages: list[tuple[list[str], str]] = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+                content = (
+                    envelope.content.decode(errors="replace")
+                    if isinstance(envelope.content, bytes)
+                    else envelope.content
+                )
+                sink.messages.append((list(envelope.rcpt_tos), content))
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def wait_for(self, recipient: str, *, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for recipients, content in self.messages:
+                if recipient in recipients:
+                    return content
+            time.sleep(0.2)
+        raise MlgateError(f"no email for {recipient} reached the mail sink in {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        self._controller.stop()
 
 
 class _Indented:
@@ -80,6 +118,8 @@ class Demo:
         self._step = 0
         self.project = folder / "diabetes"
         self.run_id = ""
+        self.version: dict[str, Any] = {}
+        self.mail: MailSink
 
     def step(self, title: str) -> None:
         self._step += 1
@@ -93,7 +133,16 @@ class Demo:
     def setup(self) -> None:
         self.step("Setup: a new project home with three environments")
         port = free_port()
-        self.config_path.write_text(DEFAULT_CONFIG_TEXT.replace("port: 8750", f"port: {port}"))
+        self.mail = MailSink()
+        config = DEFAULT_CONFIG_TEXT.replace("port: 8750", f"port: {port}").replace(
+            "  public_url: null", f"  public_url: http://127.0.0.1:{port}"
+        )
+        config += (
+            "\n# The demo's approvers get email at a local mail sink.\n"
+            "notifications:\n  smtp:\n    host: 127.0.0.1\n"
+            f"    port: {self.mail.port}\n    sender: mlgate@example.com\n"
+        )
+        self.config_path.write_text(config)
         settings = load_settings(self.config_path)
         report = initialize(settings)
         for line in report.created:
@@ -223,12 +272,48 @@ class Demo:
         self.step("Continuous integration: register the run's model as diabetes (`mlgate register`)")
         with self.client("dana") as dana:
             version = dana.register_model("dev", name="diabetes", run_id=self.run_id)
+        self.version = version
         metrics = version["lineage"].get("metrics", {})
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
         profiled = "baseline profile made" if version["profile"] else "no baseline profile"
         console.print(f"  diabetes version {version['version']} in dev; run metrics: {shown}")
         console.print(f"  digest {version['digest']}")
         console.print(f"  lineage: code {version['lineage'].get('snapshot_sha256', '')[:12]}, {profiled}")
+
+    def gate_a(self) -> None:
+        request_id = self.version["request_id"]
+        self.step(f"Gate A: registering opened promotion request {request_id}; lee, the lead, is emailed")
+        raw = self.mail.wait_for("lee@example.com", timeout_s=60)
+        message = email.message_from_string(raw)
+        body = message.get_payload(decode=True)
+        text = body.decode(errors="replace") if isinstance(body, bytes) else str(message.get_payload())
+        shown = [f"{key}: {message[key]}" for key in ("From", "To", "Subject", "Date")]
+        console.print("  the mail sink received:")
+        for line in [*shown, "", *text.splitlines()]:
+            console.print(f"    | {line}", markup=False, highlight=False)
+        self.step("Gate A: dana may not approve her own model")
+        try:
+            with self.client("dana") as dana:
+                dana.decide(request_id, approve=True)
+            raise MlgateError("dana's approval of her own model was accepted")
+        except ApiError as refused:
+            console.print(f"  refused ({refused.status_code}): {refused.message}")
+        self.step("Gate A: lee reviews the evidence and approves; the server copies the model into staging")
+        with self.client("lee") as lee:
+            request = lee.promotion_request(request_id)
+            console.print(
+                f"  evidence: digest {request['evidence']['digest'][:16]}…, metrics {request['evidence']['metrics']}"
+            )
+            lee.decide(request_id, approve=True, comment="metrics and lineage look right")
+            deadline = time.monotonic() + 120
+            while request["state"] not in ("promoted", "failed") and time.monotonic() < deadline:
+                time.sleep(0.5)
+                request = lee.promotion_request(request_id)
+            if request["state"] != "promoted":
+                raise MlgateError(f"request {request_id} ended {request['state']}: {request['failure']}")
+            staged = lee.model_version("staging", "diabetes", request["target_version"])
+        same = "the same digest" if staged["digest"] == self.version["digest"] else "A DIFFERENT DIGEST"
+        console.print(f"  diabetes version {staged['version']} in staging, {same}: {staged['digest']}")
 
     def audit(self) -> None:
         self.step("Audit: every change is in the hash-chained log")
@@ -251,6 +336,8 @@ class Demo:
             self.server.wait(timeout=30)
         for line in stopped:
             console.print(f"  stopped {line}")
+        if hasattr(self, "mail"):
+            self.mail.stop()
 
 
 def run(*, serve: bool, folder: Path | None = None) -> None:
@@ -267,6 +354,7 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
         demo.prepare_project()
         demo.train()
         demo.register()
+        demo.gate_a()
         demo.audit()
         if not serve:
             demo.step("Stop everything the demo started")

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mlgate.adapters.sql.models import Notification, PromotionRequest, RoleBinding, User, utcnow
+from mlgate.adapters.sql.models import CheckRecord, Notification, PromotionRequest, RoleBinding, User, utcnow
 from mlgate.config import Settings
 from mlgate.domain.permissions import ALL_ENVIRONMENTS
 
@@ -50,6 +50,46 @@ def approvers(session: Session, *, role: str, environment: str, exclude: set[str
         )
     ).scalars()
     return set(rows) - exclude
+
+
+MAX_SUMMARY_METRICS = 20
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def evidence_summary(session: Session, request: PromotionRequest) -> dict[str, Any]:
+    """The evidence in brief, for messages: digest, each required check's latest status, metrics, and
+    the metric deltas against the version serving in the target environment (if any)."""
+    evidence = _dict(request.evidence)
+    latest: dict[str, str] = {
+        name: status
+        for name, status in session.execute(
+            select(CheckRecord.name, CheckRecord.status)
+            .where(CheckRecord.model_version_id == request.model_version_id)
+            .order_by(CheckRecord.id)
+        )
+    }
+    metrics = _dict(evidence.get("metrics"))
+    comparison = _dict(evidence.get("comparison"))
+    champion = _dict(comparison.get("champion"))
+    rows: list[Any] = comparison["metrics"] if isinstance(comparison.get("metrics"), list) else []
+    return {
+        "digest": evidence.get("digest"),
+        "checks": {name: latest.get(name, "missing") for name in request.required_checks},
+        "metrics": dict(list({k: v for k, v in metrics.items() if _number(v)}.items())[:MAX_SUMMARY_METRICS]),
+        "champion": f"{champion.get('name')}:{champion.get('version')}" if champion else None,
+        "deltas": {
+            str(row["metric"]): row["delta"] for row in rows if isinstance(row, dict) and _number(row.get("delta"))
+        },
+        "approver_role": request.approver_role,
+        "approvals": request.required_approvals,
+    }
 
 
 def _text(event: str, request: PromotionRequest, link: str, note: str | None) -> str:
@@ -104,6 +144,7 @@ def emit(
             "request": link,
             "model": f"{root}/models/{request.source_env}/{request.model_name}/{request.source_version}",
         },
+        "evidence": evidence_summary(session, request),
         "note": note,
         "text": _text(event, request, link, note),
     }

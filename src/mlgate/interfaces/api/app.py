@@ -20,11 +20,27 @@ from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.interfaces.api import errors
 from mlgate.interfaces.api.context import AppContext
-from mlgate.interfaces.api.routes import audit, data, environments, jobs, mlflow_door, models, system, users
+from mlgate.interfaces.api.routes import (
+    audit,
+    data,
+    environments,
+    jobs,
+    mlflow_door,
+    models,
+    notifications,
+    requests,
+    system,
+    users,
+)
+from mlgate.services import requests as requests_service
+from mlgate.services.delivery import DeliveryWorker
 from mlgate.services.job_runner import JobRunner
+from mlgate.services.promotion import PromotionWorker
+from mlgate.services.scheduler import Periodic
 
 log = logging.getLogger(__name__)
 
+EXPIRY_SWEEP_S = 5.0
 PROXY_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 
 
@@ -71,12 +87,27 @@ def create_app(
         ctx.proxy = httpx.AsyncClient(timeout=PROXY_TIMEOUT)
         runner = JobRunner(settings=settings, db=db, backend=execution or backend("local"), base_url=ctx.base_url)
         runner.start()
+        promotion = PromotionWorker(settings, db, ctx.tracking, ctx.base_url)  # copies approved versions
+        promotion.start()
+        ctx.on_approved = promotion.wake
+        delivery = DeliveryWorker(settings=settings, db=db)  # sends the outbox's email and webhooks
+        delivery.start()
+        expiry = Periodic(
+            "request-expiry",
+            lambda: requests_service.expire_due(db, settings, base_url=ctx.base_url),
+            interval_s=EXPIRY_SWEEP_S,
+        )
+        expiry.start()
         if record_server:
             children = [int(s["pid"]) for s in ctx.tracking.status().values() if s.get("pid")]  # type: ignore[call-overload]
             write_server_record(ctx, children=children)
         try:
             yield
         finally:
+            expiry.stop()
+            delivery.stop()
+            ctx.on_approved = None
+            promotion.stop()
             runner.stop()
             await ctx.proxy.aclose()
             ctx.tracking.stop()
@@ -95,6 +126,6 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    for module in (system, environments, users, audit, data, jobs, models, mlflow_door):
+    for module in (system, environments, users, audit, data, jobs, models, requests, notifications, mlflow_door):
         app.include_router(module.router)
     return app

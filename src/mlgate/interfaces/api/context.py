@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -18,6 +19,7 @@ class AppContext:
     tracking: TrackingServers
     base_url: str  # where this server answers; the public URL unless the config names another
     proxy: httpx.AsyncClient | None = None
+    on_approved: Callable[[], None] | None = None  # wakes the promotion worker after a final approval
 
     @property
     def public_url(self) -> str:

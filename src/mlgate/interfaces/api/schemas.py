@@ -223,6 +223,17 @@ class ModelVersionsPublic(BaseModel):
     count: int
 
 
+class ModelVersionLink(BaseModel):
+    """One version of a promotion chain: the one registered in development, or a copy of it."""
+
+    environment: str
+    name: str
+    version: int
+    digest: str
+    request_id: int | None = Field(description="the promotion request that made this copy; null for the original")
+    created_at: UtcDatetime
+
+
 class ModelVersionPublic(BaseModel):
     environment: str
     name: str
@@ -238,7 +249,101 @@ class ModelVersionPublic(BaseModel):
     notes: list[str]
     created_by: str
     created_at: UtcDatetime
+    chain: list[ModelVersionLink] = Field(
+        default_factory=list,
+        description="where this version came from and went, in promotion order (environments the caller reads)",
+    )
 
 
 class ModelRegistered(ModelVersionPublic):
     created: bool = Field(description="false: this logged model already had this version, which is returned")
+    request_id: int | None = Field(default=None, description="the promotion request opened for it, if any")
+
+
+class RequestCreate(_Body):
+    name: str = Field(min_length=1, max_length=128)
+    version: int = Field(ge=1, le=2**31 - 1)
+    to: str | None = Field(default=None, description="target environment (default: the next one)")
+
+
+class Verdict(_Body):
+    comment: str | None = Field(default=None, max_length=10_000)
+
+
+class DecisionPublic(BaseModel):
+    actor: str
+    decision: str
+    comment: str | None
+    at: UtcDatetime
+
+
+class RequestPublic(BaseModel):
+    id: int
+    gate: str
+    model_name: str
+    source_env: str
+    source_version: int
+    target_env: str
+    state: str
+    requested_by: str
+    author: str
+    approver_role: str
+    required_approvals: int
+    required_checks: list[str]
+    evidence: dict[str, Any]
+    decisions: list[DecisionPublic]
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None
+    decided_at: UtcDatetime | None
+    target_version: int | None
+    failure: str | None
+
+
+class RequestsPublic(BaseModel):
+    data: list[RequestPublic]
+    count: int
+
+
+class RequestLocation(BaseModel):
+    id: int
+    source_env: str
+    target_env: str
+
+
+class DeliveryPublic(BaseModel):
+    """One row of the notification delivery log."""
+
+    id: int
+    delivery_id: str
+    event: str
+    channel: str
+    recipient: str
+    request_id: int | None
+    state: str
+    attempts: int
+    next_attempt_at: UtcDatetime | None
+    last_error: str | None
+    created_at: UtcDatetime
+    sent_at: UtcDatetime | None
+    text: str
+
+
+class DeliveriesPublic(BaseModel):
+    data: list[DeliveryPublic]
+    count: int
+
+
+class InboxItemPublic(BaseModel):
+    id: int
+    event: str
+    request_id: int | None
+    text: str
+    links: dict[str, str]
+    created_at: UtcDatetime
+    read_at: UtcDatetime | None
+
+
+class InboxPublic(BaseModel):
+    data: list[InboxItemPublic]
+    count: int
+    unread: int

@@ -15,6 +15,8 @@ from mlgate.interfaces.cli import (
     identity_commands,
     job_commands,
     model_commands,
+    notification_commands,
+    request_commands,
     setup_commands,
 )
 from mlgate.interfaces.cli.demo_command import demo
@@ -34,6 +36,8 @@ app.command()(demo)
 app.command()(identity_commands.whoami)
 app.command()(job_commands.train)
 app.command()(model_commands.register)
+app.command()(request_commands.promote)
+app.command()(request_commands.inbox)
 app.add_typer(env_commands.envs, name="env")
 app.add_typer(identity_commands.users, name="user")
 app.add_typer(identity_commands.tokens, name="token")
@@ -41,6 +45,8 @@ app.add_typer(audit_commands.audit, name="audit")
 app.add_typer(job_commands.jobs_app, name="jobs")
 app.add_typer(data_commands.data_app, name="data")
 app.add_typer(model_commands.models_app, name="models")
+app.add_typer(notification_commands.notifications_app, name="notifications")
+app.add_typer(request_commands.requests_app, name="requests")
 
 
 def main() -> None:

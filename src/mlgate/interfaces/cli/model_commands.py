@@ -55,6 +55,8 @@ def register(
     typer.echo(f"profile: {_profile_text(version)}")
     for note in version["notes"]:
         typer.echo(f"note: {note}")
+    if version.get("request_id"):
+        typer.echo(f"promotion request {version['request_id']} opened: `mlgate requests show {version['request_id']}`")
 
 
 @models_app.command("list")
@@ -87,6 +89,20 @@ def list_versions(
             for v in rows
         ],
     )
+
+
+def _chain_text(version: dict[str, Any]) -> str:
+    """dev -> staging -> production: the versions this one was copied from and to, by promotion."""
+    links = version.get("chain") or []
+    if len(links) <= 1:
+        return "not promoted"
+    parts = []
+    for link in links:
+        text = f"{link['environment']} {link['name']}:{link['version']}"
+        if link.get("request_id"):
+            text += f" (request {link['request_id']})"
+        parts.append(text)
+    return " -> ".join(parts)
 
 
 def _parse_ref(ref: str) -> tuple[str, int]:
@@ -136,6 +152,7 @@ def show_version(
             ["inputs", ", ".join(str(s.get("name", s.get("type"))) for s in inputs)],
             ["profile", _profile_text(version)],
             ["registered", f"{version['created_by']} at {version['created_at']}"],
+            ["chain", _chain_text(version)],
         ],
     )
     for note in version["notes"]:

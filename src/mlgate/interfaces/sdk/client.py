@@ -231,3 +231,63 @@ class Client:
     def model_version(self, env: str, name: str, version: int) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/models/{name}/versions/{version}")
         return result
+
+    # promotion requests
+    def open_request(self, env: str, *, name: str, version: int, to: str | None = None) -> dict[str, Any]:
+        body = {"name": name, "version": version, "to": to}
+        result: dict[str, Any] = self.request("POST", f"/api/v1/environments/{env}/requests", json=body)
+        return result
+
+    def requests(self, env: str, *, state: str | None = None) -> list[dict[str, Any]]:
+        params = {"state": state} if state else None
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/requests", params=params)[
+            "data"
+        ]
+        return result
+
+    def locate_request(self, request_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/requests/{request_id}/location")
+        return result
+
+    def promotion_request(self, request_id: int, *, env: str | None = None) -> dict[str, Any]:
+        env = env or self.locate_request(request_id)["target_env"]
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/requests/{request_id}")
+        return result
+
+    def decide(self, request_id: int, *, approve: bool, comment: str | None = None) -> dict[str, Any]:
+        env = self.locate_request(request_id)["target_env"]
+        verb = "approve" if approve else "reject"
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/environments/{env}/requests/{request_id}/{verb}", json={"comment": comment}
+        )
+        return result
+
+    def waiting_requests(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/requests/waiting")["data"]
+        return result
+
+    # notifications
+    def notifications(
+        self,
+        *,
+        state: str | None = None,
+        event: str | None = None,
+        channel: str | None = None,
+        request_id: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The delivery log (admins): every message, its state, attempts and last error."""
+        filters = {"state": state, "event": event, "channel": channel, "request_id": request_id}
+        params: dict[str, Any] = {"limit": limit} | {k: v for k, v in filters.items() if v is not None}
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/notifications", params=params)["data"]
+        return result
+
+    def notifications_inbox(self, *, unread: bool = False, limit: int = 100) -> dict[str, Any]:
+        """The caller's in-app notifications (`data`, unread first) and how many are `unread`."""
+        params: dict[str, Any] = {"limit": limit} | ({"unread": "true"} if unread else {})
+        result: dict[str, Any] = self.request("GET", "/api/v1/inbox", params=params)
+        return result
+
+    def mark_notification_read(self, notification_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/api/v1/inbox/{notification_id}/read")
+        return result

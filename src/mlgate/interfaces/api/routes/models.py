@@ -13,11 +13,12 @@ from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import (
     ModelRegister,
     ModelRegistered,
+    ModelVersionLink,
     ModelVersionPublic,
     ModelVersionsPublic,
     ModelVersionSummary,
 )
-from mlgate.services import models
+from mlgate.services import models, promotion, requests
 
 router = APIRouter(prefix="/api/v1/environments/{env}/models", tags=["models"])
 
@@ -53,9 +54,20 @@ def register(env: str, body: ModelRegister, response: Response, principal: Train
     request = models.RegisterRequest(**body.model_dump())
     registry = MlflowRegistry(ctx.tracking.upstream(env), env=env)
     view, created = models.register(ctx.db, ctx.settings, registry, actor=principal.name, env=env, request=request)
-    if not created:
+    opened = None
+    if created:  # policy `auto_request`: a new version goes straight to the gate out of `env`
+        opened = requests.open_on_registration(
+            ctx.db,
+            ctx.settings,
+            actor=principal.name,
+            env=env,
+            name=view.name,
+            version=view.version,
+            base_url=ctx.base_url,
+        )
+    else:
         response.status_code = status.HTTP_200_OK
-    return ModelRegistered(**dataclasses.asdict(view), created=created)
+    return ModelRegistered(**dataclasses.asdict(view), created=created, request_id=opened.id if opened else None)
 
 
 @router.get("", response_model=ModelVersionsPublic)
@@ -65,5 +77,13 @@ def list_versions(env: str, _: Reader, ctx: ContextDep, name: str | None = None)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
-def show_version(env: str, name: str, version: Version, _: Reader, ctx: ContextDep) -> ModelVersionPublic:
-    return version_public(models.get(ctx.db, env, name, version))
+def show_version(env: str, name: str, version: Version, principal: Reader, ctx: ContextDep) -> ModelVersionPublic:
+    """One version, with its promotion chain (dev -> staging -> production) where the caller may read."""
+    public = version_public(models.get(ctx.db, env, name, version))
+
+    def readable(other: str) -> bool:
+        known = other in ctx.settings.env_names
+        return known and principal.may(Action.READ, other, ctx.settings.environment(other).kind)
+
+    links = promotion.chain(ctx.db, env, name, version, visible=readable)
+    return public.model_copy(update={"chain": [ModelVersionLink(**dataclasses.asdict(link)) for link in links]})

@@ -1,0 +1,464 @@
+"""Promotion requests: opening one (by hand or on registration), deciding it at its gate, expiring it.
+
+Every rule is enforced here, on the server, inside one write transaction per step, so that
+concurrent approvals cannot both complete a quorum. An approved request is then carried out by the
+promotion worker (`services.promotion`), acting as `system`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.models import CheckRecord, Decision, Job, ModelVersion, PromotionRequest, utcnow
+from mlgate.config import Settings
+from mlgate.domain.gates import (
+    Gate,
+    GateRefusal,
+    RequestState,
+    blocking_checks,
+    check_decider,
+    check_open,
+    quorum_reached,
+)
+from mlgate.domain.permissions import Principal
+from mlgate.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+from mlgate.services import audit, outbox
+
+ACTIVE = (RequestState.OPEN.value, RequestState.APPROVED.value, RequestState.PROMOTING.value)
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    actor: str
+    decision: str
+    comment: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: int
+    gate: str
+    model_name: str
+    source_env: str
+    source_version: int
+    target_env: str
+    state: str
+    requested_by: str
+    author: str
+    approver_role: str
+    required_approvals: int
+    required_checks: list[str]
+    evidence: dict[str, Any]
+    decisions: list[DecisionView]
+    created_at: datetime
+    expires_at: datetime | None
+    decided_at: datetime | None
+    target_version: int | None
+    failure: str | None
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
+def view(row: PromotionRequest) -> RequestView:
+    return RequestView(
+        id=row.id,
+        gate=row.gate,
+        model_name=row.model_name,
+        source_env=row.source_env,
+        source_version=row.source_version,
+        target_env=row.target_env,
+        state=row.state,
+        requested_by=row.requested_by,
+        author=row.author,
+        approver_role=row.approver_role,
+        required_approvals=row.required_approvals,
+        required_checks=list(row.required_checks),
+        evidence=dict(row.evidence),
+        decisions=[DecisionView(d.actor, d.decision, d.comment, d.at) for d in row.decisions],
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        decided_at=row.decided_at,
+        target_version=row.target_version,
+        failure=row.failure,
+    )
+
+
+def _refused(exc: GateRefusal) -> Exception:
+    if exc.kind == "conflict":
+        return ConflictError(exc.message, details=dict(exc.details))
+    return PermissionDeniedError(exc.message, details=dict(exc.details))
+
+
+# -- evidence ----------------------------------------------------------------------------------------
+
+
+def _root(session: Session, record: ModelVersion) -> ModelVersion:
+    """The first version of a promotion chain: the one registered in development."""
+    seen = set()
+    while record.source_id is not None and record.id not in seen:
+        seen.add(record.id)
+        source = session.get(ModelVersion, record.source_id)
+        if source is None:
+            break
+        record = source
+    return record
+
+
+def author_of(session: Session, record: ModelVersion) -> str:
+    """Who made the model: the person whose job trained it, else whoever registered it."""
+    root = _root(session, record)
+    job_id = (root.lineage or {}).get("job_id")
+    if job_id is not None:
+        job = session.get(Job, int(job_id))
+        if job is not None:
+            return job.requested_by
+    return root.created_by
+
+
+def check_results(session: Session, model_version_id: int) -> dict[str, dict[str, Any]]:
+    """The latest record of each check run on a version."""
+    rows = session.execute(
+        select(CheckRecord).where(CheckRecord.model_version_id == model_version_id).order_by(CheckRecord.id)
+    ).scalars()
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        latest[row.name] = {
+            "status": row.status,
+            "summary": row.summary,
+            "log_excerpt": row.log_excerpt,
+            "artifacts": row.artifacts,
+            "job_id": row.job_id,
+            "started_at": row.started_at.isoformat(),
+            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        }
+    return latest
+
+
+def champion(session: Session, env: str, name: str) -> ModelVersion | None:
+    """The version of `name` most recently promoted into `env`: what the candidate would replace."""
+    return session.execute(
+        select(ModelVersion)
+        .where(ModelVersion.environment == env, ModelVersion.name == name)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _metrics(record: ModelVersion) -> dict[str, float]:
+    metrics = (record.lineage or {}).get("metrics") or {}
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> dict[str, Any] | None:
+    """Metric by metric: the candidate against the incumbent in the target environment."""
+    if incumbent is None:
+        return None
+    ours, theirs = _metrics(candidate), _metrics(incumbent)
+    rows = [
+        {
+            "metric": key,
+            "candidate": ours.get(key),
+            "champion": theirs.get(key),
+            "delta": (ours[key] - theirs[key]) if key in ours and key in theirs else None,
+        }
+        for key in sorted(set(ours) | set(theirs))
+    ]
+    return {
+        "champion": {"name": incumbent.name, "version": incumbent.version, "digest": incumbent.digest},
+        "metrics": rows,
+    }
+
+
+def _evidence(session: Session, record: ModelVersion, target: str) -> dict[str, Any]:
+    return {
+        "digest": record.digest,
+        "card": record.card,
+        "metrics": _metrics(record),
+        "lineage": record.lineage,
+        "signature": record.signature,
+        "comparison": comparison(record, champion(session, target, record.name)),
+    }
+
+
+# -- opening -----------------------------------------------------------------------------------------
+
+
+def _gate_for(settings: Settings, source: str, target: str | None) -> Gate:
+    env = settings.environment(source)
+    if target is None:
+        gate = settings.gate_from(source)
+        if gate is None:
+            raise ValidationError(f"no gate leads out of '{source}': it is the last environment")
+        return gate
+    settings.environment(target)
+    gate = settings.gate_into(target) if any(g.target == target for g in settings.gates) else None
+    if gate is None or gate.source != env.name:
+        expected = settings.gate_from(source)
+        hint = f"; from '{source}' the next is '{expected.target}'" if expected else ""
+        raise ValidationError(
+            f"'{target}' is not the next environment after '{source}'{hint}",
+            details={"from": source, "to": target},
+        )
+    return gate
+
+
+def open_request(
+    db: Database,
+    settings: Settings,
+    *,
+    actor: str,
+    source: str,
+    name: str,
+    version: int,
+    target: str | None = None,
+    base_url: str,
+) -> RequestView:
+    """Open a request to promote NAME:VERSION of `source` through the gate out of it."""
+    gate = _gate_for(settings, source, target)
+    with db.write() as session:
+        record = session.execute(
+            select(ModelVersion).where(
+                ModelVersion.environment == source, ModelVersion.name == name, ModelVersion.version == version
+            )
+        ).scalar_one_or_none()
+        if record is None:
+            raise NotFoundError(
+                f"no version {name}:{version} in '{source}'", details={"model": name, "version": version}
+            )
+        existing = session.execute(
+            select(PromotionRequest).where(
+                PromotionRequest.model_version_id == record.id,
+                PromotionRequest.target_env == gate.target,
+                PromotionRequest.state.in_([*ACTIVE, RequestState.PROMOTED.value]),
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            raise ConflictError(
+                f"{name}:{version} already has request {existing.id} into '{gate.target}' ({existing.state})",
+                details={"request": existing.id, "state": existing.state},
+            )
+        request = PromotionRequest(
+            gate=gate.name,
+            model_version_id=record.id,
+            model_name=name,
+            source_env=source,
+            source_version=version,
+            target_env=gate.target,
+            state=RequestState.OPEN.value,
+            requested_by=actor,
+            author=author_of(session, record),
+            required_approvals=gate.approvals,
+            approver_role=gate.approver_role.value,
+            required_checks=list(gate.checks),
+            evidence=_evidence(session, record, gate.target),
+            created_at=utcnow(),
+            expires_at=utcnow() + gate.expiry,
+        )
+        session.add(request)
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="request.open",
+            environment=gate.target,
+            subject=f"request:{request.id}",
+            payload={"model": name, "version": version, "from": source, "to": gate.target, "digest": record.digest},
+        )
+        recipients = outbox.approvers(
+            session,
+            role=gate.approver_role.value,
+            environment=gate.target,
+            exclude={request.author, request.requested_by},
+        )
+        outbox.emit(
+            session, settings, event="request.opened", request=request, recipients=recipients, base_url=base_url
+        )
+        return view(request)
+
+
+def open_on_registration(
+    db: Database, settings: Settings, *, actor: str, env: str, name: str, version: int, base_url: str
+) -> RequestView | None:
+    """Policy `auto_request`: registering a version opens its request at the gate out of `env`."""
+    gate = settings.gate_from(env)
+    if gate is None or not gate.auto_request:
+        return None
+    return open_request(db, settings, actor=actor, source=env, name=name, version=version, base_url=base_url)
+
+
+# -- deciding ----------------------------------------------------------------------------------------
+
+
+def _load(session: Session, request_id: int) -> PromotionRequest:
+    request = session.get(PromotionRequest, request_id)
+    if request is None:
+        raise NotFoundError(f"no promotion request {request_id}", details={"request": request_id})
+    return request
+
+
+def _expire_if_due(session: Session, settings: Settings, request: PromotionRequest, base_url: str) -> bool:
+    expires_at = _aware(request.expires_at)
+    if request.state != RequestState.OPEN.value or expires_at is None or expires_at > utcnow():
+        return False
+    request.state, request.decided_at = RequestState.EXPIRED.value, utcnow()
+    audit.record(
+        session,
+        actor="system",
+        action="request.expire",
+        environment=request.target_env,
+        subject=f"request:{request.id}",
+    )
+    outbox.emit(
+        session,
+        settings,
+        event="request.expired",
+        request=request,
+        recipients={request.requested_by, request.author},
+        base_url=base_url,
+    )
+    return True
+
+
+def decide(
+    db: Database,
+    settings: Settings,
+    *,
+    principal: Principal,
+    env: str,
+    request_id: int,
+    approve: bool,
+    comment: str | None,
+    base_url: str,
+) -> RequestView:
+    """Approve or reject. The write transaction serializes deciders: exactly one completes a quorum."""
+    if not approve and not (comment and comment.strip()):
+        raise ValidationError("a rejection needs a reason: give it with --comment", details={"field": "comment"})
+    expired = False
+    with db.write() as session:
+        request = _load(session, request_id)
+        if request.target_env != env:
+            raise NotFoundError(f"no promotion request {request_id} into '{env}'", details={"request": request_id})
+        expired = _expire_if_due(session, settings, request, base_url)
+        if not expired:
+            gate = settings.gate_into(request.target_env)
+            try:
+                check_open(RequestState(request.state), request.id)
+                check_decider(gate, principal, author=request.author, requester=request.requested_by)
+            except GateRefusal as exc:
+                raise _refused(exc) from None
+            if any(d.actor == principal.name for d in request.decisions):
+                raise ConflictError(f"{principal.name} already decided request {request_id}")
+            if approve:
+                results = check_results(session, request.model_version_id)
+                blocking = blocking_checks(request.required_checks, {k: v["status"] for k, v in results.items()})
+                if blocking:
+                    listed = ", ".join(f"{name} ({status})" for name, status in blocking.items())
+                    raise ConflictError(
+                        f"request {request_id} cannot be approved while required checks have not passed: {listed}",
+                        details={"checks": blocking},
+                    )
+            request.decisions.append(
+                Decision(
+                    actor=principal.name, decision="approve" if approve else "reject", comment=comment, at=utcnow()
+                )
+            )
+            session.flush()
+            approvers = [d.actor for d in request.decisions if d.decision == "approve"]
+            event = None
+            if not approve:
+                request.state, request.decided_at, event = RequestState.REJECTED.value, utcnow(), "request.rejected"
+            elif quorum_reached(gate, approvers):
+                request.state, request.decided_at, event = RequestState.APPROVED.value, utcnow(), "request.approved"
+            audit.record(
+                session,
+                actor=principal.name,
+                action="request.approve" if approve else "request.reject",
+                environment=request.target_env,
+                subject=f"request:{request.id}",
+                payload={"comment": comment, "state": request.state},
+            )
+            if event:
+                outbox.emit(
+                    session,
+                    settings,
+                    event=event,
+                    request=request,
+                    recipients={request.requested_by, request.author},
+                    base_url=base_url,
+                    note=comment,
+                )
+        result = view(request)
+    if expired:
+        raise ConflictError(f"request {request_id} has expired", details={"state": "expired"})
+    return result
+
+
+def expire_due(db: Database, settings: Settings, *, base_url: str) -> int:
+    """Close open requests past their expiry; returns how many."""
+    with db.write() as session:
+        due = session.execute(
+            select(PromotionRequest).where(
+                PromotionRequest.state == RequestState.OPEN.value, PromotionRequest.expires_at <= utcnow()
+            )
+        ).scalars()
+        return sum(_expire_if_due(session, settings, request, base_url) for request in due)
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def get(db: Database, request_id: int, *, env: str | None = None) -> RequestView:
+    with db.read() as session:
+        request = _load(session, request_id)
+        if env is not None and env not in (request.source_env, request.target_env):
+            raise NotFoundError(f"no promotion request {request_id} in '{env}'", details={"request": request_id})
+        result = view(request)
+        # Checks run after the request was opened: show them as they are now.
+        result.evidence["checks"] = check_results(session, request.model_version_id)
+        return result
+
+
+def list_requests(db: Database, *, env: str, state: str | None = None, limit: int = 100) -> list[RequestView]:
+    query = (
+        select(PromotionRequest)
+        .where(or_(PromotionRequest.source_env == env, PromotionRequest.target_env == env))
+        .order_by(PromotionRequest.id.desc())
+        .limit(limit)
+    )
+    if state:
+        if state not in RequestState.__members__.values():
+            raise ValidationError(
+                f"unknown request state '{state}'; expected one of: {', '.join(s.value for s in RequestState)}"
+            )
+        query = query.where(PromotionRequest.state == state)
+    with db.read() as session:
+        return [view(r) for r in session.execute(query).scalars()]
+
+
+def waiting_for(db: Database, settings: Settings, principal: Principal) -> list[RequestView]:
+    """Open requests this person may decide and has not yet."""
+    with db.read() as session:
+        rows = session.execute(
+            select(PromotionRequest)
+            .where(PromotionRequest.state == RequestState.OPEN.value)
+            .order_by(PromotionRequest.id)
+        ).scalars()
+        waiting = []
+        for request in rows:
+            gate = settings.gate_into(request.target_env)
+            try:
+                check_decider(gate, principal, author=request.author, requester=request.requested_by)
+            except GateRefusal:
+                continue
+            if not any(d.actor == principal.name for d in request.decisions):
+                waiting.append(view(request))
+        return waiting
