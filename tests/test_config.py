@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,33 @@ def test_mlgate_server_with_an_invalid_config_exits_with_the_message(tmp_path: P
     assert expected in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (config.parent / ".mlgate").exists()  # nothing was started or created
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "notifications:\n  smtp: {host: h, sender: s, username: u}\n",
+            "notifications.smtp: username and password_env",
+        ),
+        ("gates:\n  - {from: dev, to: production, approver_role: operator}\n", "gates[0]: a gate leads from"),
+        ("gates:\n  - {from: dev, to: qa, approver_role: operator}\n", "gates[0].to: unknown environment 'qa'"),
+        ("gates:\n  - {from: dev, to: staging, approver_role: wizard}\n", "gates[0].approver_role: expected one of"),
+    ],
+)
+def test_policy_sections_name_the_bad_key(tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "mlgate.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(config)
+
+
+def test_default_gates_follow_the_environments(tmp_path: Path) -> None:
+    config = tmp_path / "mlgate.yaml"
+    config.write_text("")
+    gates = load_settings(config).gates
+    assert [(g.name, g.source, g.target, g.approver_role.value) for g in gates] == [
+        ("A", "dev", "staging", "lead-data-scientist"),
+        ("B", "staging", "production", "software-developer"),
+    ]
+    assert gates[1].checks == ("lint", "unit-tests", "model-validation", "endpoint-tests") and not gates[0].checks

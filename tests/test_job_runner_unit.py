@@ -238,6 +238,7 @@ def test_a_job_that_ended_unseen_takes_its_recorded_exit_status(harness: Harness
 
 
 def test_many_queued_jobs_are_each_launched_once(harness: Harness) -> None:
+    harness.runner.max_concurrent = 6
     ids = [harness.submit(f"command: echo {n}") for n in range(6)]
     for _ in range(5):  # passes that overlap the preparations
         harness.runner.tick()
@@ -246,6 +247,17 @@ def test_many_queued_jobs_are_each_launched_once(harness: Harness) -> None:
 
     assert sorted(launch.job_id for launch in harness.backend.launched.values()) == ids
     assert {harness.job(job_id).state for job_id in ids} == {"running"}
+
+
+def test_jobs_past_the_concurrency_limit_wait_their_turn(harness: Harness) -> None:
+    harness.runner.max_concurrent = 2
+    ids = [harness.submit(f"command: echo {n}") for n in range(4)]
+    harness.step()
+    assert [harness.job(i).state for i in ids] == ["running", "running", "queued", "queued"]
+    harness.backend.finish(harness.handle(ids[0]), 0)
+    harness.step()  # the first ends and frees its slot
+    harness.step()  # the oldest waiting job takes it
+    assert [harness.job(i).state for i in ids] == ["succeeded", "running", "running", "queued"]
 
 
 # -- the local backend's real processes ----------------------------------------------------------------

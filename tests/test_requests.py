@@ -303,3 +303,35 @@ def test_an_open_request_expires(project_template: Project, tmp_path: Path) -> N
         assert [e["actor"] for e in expired] == ["system"]
     finally:
         stop_server(server)
+
+
+def _wait_state(gates: Gates, request_id: int, states: set[str], timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        request: dict[str, Any] = gates.api("lee", "GET", f"/api/v1/environments/staging/requests/{request_id}").json()
+        if request["state"] in states or time.monotonic() > deadline:
+            return request
+        time.sleep(0.5)
+
+
+def test_gate_b_refuses_approval_until_its_checks_pass(gates: Gates) -> None:
+    version = gates.register("dana", "to-production", seed=7)
+    assert gates.api("lee", "POST", f"/api/v1/environments/staging/requests/{version['request_id']}/approve", json={})
+    promoted = _wait_state(gates, version["request_id"], {"promoted", "failed"})
+    assert promoted["state"] == "promoted", promoted["failure"]
+    # In staging now: lee opens gate B; the software developer's approval waits for the four checks.
+    opened = gates.cli("lee", "promote", f"to-production:{promoted['target_version']}", "--to", "production", "--json")
+    assert opened.returncode == 0, opened.stderr
+    request = json.loads(opened.stdout)
+    assert (request["gate"], request["approver_role"]) == ("B", "software-developer")
+    assert request["required_checks"] == ["lint", "unit-tests", "model-validation", "endpoint-tests"]
+    refused = gates.api("sam", "POST", f"/api/v1/environments/production/requests/{request['id']}/approve", json={})
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["details"]["checks"] == {name: "missing" for name in request["required_checks"]}
+    assert "lint (missing)" in error["message"]
+    # Nothing moved: the request is still open and production has no version of it.
+    assert (
+        gates.api("sam", "GET", f"/api/v1/environments/production/requests/{request['id']}").json()["state"] == "open"
+    )
+    assert gates.api("sam", "GET", "/api/v1/environments/production/models").json()["count"] == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from mlgate.domain.environments import EnvironmentKind, kind_at
@@ -132,6 +132,12 @@ class SmtpConfig(_Strict):
     starttls: bool = False
     username: str | None = None
     password_env: str | None = None  # the name of the variable holding the password; never the password
+
+    @model_validator(mode="after")
+    def _login(self) -> SmtpConfig:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together: give both to log in, or neither")
+        return self
 
 
 class WebhookConfig(_Strict):

@@ -69,6 +69,10 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConflictError(f"a server of the home {settings.home} is already running") from None
+        # The server's own MLflow clients talk to tracking servers on loopback that it supervises: a
+        # dead one should fail a request in seconds, not after MLflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
         port = port or free_port(host)
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         app = create_app(settings, base_url=f"http://{shown_host}:{port}", record_server=True)

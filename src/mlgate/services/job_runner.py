@@ -38,6 +38,7 @@ from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+DEFAULT_MAX_CONCURRENT_JOBS = 4  # on one machine, more training processes than this only queue for the CPU
 INHERITED_VARIABLES = frozenset(
     {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR", "SSL_CERT_FILE"}
 )
@@ -60,8 +61,17 @@ class _Stopping(Exception):
 
 
 class JobRunner:
-    def __init__(self, *, settings: Settings, db: Database, backend: ExecutionBackend, base_url: str) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        backend: ExecutionBackend,
+        base_url: str,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT_JOBS,
+    ) -> None:
         self.settings = settings
+        self.max_concurrent = max_concurrent
         self.db = db
         self.backend = backend
         self.base_url = base_url
@@ -109,11 +119,16 @@ class JobRunner:
                     Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
                 )
             ).all()
-        for job_id, state in rows:
+        # Jobs past the concurrency limit stay queued, oldest first, until a running one ends.
+        slots = self.max_concurrent - sum(1 for _, state in rows if state == JobState.RUNNING.value)
+        for job_id, state in sorted(rows):
             with self._lock:
                 if job_id in self._preparing:
                     continue
                 if state == JobState.QUEUED.value:
+                    if slots <= 0:
+                        continue
+                    slots -= 1
                     thread = threading.Thread(target=self._launch, args=(job_id,), name=f"job-{job_id}", daemon=True)
                     self._preparing[job_id] = thread
                     thread.start()
