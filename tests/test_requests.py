@@ -250,6 +250,7 @@ def _gated_project(
             "dana": (["data-scientist"], ["dev"]),
             **{k: v for k, v in EXTRA.items()},
             "lee": (["lead-data-scientist"], ["dev", "staging"]),
+            "olu": (["operator"], ["staging"]),
         }.items():
             bindings = identity.parse_bindings(roles, envs, project.settings.env_names)
             _, issued = identity.create_user(db, actor="admin", name=name, bindings=bindings)
@@ -283,13 +284,18 @@ def test_two_approvals_on_postgresql_and_expiry(
         stop_server(server)
 
 
-def test_an_open_request_expires(project_template: Project, tmp_path: Path) -> None:
-    gate_a = {"from": "dev", "to": "staging", "approver_role": "lead-data-scientist", "expiry_hours": 0.0005}
+def test_the_gate_policy_names_the_approver_and_open_requests_expire(project_template: Project, tmp_path: Path) -> None:
+    # This team's policy: an operator approves into staging, within two seconds.
+    gate_a = {"from": "dev", "to": "staging", "approver_role": "operator", "expiry_hours": 0.0005}
     project = _gated_project(project_template, tmp_path / "expiry", [gate_a], None)
     server = start_server(project)
     try:
         gates = Gates(server)
         request_id = gates.register("dana", "short-lived")["request_id"]
+        waiting = json.loads(gates.cli("olu", "inbox", "--json").stdout)
+        assert [r["id"] for r in waiting] == [request_id] and waiting[0]["approver_role"] == "operator"
+        lead = gates.api("lee", "POST", f"/api/v1/environments/staging/requests/{request_id}/approve", json={})
+        assert lead.status_code == 403 and "operator" in lead.json()["error"]["message"]
         deadline = time.monotonic() + 30
         while True:
             state = gates.api("lee", "GET", f"/api/v1/environments/staging/requests/{request_id}").json()["state"]
@@ -297,7 +303,7 @@ def test_an_open_request_expires(project_template: Project, tmp_path: Path) -> N
                 break
             time.sleep(0.5)
         assert state == "expired"
-        late = gates.api("lee", "POST", f"/api/v1/environments/staging/requests/{request_id}/approve", json={})
+        late = gates.api("olu", "POST", f"/api/v1/environments/staging/requests/{request_id}/approve", json={})
         assert late.status_code == 409 and "expired" in late.json()["error"]["message"]
         expired = [e for e in _approvals_audited(gates, request_id) if e["action"] == "request.expire"]
         assert [e["actor"] for e in expired] == ["system"]

@@ -82,6 +82,16 @@ class Permission:
                 f"a job token reaches only its environment's MLflow door ({principal.scope})",
                 details={"scope": principal.scope},
             )
+        if action is Action.DECIDE_GATE and env is not None:
+            # The gate's policy names its approver role; the table holds only the defaults.
+            gate = next((g for g in ctx.settings.gates if g.target == env), None)
+            if gate is None or principal.is_system or gate.approver_role not in principal.roles_in(env):
+                needs = f"needs the role: {gate.approver_role}" if gate else "has no gate leading into it"
+                raise PermissionDeniedError(
+                    f"{principal.name} may not do this: '{action}' in '{env}' {needs}",
+                    details={"action": action.value, "environment": env, "user": principal.name},
+                )
+            return principal
         if not principal.may(action, env, kind):
             raise PermissionDeniedError(
                 f"{principal.name} may not do this: {denial_message(action, env, kind)}",

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import NotFoundError
+from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import Authenticated, ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import RequestCreate, RequestLocation, RequestPublic, RequestsPublic, Verdict
 from mlgate.services import requests
@@ -57,38 +58,34 @@ def show_request(env: str, request_id: int, _: Reader, ctx: ContextDep) -> Reque
     return request_public(requests.get(ctx.db, request_id, env=env))
 
 
-@router.post("/environments/{env}/requests/{request_id}/approve", response_model=RequestPublic)
-def approve(env: str, request_id: int, body: Verdict, principal: Decider, ctx: ContextDep) -> RequestPublic:
-    """Approve a request into `env`; the final approval hands it to the promotion worker."""
+def _decide(
+    ctx: AppContext, principal: Principal, env: str, request_id: int, body: Verdict, *, approve: bool
+) -> RequestPublic:
     decided = requests.decide(
         ctx.db,
         ctx.settings,
         principal=principal,
         env=env,
         request_id=request_id,
-        approve=True,
+        approve=approve,
         comment=body.comment,
         base_url=ctx.base_url,
     )
-    if ctx.on_approved is not None:
-        ctx.on_approved()
+    if decided.state == "approved" and ctx.on_approved is not None:
+        ctx.on_approved()  # the final approval: wake the promotion worker
     return request_public(decided)
+
+
+@router.post("/environments/{env}/requests/{request_id}/approve", response_model=RequestPublic)
+def approve(env: str, request_id: int, body: Verdict, principal: Decider, ctx: ContextDep) -> RequestPublic:
+    """Approve a request into `env`; the final approval hands it to the promotion worker."""
+    return _decide(ctx, principal, env, request_id, body, approve=True)
 
 
 @router.post("/environments/{env}/requests/{request_id}/reject", response_model=RequestPublic)
 def reject(env: str, request_id: int, body: Verdict, principal: Decider, ctx: ContextDep) -> RequestPublic:
     """Reject a request into `env`, with the reason: it closes the request."""
-    decided = requests.decide(
-        ctx.db,
-        ctx.settings,
-        principal=principal,
-        env=env,
-        request_id=request_id,
-        approve=False,
-        comment=body.comment,
-        base_url=ctx.base_url,
-    )
-    return request_public(decided)
+    return _decide(ctx, principal, env, request_id, body, approve=False)
 
 
 @router.get("/requests/waiting", response_model=RequestsPublic)
