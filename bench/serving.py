@@ -1,0 +1,242 @@
+"""Benchmark: the mlgate serving host against `mlflow models serve` on the same diabetes-like model.
+
+    .venv/bin/python bench/serving.py [--duration 10] [--connections 8]
+
+Trains a small LogisticRegression on synthetic diabetes-like patients (8 columns), saves it in MLflow's
+format, serves it with (1) the mlgate host (key on, traffic split 50/50 across two slots), (2)
+`mlflow models serve --env-manager local` and (3) a hello-world ASGI app under the same uvicorn (the HTTP
+stack's ceiling here), loads each with `wrk` (1-row requests) and prints one table. Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ADMIN = "bench-admin-token-0123456789abcdef"
+KEY = "bench-endpoint-key-0123456789abcdef"
+VENV_BIN = Path(sys.executable).parent
+COLUMNS = {
+    "Pregnancies": "long",
+    "PlasmaGlucose": "long",
+    "DiastolicBloodPressure": "long",
+    "TricepsThickness": "long",
+    "SerumInsulin": "long",
+    "BMI": "double",
+    "DiabetesPedigree": "double",
+    "Age": "long",
+}
+ROW = [3, 150, 72, 28, 110, 31.5, 0.45, 45]
+HELLO_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"predictions": [0]}'})
+"""
+
+
+def free_port() -> int:
+    from mlgate.ports import free_port as pick
+
+    return pick()
+
+
+def train(root: Path) -> list[tuple[Path, str]]:
+    """Two models (two slots), each placed under root/serving/<digest>/ as the control plane would."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.sklearn import save_model
+    from mlflow.types import ColSpec, Schema
+    from sklearn.linear_model import LogisticRegression
+
+    from mlgate.domain.digest import tree_digest
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "Pregnancies": rng.integers(0, 14, n),
+            "PlasmaGlucose": rng.integers(44, 192, n),
+            "DiastolicBloodPressure": rng.integers(24, 117, n),
+            "TricepsThickness": rng.integers(7, 92, n),
+            "SerumInsulin": rng.integers(14, 796, n),
+            "BMI": rng.uniform(18.2, 56.0, n),
+            "DiabetesPedigree": rng.uniform(0.078, 2.3, n),
+            "Age": rng.integers(21, 77, n),
+        }
+    )
+    logit = 0.0176 * (frame.PlasmaGlucose - 105) + 0.16 * (frame.BMI - 31) + 0.096 * (frame.Age - 30) - 0.9
+    label = (logit + rng.logistic(size=n) > 0).astype(int)
+    inputs = Schema([ColSpec(t, c) for c, t in COLUMNS.items()])
+    signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("long")]))
+    placed = []
+    for c in (0.01, 1.0):
+        model = LogisticRegression(C=c, max_iter=5000).fit(frame, label)
+        staging = root / f"build-{c}"
+        save_model(model, str(staging), signature=signature, input_example=frame.head(5))
+        digest = tree_digest(staging)
+        shutil.copytree(staging, root / "serving" / digest)
+        placed.append((root / "serving" / digest, digest))
+    return placed
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - loopback only
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, Any]:
+    threads = min(2, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def latency(pct: str) -> float:
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            return float("nan")
+        return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "requests": int(total.group(1)) if total else 0,
+        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket.groups())) if socket else 0),
+    }
+
+
+def lua(path: Path, body: dict[str, Any], headers: dict[str, str]) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target and connection count")
+    parser.add_argument("--connections", default="8", help="comma-separated connection counts, e.g. 8,64")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed; install it with:  apt-get install -y wrk", file=sys.stderr)
+        return 1
+    connections = [int(c) for c in args.connections.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="mlgate-bench-"))
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        print("training and saving the model ...", flush=True)
+        (blue, blue_digest), (green, green_digest) = train(root)
+        body = {"dataframe_split": {"columns": list(COLUMNS), "data": [ROW]}}
+        plain = lua(root / "plain.lua", body, {"Content-Type": "application/json"})
+        keyed = lua(root / "keyed.lua", body, {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+
+        mlgate_port, mlflow_port, hello_port = free_port(), free_port(), free_port()
+        host_env = {**env, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
+        host_cmd = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(root / "state")]
+        host_cmd += ["--port", str(mlgate_port)]
+        processes.append(start(host_cmd, host_env, root / "mlgate.log"))
+        mlflow_env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+        mlflow_cmd = ["mlflow", "models", "serve", "-m", str(blue), "--env-manager", "local"]
+        mlflow_cmd += ["-h", "127.0.0.1", "-p", str(mlflow_port)]
+        processes.append(start(mlflow_cmd, mlflow_env, root / "mlflow.log"))
+        (root / "hello.py").write_text(HELLO_APP)
+        hello_cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(root), "hello:app", "--port", str(hello_port)]
+        processes.append(start([*hello_cmd, "--log-level", "warning", "--no-access-log"], env, root / "hello.log"))
+
+        wait_http(f"http://127.0.0.1:{mlgate_port}/v2/health/live")
+        key_hash = hashlib.sha256(KEY.encode()).hexdigest()
+        spec = {
+            "endpoints": {
+                "diabetes": {
+                    "key_hashes": [key_hash],
+                    "slots": {
+                        "blue": {"model_dir": str(blue), "digest": blue_digest, "traffic": 50},
+                        "green": {"model_dir": str(green), "digest": green_digest, "traffic": 50},
+                    },
+                }
+            }
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{mlgate_port}/admin/spec",
+            data=json.dumps(spec).encode(),
+            method="PUT",
+            headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback only
+            assert answer.status == 200
+        wait_http(f"http://127.0.0.1:{mlflow_port}/ping")
+        wait_http(f"http://127.0.0.1:{hello_port}/")
+
+        targets = [
+            ("mlgate (key, 50/50 blue/green)", f"http://127.0.0.1:{mlgate_port}/endpoints/diabetes/invocations", keyed),
+            ("mlflow models serve", f"http://127.0.0.1:{mlflow_port}/invocations", plain),
+            ("hello-world ASGI (ceiling)", f"http://127.0.0.1:{hello_port}/", plain),
+        ]
+        results: dict[tuple[str, int], dict[str, Any]] = {}
+        for c in connections:
+            for name, url, script in targets:
+                wrk(url, script, c, 2)  # warm-up
+                print(f"loading {name} with {c} connections for {args.duration} s ...", flush=True)
+                results[(name, c)] = wrk(url, script, c, args.duration)
+        print()
+        print(f"{'target':34} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for c in connections:
+            for name, _, _ in targets:
+                r = results[(name, c)]
+                print(f"{name:34} {c:>5} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7}")
+            mlgate, mlflow, hello = (results[(t[0], c)] for t in targets)
+            print(
+                f"  at {c} connections: mlgate / mlflow = {mlgate['rps'] / max(mlflow['rps'], 1e-9):.1f}x throughput, "
+                f"mlgate / hello-world = {100 * mlgate['rps'] / max(hello['rps'], 1e-9):.0f}%"
+            )
+        return 0
+    finally:
+        for process in processes:
+            stop(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

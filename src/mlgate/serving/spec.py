@@ -1,0 +1,119 @@
+"""The deployment spec the control plane pushes: endpoints, their key hashes, slots, traffic and mirror.
+
+{"endpoints": {"diabetes": {
+    "key_hashes": ["<sha256 hex of the primary key>", "<... secondary key>"],
+    "slots": {"blue": {"model_dir": ".../serving/<digest>", "digest": "<digest>", "traffic": 90,
+                       "signature": {"inputs": "[...]"}},          # optional: MLmodel's otherwise
+              "green": {"model_dir": "...", "digest": "...", "traffic": 10}},
+    "mirror": {"slot": "green", "percent": 10}}},                  # optional, percent <= 50
+ "batching": {"max_batch_size": 64, "max_wait_ms": 0.0}}           # optional
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mlgate.serving.errors import InputError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+MAX_MIRROR_PERCENT = 50
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    name: str
+    model_dir: str
+    digest: str
+    traffic: int
+    signature: Any | None
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    name: str
+    key_hashes: tuple[bytes, ...]
+    slots: dict[str, SlotSpec]
+    mirror_slot: str | None
+    mirror_percent: float
+
+
+@dataclass(frozen=True)
+class Spec:
+    endpoints: dict[str, EndpointSpec]
+    batching: Batching | None
+
+
+def _invalid(message: str) -> InputError:
+    return InputError(f"invalid spec: {message}", status=422)
+
+
+def _number(value: Any, where: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise _invalid(f"{where} must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _slot(endpoint: str, name: str, raw: Any) -> SlotSpec:
+    where = f"endpoints.{endpoint}.slots.{name}"
+    if not NAME.match(name) or not isinstance(raw, dict):
+        raise _invalid(f"{where} must be a named object")
+    for key in ("model_dir", "digest"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise _invalid(f"{where}.{key} is required")
+    traffic = _number(raw.get("traffic", 0), f"{where}.traffic", 0, 100)
+    if traffic != int(traffic):
+        raise _invalid(f"{where}.traffic must be a whole number")
+    return SlotSpec(name, raw["model_dir"], raw["digest"], int(traffic), raw.get("signature"))
+
+
+def _endpoint(name: str, raw: Any) -> EndpointSpec:
+    where = f"endpoints.{name}"
+    if not NAME.match(name) or not isinstance(raw, dict):
+        raise _invalid(f"{where} must be a named object")
+    hashes = raw.get("key_hashes")
+    if (
+        not isinstance(hashes, list)
+        or not hashes
+        or not all(isinstance(h, str) and SHA256_HEX.match(h) for h in hashes)
+    ):
+        raise _invalid(f"{where}.key_hashes must be a list of sha256 hex digests")
+    slots_raw = raw.get("slots")
+    if not isinstance(slots_raw, dict) or not slots_raw:
+        raise _invalid(f"{where}.slots must name at least one slot")
+    slots = {slot: _slot(name, slot, body) for slot, body in slots_raw.items()}
+    total = sum(s.traffic for s in slots.values())
+    if total != 100:
+        raise _invalid(f"{where}: slot traffic weights sum to {total}, not 100")
+    mirror = raw.get("mirror")
+    mirror_slot, mirror_percent = None, 0.0
+    if mirror is not None:
+        if not isinstance(mirror, dict) or mirror.get("slot") not in slots:
+            raise _invalid(f"{where}.mirror.slot must be one of the endpoint's slots ({', '.join(slots)})")
+        mirror_slot = mirror["slot"]
+        mirror_percent = _number(mirror.get("percent"), f"{where}.mirror.percent", 0, MAX_MIRROR_PERCENT)
+    return EndpointSpec(name, tuple(bytes.fromhex(h) for h in hashes), slots, mirror_slot, mirror_percent)
+
+
+def parse_spec(raw: Any) -> Spec:
+    if not isinstance(raw, dict) or not isinstance(raw.get("endpoints"), dict):
+        raise _invalid("the body must be an object with 'endpoints'")
+    endpoints = {name: _endpoint(name, body) for name, body in raw["endpoints"].items()}
+    batching = None
+    if raw.get("batching") is not None:
+        b = raw["batching"]
+        if not isinstance(b, dict):
+            raise _invalid("batching must be an object")
+        batching = Batching(
+            max_batch_size=int(_number(b.get("max_batch_size", 64), "batching.max_batch_size", 1, 4096)),
+            max_wait_ms=_number(b.get("max_wait_ms", 0.0), "batching.max_wait_ms", 0, 1000),
+        )
+    return Spec(endpoints, batching)
