@@ -1,4 +1,4 @@
-"""Signed webhooks: POST the delivery's JSON to a configured URL, and the helper receivers verify it with.
+"""Signed webhooks: POST the delivery's JSON to a configured URL; `verify_signature` is what receivers check it with.
 
 The body is the outbox row's payload plus `delivery_id`: event type, request, model, links and a
 Slack-compatible `text`. Headers:
