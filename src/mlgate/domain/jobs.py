@@ -1,4 +1,4 @@
-"""Jobs: their states and legal transitions, and the project's `train` section as a job spec."""
+"""Jobs: their states, and the project's `train` section as a job spec."""
 
 from __future__ import annotations
 
@@ -21,18 +21,6 @@ class JobState(StrEnum):
 
 
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
-    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
-    JobState.SUCCEEDED: frozenset(),
-    JobState.FAILED: frozenset(),
-    JobState.CANCELLED: frozenset(),
-}
-
-
-def can_move(current: JobState, target: JobState) -> bool:
-    return target in TRANSITIONS[current]
 
 
 DATA_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,63})(?:@(?P<version>[1-9][0-9]*))?$")

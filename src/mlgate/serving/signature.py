@@ -57,9 +57,6 @@ class Signature:
     def numeric(self) -> bool:
         return all(column.type in NUMERIC_TYPES for column in self.columns)
 
-    def to_json(self) -> list[dict[str, str]]:
-        return [{"name": c.name, "type": c.type} for c in self.columns]
-
 
 def parse_signature(raw: Any) -> Signature:
     """A signature from MLflow's MLmodel form ({"inputs": "<json list>"}) or a plain list of columns."""

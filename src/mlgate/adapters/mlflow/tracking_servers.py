@@ -206,9 +206,6 @@ class LocalTrackingServers:
             for name, s in self._servers.items()
         }
 
-    def pids(self) -> list[int]:
-        return [s.process.pid for s in self._servers.values() if s.process is not None]
-
 
 def _tail(path: Path, lines: int = 20) -> str:
     try:

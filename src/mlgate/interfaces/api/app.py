@@ -99,7 +99,7 @@ def create_app(
         )
         expiry.start()
         if record_server:
-            children = [int(s["pid"]) for s in ctx.tracking.status().values() if s.get("pid")]  # type: ignore[call-overload]
+            children = [int(str(s["pid"])) for s in ctx.tracking.status().values() if s.get("pid")]
             write_server_record(ctx, children=children)
         try:
             yield
