@@ -285,6 +285,12 @@ def principal_of(user: User, *, token_id: int | None = None) -> Principal:
     )
 
 
+def system_principal(db: Database) -> Principal:
+    """The built-in principal automation acts as."""
+    with db.read() as session:
+        return principal_of(_get_user(session, SYSTEM_USER))
+
+
 def authenticate(db: Database, token: str) -> Principal:
     """The principal a bearer token stands for, or AuthenticationError saying why not."""
     if not token.startswith(TOKEN_PREFIX):
