@@ -17,14 +17,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# System packages the test suite uses: the PostgreSQL 15 server binaries for the migration test.
-# Installed only where missing and where this user may install them; otherwise those tests skip
-# and say why.
+# System packages the test suite uses: the PostgreSQL 15 server binaries for the migration test, `wrk` for
+# the load tests. Installed only where missing and where this user may install them (one apt-get call);
+# otherwise those tests skip and say why.
 system-deps:
-	@if [ ! -x $(PG_BIN)/initdb ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing PostgreSQL 15 server binaries"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null) \
-		|| echo "could not install postgresql-15: the PostgreSQL tests will skip"; \
+	@missing=""; \
+	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql-15"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing:$$missing"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+		|| echo "could not install$$missing: the tests that need them will skip"; \
 	fi
 
 demo: venv

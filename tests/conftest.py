@@ -107,14 +107,20 @@ def project(project_template: Project, tmp_path: Path) -> Project:
 
 @pytest.fixture
 def api(project: Project) -> Iterator[httpx.Client]:
-    """The REST API in-process (FastAPI TestClient), with fake tracking servers behind the door."""
+    """The REST API in-process (FastAPI TestClient), with fake tracking servers and serving hosts."""
     from fastapi.testclient import TestClient
 
     from mlgate.adapters.mlflow.fake import FakeTrackingServers
+    from mlgate.adapters.serving.fake import FakeServingBackend
     from mlgate.interfaces.api.app import create_app
 
     settings = project.settings
-    app = create_app(settings, base_url="http://testserver", tracking=FakeTrackingServers(settings.env_names))
+    app = create_app(
+        settings,
+        base_url="http://testserver",
+        tracking=FakeTrackingServers(settings.env_names),
+        serving=FakeServingBackend(),
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -227,6 +227,15 @@ def test_mlgate_server_with_an_invalid_config_exits_with_the_message(tmp_path: P
         ("gates:\n  - {from: dev, to: production, approver_role: operator}\n", "gates[0]: a gate leads from"),
         ("gates:\n  - {from: dev, to: qa, approver_role: operator}\n", "gates[0].to: unknown environment 'qa'"),
         ("gates:\n  - {from: dev, to: staging, approver_role: wizard}\n", "gates[0].approver_role: expected one of"),
+        ("endpoints:\n  qa:\n    - name: web\n", "endpoints.qa: unknown environment"),
+        (
+            "endpoints:\n  staging:\n    - name: web\n    - name: web\n",
+            "endpoints.staging: duplicate endpoint name(s) web",
+        ),
+        ("endpoints:\n  staging:\n    - name: 'no spaces'\n", "endpoints.staging[0].name: expected letters"),
+        ("endpoints:\n  staging:\n    - {name: web, colour: red}\n", "endpoints.staging[0].colour: unknown key"),
+        ("serving:\n  workers: 0\n", "serving.workers: Input should be greater than or equal to 1"),
+        ("serving:\n  max_batch_size: lots\n", "serving.max_batch_size"),
     ],
 )
 def test_policy_sections_name_the_bad_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -234,6 +243,17 @@ def test_policy_sections_name_the_bad_key(tmp_path: Path, text: str, expected: s
     config.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(expected)):
         load_settings(config)
+
+
+def test_serving_and_endpoints_sections_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "mlgate.yaml"
+    config.write_text(
+        "serving: {workers: 2, max_batch_size: 128, max_wait_ms: 2.5}\n"
+        "endpoints:\n  production:\n    - {name: web, description: the web app}\n"
+    )
+    settings = load_settings(config)
+    assert (settings.serving.workers, settings.serving.max_batch_size, settings.serving.max_wait_ms) == (2, 128, 2.5)
+    assert [(e.name, e.description) for e in settings.endpoints["production"]] == [("web", "the web app")]
 
 
 def test_default_gates_follow_the_environments(tmp_path: Path) -> None:

@@ -90,6 +90,15 @@ PINNED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/notifications"): "administer",
     ("GET", "/api/v1/inbox"): "authenticated",
     ("POST", "/api/v1/inbox/{notification_id}/read"): "authenticated",
+    ("GET", "/api/v1/environments/{env}/serving"): "read",
+    ("GET", "/api/v1/environments/{env}/endpoints"): "read",
+    ("POST", "/api/v1/environments/{env}/endpoints"): "deploy",
+    ("GET", "/api/v1/environments/{env}/endpoints/{name}"): "read",
+    ("POST", "/api/v1/environments/{env}/endpoints/{name}/deployments"): "deploy",
+    ("PUT", "/api/v1/environments/{env}/endpoints/{name}/traffic"): "deploy",
+    ("POST", "/api/v1/environments/{env}/endpoints/{name}/rollback"): "deploy",
+    ("POST", "/api/v1/environments/{env}/endpoints/{name}/keys/{which}"): "deploy",
+    ("POST", "/api/v1/environments/{env}/endpoints/{name}/invocations"): "read",
 }
 
 DOOR = "/mlflow/{env}/{path:path}"

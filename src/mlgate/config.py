@@ -29,6 +29,7 @@ DEFAULT_HOME = ".mlgate"
 DEFAULT_SERVER_PORT = 8750
 DEFAULT_ENVIRONMENTS = ("dev", "staging", "production")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 DEFAULT_CONFIG_TEXT = """\
 # mlgate.yaml: policy (read by the server only) and project sections.
@@ -59,6 +60,21 @@ environments:
     serving_port: 0
   - name: production
     serving_port: 0
+
+# Each environment's serving host: worker processes, micro-batching of concurrent requests (rows per
+# model call, and how long a batch may wait for company), the largest request body it accepts.
+serving:
+  workers: 1
+  max_batch_size: 64
+  max_wait_ms: 0
+  max_body_bytes: 5242880
+
+# Endpoints the server creates at start, per environment (more with `mlgate endpoints create`).
+# Their first keys are shown to nobody: take one with `mlgate endpoints rotate-key NAME --env ENV`.
+# endpoints:
+#   staging:
+#     - name: diabetes
+#       description: diabetes risk for the web app
 """
 
 
@@ -173,6 +189,27 @@ class NotificationsConfig(_Strict):
         return value
 
 
+class ServingConfig(_Strict):
+    """How every environment's serving host runs."""
+
+    workers: int = Field(default=1, ge=1, le=64, strict=True)
+    max_batch_size: int = Field(default=64, ge=1, le=4096, strict=True)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=1024**3, strict=True)
+
+
+class EndpointConfig(_Strict):
+    name: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not ENDPOINT_NAME.match(value):
+            raise ValueError("expected letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+
 class FileConfig(_Strict):
     """The mlgate.yaml schema. Sections later parts of mlgate read are accepted and kept as given."""
 
@@ -184,7 +221,8 @@ class FileConfig(_Strict):
     )
     gates: list[GateConfig] | None = None
     checks: Any = None
-    endpoints: Any = None
+    serving: ServingConfig = ServingConfig()
+    endpoints: dict[str, list[EndpointConfig]] = Field(default_factory=dict)
     monitors: Any = None
     notifications: NotificationsConfig = NotificationsConfig()
     train: Any = None
@@ -229,6 +267,8 @@ class Settings:
     public_url: str | None
     environments: tuple[Environment, ...]
     gates: tuple[Gate, ...]
+    serving: ServingConfig
+    endpoints: dict[str, tuple[EndpointConfig, ...]]
     raw: FileConfig
 
     @property
@@ -364,6 +404,19 @@ def _gates(config: FileConfig, names: list[str]) -> tuple[Gate, ...]:
     return tuple(gates)
 
 
+def _endpoints(config: FileConfig, names: list[str]) -> dict[str, tuple[EndpointConfig, ...]]:
+    declared = {}
+    for env, endpoints in config.endpoints.items():
+        if env not in names:
+            raise ConfigError(f"mlgate.yaml: endpoints.{env}: unknown environment; expected one of: {', '.join(names)}")
+        seen = [e.name for e in endpoints]
+        duplicates = sorted({n for n in seen if seen.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"mlgate.yaml: endpoints.{env}: duplicate endpoint name(s) {', '.join(duplicates)}")
+        declared[env] = tuple(endpoints)
+    return declared
+
+
 def resolve(config: FileConfig, config_path: Path) -> Settings:
     """Turn a validated file into Settings: absolute paths, defaults filled in."""
     base = config_path.parent.resolve()
@@ -396,6 +449,8 @@ def resolve(config: FileConfig, config_path: Path) -> Settings:
         public_url=config.server.public_url,
         environments=tuple(environments),
         gates=_gates(config, [env.name for env in environments]),
+        serving=config.serving,
+        endpoints=_endpoints(config, [env.name for env in environments]),
         raw=config,
     )
 

@@ -7,6 +7,7 @@ server's door) exactly as a team would, and prints what it did.
 from __future__ import annotations
 
 import email
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import textwrap
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
 from mlgate.errors import MlgateError
@@ -120,6 +123,7 @@ class Demo:
         self.run_id = ""
         self.version: dict[str, Any] = {}
         self.mail: MailSink
+        self.endpoint_url = ""
 
     def step(self, title: str) -> None:
         self._step += 1
@@ -141,6 +145,8 @@ class Demo:
             "\n# The demo's approvers get email at a local mail sink.\n"
             "notifications:\n  smtp:\n    host: 127.0.0.1\n"
             f"    port: {self.mail.port}\n    sender: mlgate@example.com\n"
+            "\n# The endpoint the web app's tests call, in staging.\n"
+            "endpoints:\n  staging:\n    - name: diabetes\n      description: diabetes risk for the clinic's web app\n"
         )
         self.config_path.write_text(config)
         settings = load_settings(self.config_path)
@@ -312,8 +318,39 @@ class Demo:
             if request["state"] != "promoted":
                 raise MlgateError(f"request {request_id} ended {request['state']}: {request['failure']}")
             staged = lee.model_version("staging", "diabetes", request["target_version"])
+        self.version["staged"] = staged["version"]
         same = "the same digest" if staged["digest"] == self.version["digest"] else "A DIFFERENT DIGEST"
         console.print(f"  diabetes version {staged['version']} in staging, {same}: {staged['digest']}")
+
+    def serve_in_staging(self) -> None:
+        self.step("Outer loop: sam deploys the promoted version to the staging endpoint's blue slot")
+        version = self.version["staged"]
+        with self.client("sam") as sam:
+            shown = sam.deploy("staging", "diabetes", model="diabetes", version=version, slot="blue")
+            key = sam.rotate_key("staging", "diabetes", "primary")["key"]
+            example = sam.model_version("staging", "diabetes", version)["input_example"]
+        slot = shown["slots"][0]
+        console.print(
+            f"  slot {slot['slot']}: diabetes v{slot['version']}, {slot['traffic']}% of the traffic, "
+            f"ready: {slot['ready']} (serving host pid {shown['host']['pid']})"
+        )
+        console.print(f"  a new primary key for the endpoint (shown once): {key}")
+        self.step("Outer loop: score the model's input example at the endpoint, with its key")
+        payload = (
+            {"dataframe_split": example} if isinstance(example, dict) and "columns" in example else {"inputs": example}
+        )
+        answer = httpx.post(shown["url"], json=payload, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        if answer.status_code != 200:
+            raise MlgateError(f"the staging endpoint answered {answer.status_code}: {answer.text[:300]}")
+        console.print(f"  POST {shown['url']}")
+        console.print(f"  request:  {json.dumps(payload)[:200]}", markup=False, highlight=False)
+        console.print(
+            f"  answer:   {answer.text} (slot {answer.headers.get('mlgate-deployment')}, "
+            f"request id {answer.headers.get('x-request-id')})",
+            markup=False,
+            highlight=False,
+        )
+        self.endpoint_url = shown["url"]
 
     def audit(self) -> None:
         self.step("Audit: every change is in the hash-chained log")
@@ -355,6 +392,7 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
         demo.train()
         demo.register()
         demo.gate_a()
+        demo.serve_in_staging()
         demo.audit()
         if not serve:
             demo.step("Stop everything the demo started")
@@ -364,6 +402,7 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
         console.print(f"  server:       {demo.url}")
         console.print(f"  API:          {demo.url}/api/v1  (OpenAPI: {demo.url}/api/v1/openapi.json)")
         console.print(f"  MLflow (dev): {demo.url}/mlflow/dev/")
+        console.print(f"  endpoint:     {demo.endpoint_url}  (staging, diabetes)")
         console.print(f"  try:          cd {folder} && MLGATE_TOKEN={demo.tokens['admin']} mlgate env list")
         console.print("  Ctrl-C stops it.")
         assert demo.server is not None

@@ -84,11 +84,12 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
 def stop(settings: Settings) -> list[str]:
     """Stop the home's server and everything it started; returns what was stopped."""
     from mlgate.adapters.mlflow.tracking_servers import kill_group
+    from mlgate.adapters.serving.local import stop_hosts
 
     record = ServerRecord.read(settings.server_json)
+    stopped: list[str] = []
     if record is None:
-        return []
-    stopped = []
+        return stop_hosts(settings)
     if alive(record.pid):
         os.kill(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -102,4 +103,4 @@ def stop(settings: Settings) -> list[str]:
             kill_group(child)
             stopped.append(f"tracking server (pid {child})")
     settings.server_json.unlink(missing_ok=True)
-    return stopped
+    return stopped + stop_hosts(settings)

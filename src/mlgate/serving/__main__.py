@@ -1,6 +1,8 @@
-"""``python -m mlgate.serving --state-dir DIR --port N``: run one serving host on 127.0.0.1.
+"""``python -m mlgate.serving --state-dir DIR --port N [--workers W]``: run one serving host on 127.0.0.1.
 
-The admin token that authenticates ``PUT /admin/spec`` comes from ``MLGATE_HOST_ADMIN_TOKEN``.
+The admin token that authenticates ``PUT /admin/spec`` comes from ``MLGATE_HOST_ADMIN_TOKEN``. With
+``--workers`` above 1 this process supervises that many worker processes on the port (see
+``mlgate.serving.workers``); each loads every model.
 """
 
 from __future__ import annotations
@@ -9,11 +11,20 @@ import argparse
 import gc
 import logging
 import os
+import socket
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 ADMIN_TOKEN_ENV = "MLGATE_HOST_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,7 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-wait-ms", type=float, default=0.0, help="how long a batch waits for company (0: batch what is queued)"
     )
     parser.add_argument("--max-body-bytes", type=int, default=5 * 1024 * 1024)
+    parser.add_argument("--workers", type=_positive, default=1, help="worker processes sharing the port")
     parser.add_argument("--log-level", default="warning")
+    # Given by the supervisor of --workers W > 1 to each worker it starts.
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -35,34 +51,63 @@ def main(argv: list[str] | None = None) -> int:
     if len(token) < 16:
         print(f"error: set {ADMIN_TOKEN_ENV} to the admin token (at least 16 characters)", file=sys.stderr)
         return 2
+    worker = args.listen_fd is not None
+    who = f" worker {args.worker_index}" if worker else ""
+    logging.basicConfig(level=args.log_level.upper(), format=f"%(asctime)s{who} %(name)s %(levelname)s %(message)s")
+    if args.workers > 1 and not worker:
+        return _supervise(args, sys.argv[1:] if argv is None else argv)
     # Models fitted on a DataFrame warn on every plain-array predict; the columns are in signature order.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     # The hot path allocates many short-lived objects; fewer young-generation collections cut tail latency.
     gc.set_threshold(50_000, 20, 100)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     import uvicorn
 
-    from mlgate.serving.app import ServingHost
+    from mlgate.serving.app import SPEC_FILE, ServingHost
     from mlgate.serving.spec import Batching
 
+    sync = None
+    if worker:
+        from mlgate.serving.workers import WorkerSync, die_with_parent
+
+        if not die_with_parent(args.parent_pid):
+            return 0
+        sync = WorkerSync(
+            state_dir=args.state_dir,
+            spec_file=SPEC_FILE,
+            index=args.worker_index,
+            count=args.workers,
+            parent_pid=args.parent_pid,
+        )
     host = ServingHost(
         state_dir=args.state_dir,
         admin_token=token,
         batching=Batching(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms),
         max_body_bytes=args.max_body_bytes,
+        sync=sync,
     )
-    uvicorn.run(
-        host,
-        host="127.0.0.1",
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,
-        lifespan="on",
-        loop="auto",
-        http="auto",
-    )
+    options: dict[str, Any] = {
+        "log_level": args.log_level,
+        "access_log": False,
+        "lifespan": "on",
+        "loop": "auto",
+        "http": "auto",
+    }
+    if worker:  # the supervisor's socket, already listening
+        uvicorn.Server(uvicorn.Config(host, **options)).run(sockets=[socket.socket(fileno=args.listen_fd)])
+    else:
+        uvicorn.run(host, host="127.0.0.1", port=args.port, **options)
     return 0
+
+
+def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    from mlgate.serving.workers import supervise
+
+    def command(index: int, fd: int) -> list[str]:
+        hidden = ["--worker-index", str(index), "--listen-fd", str(fd), "--parent-pid", str(os.getpid())]
+        return [sys.executable, "-m", "mlgate.serving", *argv, *hidden]
+
+    return supervise(state_dir=args.state_dir, port=args.port, workers=args.workers, command=command)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -33,6 +33,9 @@ from mlgate.serving.metrics import Metrics
 from mlgate.serving.models import LoadedModel, load_model
 from mlgate.serving.signature import rows_from_mlflow, rows_from_v2, to_matrix, v2_datatype
 from mlgate.serving.spec import Batching, EndpointSpec, parse_spec
+
+if TYPE_CHECKING:
+    from mlgate.serving.workers import WorkerSync
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -81,6 +84,7 @@ class _State:
     endpoints: dict[str, _Endpoint] = field(default_factory=dict)
     runtimes: dict[tuple[str, str, str], _Runtime] = field(default_factory=dict)
     raw: Any = None
+    sha256: str | None = None  # of the spec's canonical JSON: names it among a host's worker processes
 
 
 class _Request:
@@ -109,6 +113,7 @@ class ServingHost:
         admin_token: str,
         batching: Batching | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        sync: WorkerSync | None = None,
     ) -> None:
         self.state_dir = state_dir
         self._admin_token = admin_token.encode()
@@ -119,6 +124,8 @@ class ServingHost:
         self._apply_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
+        self._sync = sync  # one worker of several (see mlgate.serving.workers); None: the only process
+        self._health: dict[str, Any] = {"status": "ok", **(sync.identity() if sync is not None else {})}
 
     # --- ASGI entry -------------------------------------------------------------------------
 
@@ -136,9 +143,10 @@ class ServingHost:
         elif path.startswith("/v2"):
             await self._guard(self._v2, path, request, receive, send, v2=True, allowed=("GET", "POST"))
         elif path == "/metrics" and method == "GET":
-            await self._send(send, request, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+            body = self.metrics.render() if self._sync is None else self._sync.render_metrics()
+            await self._send(send, request, 200, body, b"text/plain; version=0.0.4")
         elif path in ("/ping", "/health") and method == "GET":
-            await self._send_json(send, request, 200, {"status": "ok"})
+            await self._send_json(send, request, 200, self._health)
         elif path == "/admin/spec":
             await self._guard(self._admin, path, request, receive, send, v2=False, allowed=("GET", "PUT"))
         else:
@@ -240,7 +248,13 @@ class ServingHost:
             raise AuthError(f"wrong key for endpoint '{name}'")
         return endpoint
 
-    def _target(self, request: _Request, endpoint: _Endpoint) -> _Slot:
+    def _target(self, request: _Request, endpoint: _Endpoint, version: str | None = None) -> _Slot:
+        if version is not None:  # an Open Inference Protocol model version: a slot's digest, or its name
+            for candidate in endpoint.slots.values():
+                if version in (candidate.runtime.model.digest, candidate.name):
+                    return candidate
+            listed = ", ".join(s.runtime.model.digest for s in endpoint.slots.values())
+            raise NotFound(f"endpoint '{endpoint.spec.name}' has no version '{version}' (versions: {listed})")
         wanted = request.headers.get(SLOT_HEADER)
         if wanted is None:
             return endpoint.choose()
@@ -260,6 +274,7 @@ class ServingHost:
         parse: Callable[[Any, Any], list[list[Any]]],
         *,
         json_required: bool,
+        version: str | None = None,
     ) -> tuple[Any, _Slot, np.ndarray]:
         started = time.perf_counter()
         endpoint_label, slot_label, status = "unknown", "", 500
@@ -268,7 +283,7 @@ class ServingHost:
             # From here to the increment no await: a spec swap cannot retire the runtime under us.
             endpoint = self._authorize(request, name)
             endpoint_label = name
-            slot = self._target(request, endpoint)
+            slot = self._target(request, endpoint, version)
             slot_label = slot.name
             runtime = slot.runtime
             x = to_matrix(parse(payload, runtime.model.signature), runtime.model.signature)
@@ -336,24 +351,30 @@ class ServingHost:
         elif request.method == "GET" and parts[1:] == ["health", "ready"]:
             await self._send_json(send, request, 200 if self._ready else 503, {"ready": self._ready})
         elif len(parts) >= 3 and parts[1] == "models":
-            rest = parts[3:]
+            rest, version = parts[3:], None
+            if len(rest) >= 2 and rest[0] == "versions":
+                rest, version = rest[2:], rest[1]
             if rest in ([], ["versions"]) and request.method == "GET":
-                await self._send_json(send, request, 200, self._v2_metadata(self._authorize(request, parts[2])))
+                endpoint = self._authorize(request, parts[2])
+                only = self._target(request, endpoint, version) if version is not None else None
+                await self._send_json(send, request, 200, self._v2_metadata(endpoint, only))
             elif rest == ["ready"] and request.method == "GET":
-                self._authorize(request, parts[2])
+                endpoint = self._authorize(request, parts[2])
+                if version is not None:
+                    self._target(request, endpoint, version)
                 await self._send_json(send, request, 200, {"name": parts[2], "ready": True})
             elif rest == ["infer"] and request.method == "POST":
-                await self._v2_infer(parts[2], request, receive, send)
+                await self._v2_infer(parts[2], request, receive, send, version)
             else:
                 raise NotFound(f"no route {request.method} {path}")
         else:
             raise NotFound(f"no route {request.method} {path}")
 
-    def _v2_metadata(self, endpoint: _Endpoint) -> dict[str, Any]:
-        model = next(iter(endpoint.slots.values())).runtime.model
+    def _v2_metadata(self, endpoint: _Endpoint, only: _Slot | None = None) -> dict[str, Any]:
+        model = (only or next(iter(endpoint.slots.values()))).runtime.model
         return {
             "name": endpoint.spec.name,
-            "versions": [slot.runtime.model.digest for slot in endpoint.slots.values()],
+            "versions": [slot.runtime.model.digest for slot in ([only] if only else endpoint.slots.values())],
             "platform": f"mlflow_{model.flavor}",
             "inputs": [
                 {"name": c.name, "datatype": COLUMN_V2_TYPES.get(c.type, "BYTES"), "shape": [-1]}
@@ -362,8 +383,12 @@ class ServingHost:
             "outputs": [{"name": "predictions", "datatype": model.output_datatype, "shape": [-1]}],
         }
 
-    async def _v2_infer(self, name: str, request: _Request, receive: Receive, send: Send) -> None:
-        payload, slot, out = await self._score(request, receive, name, rows_from_v2, json_required=False)
+    async def _v2_infer(
+        self, name: str, request: _Request, receive: Receive, send: Send, version: str | None = None
+    ) -> None:
+        payload, slot, out = await self._score(
+            request, receive, name, rows_from_v2, json_required=False, version=version
+        )
         given_id = payload.get("id") if isinstance(payload, dict) else None
         datatype = v2_datatype(out)
         answer = {
@@ -386,7 +411,10 @@ class ServingHost:
             await self._send_json(send, request, 200, {"spec": self._state.raw, "ready": self._ready})
             return
         raw = await self._body(request, receive, json_required=True)
-        await self.apply(raw)
+        started = time.monotonic()
+        sha256 = await self.apply(raw)
+        if self._sync is not None:  # answer once every worker process serves the new spec
+            await self._sync.settle(sha256, apply_seconds=time.monotonic() - started)
         await self._send_json(send, request, 200, self._summary())
 
     def _summary(self) -> dict[str, Any]:
@@ -401,9 +429,19 @@ class ServingHost:
             },
         }
 
-    async def apply(self, raw: Any, *, persist: bool = True) -> None:
-        """Verify, load and warm up every new model, then swap the live state in one step."""
+    @property
+    def spec_sha256(self) -> str | None:
+        """The sha256 of the canonical JSON of the spec in force; None before the first one."""
+        return self._state.sha256
+
+    async def apply(self, raw: Any, *, persist: bool = True) -> str:
+        """Verify, load and warm up every new model, then swap the live state in one step.
+
+        Returns the sha256 of the spec's canonical JSON (the bytes saved to ``spec.json``).
+        """
         spec = parse_spec(raw)
+        canonical = orjson.dumps(raw)
+        sha256 = hashlib.sha256(canonical).hexdigest()
         batching = spec.batching or self._default_batching
         async with self._apply_lock:
             old = self._state
@@ -441,7 +479,7 @@ class ServingHost:
                         upper += slot.traffic
                         weighted.append((upper, slots[slot.name]))
                 endpoints[endpoint.name] = _Endpoint(endpoint, slots, weighted)
-            self._state = _State(endpoints, runtimes, raw)
+            self._state = _State(endpoints, runtimes, raw, sha256)
             self._ready = True
             # The loaded models are long-lived: keep them out of the collector's scans. Unfreezing first lets
             # models retired by earlier specs be collected.
@@ -450,17 +488,18 @@ class ServingHost:
             gc.freeze()
             retired = [rt for key, rt in old.runtimes.items() if key not in runtimes]
             if persist:
-                self._save(raw)
+                self._save(canonical)
         for runtime in retired:
             task = asyncio.get_running_loop().create_task(_retire(runtime))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+        return sha256
 
-    def _save(self, raw: Any) -> None:
+    def _save(self, canonical: bytes) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self.state_dir / SPEC_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(raw))
+        tmp = path.with_name(f"{SPEC_FILE}.{os.getpid()}.tmp")  # per process: workers may save at once
+        tmp.write_bytes(canonical)
         os.replace(tmp, path)
 
     async def restore(self) -> None:
@@ -479,9 +518,14 @@ class ServingHost:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.restore()
+                if self._sync is None:
+                    await self.restore()
+                else:  # restores the saved spec too, then follows the one the other workers save
+                    await self._sync.start(self)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._sync is not None:
+                    await self._sync.stop()
                 for runtime in self._state.runtimes.values():
                     await runtime.batcher.close()
                 await send({"type": "lifespan.shutdown.complete"})

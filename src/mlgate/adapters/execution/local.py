@@ -14,48 +14,14 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 from mlgate.adapters.execution.base import BACKENDS, JobLaunch, JobOutcome
+from mlgate.processes import handle_alive, parse_handle, start_time
 
 CANCEL_GRACE_S = 5.0
 # The job's command runs in an inner shell; the outer one (the process group's leader) records the
 # exit status atomically once the command has ended, then exits with it.
 WRAPPER = '/bin/sh -c "$1"; status=$?; echo "$status" > "$2.partial" && mv -f "$2.partial" "$2"; exit "$status"'
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat from field 3 (state) on, or None when there is no such process (or no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _start_time(pid: int) -> str | None:
-    fields = _stat_fields(pid)
-    return fields[19] if fields and len(fields) > 19 else None  # field 22: start time, in clock ticks
-
-
-def _parse(handle: str) -> tuple[int, str | None]:
-    pid, _, started = handle.partition(":")
-    return int(pid), started or None
-
-
-def _alive(handle: str) -> bool:
-    """Whether the process a handle names still runs: same pid, same start time, not a zombie."""
-    pid, started = _parse(handle)
-    if not Path("/proc/self/stat").exists():  # no /proc: all we can ask is whether the pid exists
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] == "Z":
-        return False
-    return started is None or (len(fields) > 19 and fields[19] == started)
 
 
 class LocalBackend:
@@ -82,7 +48,7 @@ class LocalBackend:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        started = _start_time(process.pid)
+        started = start_time(process.pid)
         handle = f"{process.pid}:{started}" if started else str(process.pid)
         with self._lock:
             self._processes[handle] = process
@@ -92,7 +58,7 @@ class LocalBackend:
         with self._lock:
             process = self._processes.get(handle)
         if process is None:  # started by an earlier server: all we can tell is whether it still runs
-            return JobOutcome(running=True) if _alive(handle) else JobOutcome(running=False, exit_code=None)
+            return JobOutcome(running=True) if handle_alive(handle) else JobOutcome(running=False, exit_code=None)
         code = process.poll()
         if code is None:
             return JobOutcome(running=True)
@@ -102,10 +68,10 @@ class LocalBackend:
 
     def cancel(self, handle: str) -> None:
         """SIGTERM to the job's process group, SIGKILL to what is left after a grace period."""
-        pid, _ = _parse(handle)
+        pid, _ = parse_handle(handle)
         with self._lock:
             process = self._processes.pop(handle, None)
-        if process is None and not _alive(handle):
+        if process is None and not handle_alive(handle):
             return  # ended already, or the pid is someone else's now: signal nothing
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
@@ -114,7 +80,7 @@ class LocalBackend:
                 process.wait(timeout=CANCEL_GRACE_S)
         else:
             deadline = time.monotonic() + CANCEL_GRACE_S
-            while _alive(handle) and time.monotonic() < deadline:
+            while handle_alive(handle) and time.monotonic() < deadline:
                 time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)

@@ -258,3 +258,40 @@ class Notification(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Endpoint(Base):
+    """A stable scoring address in one environment. Its two keys are kept only as SHA-256."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (UniqueConstraint("environment", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    primary_key_hash: Mapped[str] = mapped_column(String(64))
+    primary_key_prefix: Mapped[str] = mapped_column(String(16))
+    secondary_key_hash: Mapped[str] = mapped_column(String(64))
+    secondary_key_prefix: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(16))  # config | api
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EndpointRevision(Base):
+    """One state of an endpoint's deployments: {slot: {model_version_id, name, version, digest, traffic}}
+    and the mirror; the newest is live. Rollback writes a new revision copying the parent of the live one."""
+
+    __tablename__ = "endpoint_revisions"
+    __table_args__ = (UniqueConstraint("endpoint_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    slots: Mapped[dict[str, Any]] = mapped_column(JSON)
+    mirror: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    parent_number: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))  # created | deploy | traffic | rollback
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import httpx
+from anyio import to_thread
 from fastapi import FastAPI
 
 import mlgate
 from mlgate.adapters.execution.base import ExecutionBackend, backend
 from mlgate.adapters.mlflow.tracking_servers import LocalTrackingServers, TrackingServers
+from mlgate.adapters.serving.base import ServingBackend
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
@@ -23,6 +25,7 @@ from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.routes import (
     audit,
     data,
+    endpoints,
     environments,
     jobs,
     mlflow_door,
@@ -37,6 +40,7 @@ from mlgate.services.delivery import DeliveryWorker
 from mlgate.services.job_runner import JobRunner
 from mlgate.services.promotion import PromotionWorker
 from mlgate.services.scheduler import Periodic
+from mlgate.services.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +71,11 @@ def create_app(
     base_url: str,
     tracking: TrackingServers | None = None,
     execution: ExecutionBackend | None = None,
+    serving: ServingBackend | None = None,
     record_server: bool = False,
 ) -> FastAPI:
-    """The app; `tracking` defaults to real MLflow servers, `execution` to local subprocesses,
-    `record_server` writes server.json."""
+    """The app; `tracking` defaults to real MLflow servers, `execution` to local subprocesses, `serving`
+    to local serving-host processes; `record_server` writes server.json."""
     db = Database(settings.database_url)
     ctx = AppContext(
         settings=settings,
@@ -98,12 +103,22 @@ def create_app(
             interval_s=EXPIRY_SWEEP_S,
         )
         expiry.start()
+        if serving is None:
+            from mlgate.adapters.serving.local import LocalServingBackend
+
+            hosts: ServingBackend = LocalServingBackend(settings)
+        else:
+            hosts = serving
+        ctx.serving = Serving(settings, db, hosts, ctx.tracking.upstream)
+        await to_thread.run_sync(ctx.serving.start)
         if record_server:
             children = [int(str(s["pid"])) for s in ctx.tracking.status().values() if s.get("pid")]
             write_server_record(ctx, children=children)
         try:
             yield
         finally:
+            if ctx.serving is not None:
+                ctx.serving.stop()  # the hosts keep serving: `mlgate stop` stops them
             expiry.stop()
             delivery.stop()
             ctx.on_approved = None
@@ -126,6 +141,18 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    for module in (system, environments, users, audit, data, jobs, models, requests, notifications, mlflow_door):
+    for module in (
+        system,
+        environments,
+        users,
+        audit,
+        data,
+        jobs,
+        models,
+        requests,
+        endpoints,
+        notifications,
+        mlflow_door,
+    ):
         app.include_router(module.router)
     return app

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
+
+if TYPE_CHECKING:
+    from mlgate.services.serving import Serving
 
 
 @dataclass
@@ -20,6 +24,7 @@ class AppContext:
     base_url: str  # where this server answers; the public URL unless the config names another
     proxy: httpx.AsyncClient | None = None
     on_approved: Callable[[], None] | None = None  # wakes the promotion worker after a final approval
+    serving: Serving | None = None  # the serving hosts and endpoint changes, once started
 
     @property
     def public_url(self) -> str:

@@ -11,6 +11,7 @@ from mlgate.errors import MlgateError
 from mlgate.interfaces.cli import (
     audit_commands,
     data_commands,
+    endpoint_commands,
     env_commands,
     identity_commands,
     job_commands,
@@ -38,6 +39,8 @@ app.command()(job_commands.train)
 app.command()(model_commands.register)
 app.command()(request_commands.promote)
 app.command()(request_commands.inbox)
+app.command()(endpoint_commands.deploy)
+app.command()(endpoint_commands.score)
 app.add_typer(env_commands.envs, name="env")
 app.add_typer(identity_commands.users, name="user")
 app.add_typer(identity_commands.tokens, name="token")
@@ -45,6 +48,7 @@ app.add_typer(audit_commands.audit, name="audit")
 app.add_typer(job_commands.jobs_app, name="jobs")
 app.add_typer(data_commands.data_app, name="data")
 app.add_typer(model_commands.models_app, name="models")
+app.add_typer(endpoint_commands.endpoints_app, name="endpoints")
 app.add_typer(notification_commands.notifications_app, name="notifications")
 app.add_typer(request_commands.requests_app, name="requests")
 

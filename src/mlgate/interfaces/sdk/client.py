@@ -291,3 +291,77 @@ class Client:
     def mark_notification_read(self, notification_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"/api/v1/inbox/{notification_id}/read")
         return result
+
+    # endpoints and serving
+    def serving_host(self, env: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/serving")
+        return result
+
+    def endpoints(self, env: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/endpoints")["data"]
+        return result
+
+    def endpoint(self, env: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/endpoints/{name}")
+        return result
+
+    def create_endpoint(self, env: str, name: str, *, description: str = "") -> dict[str, Any]:
+        """The new endpoint, with its two keys under `keys` (shown only here)."""
+        body = {"name": name, "description": description}
+        result: dict[str, Any] = self.request("POST", f"/api/v1/environments/{env}/endpoints", json=body)
+        return result
+
+    def deploy(
+        self,
+        env: str,
+        endpoint: str,
+        *,
+        model: str,
+        version: int,
+        slot: str,
+        traffic: int | None = None,
+        mirror: float | None = None,
+    ) -> dict[str, Any]:
+        body = {"model": model, "version": version, "slot": slot, "traffic": traffic, "mirror": mirror}
+        path = f"/api/v1/environments/{env}/endpoints/{endpoint}/deployments"
+        result: dict[str, Any] = self.request("POST", path, json=body)
+        return result
+
+    def set_traffic(
+        self,
+        env: str,
+        endpoint: str,
+        weights: dict[str, int],
+        *,
+        mirror: tuple[str, float] | None = None,
+        clear_mirror: bool = False,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"weights": weights, "clear_mirror": clear_mirror}
+        if mirror is not None:
+            body["mirror"] = {"slot": mirror[0], "percent": mirror[1]}
+        path = f"/api/v1/environments/{env}/endpoints/{endpoint}/traffic"
+        result: dict[str, Any] = self.request("PUT", path, json=body)
+        return result
+
+    def rollback_endpoint(self, env: str, endpoint: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/api/v1/environments/{env}/endpoints/{endpoint}/rollback")
+        return result
+
+    def rotate_key(self, env: str, endpoint: str, which: str) -> dict[str, Any]:
+        """The new key under `key` (shown only here)."""
+        path = f"/api/v1/environments/{env}/endpoints/{endpoint}/keys/{which}"
+        result: dict[str, Any] = self.request("POST", path)
+        return result
+
+    def score(
+        self, env: str, endpoint: str, body: bytes, *, content_type: str = "application/json", slot: str | None = None
+    ) -> httpx.Response:
+        """The serving host's answer to an MLflow scoring request, through the API (any status: the body
+        is in the host's error shape, `error_code` and `message`)."""
+        headers = {"content-type": content_type} | ({"mlgate-deployment": slot} if slot else {})
+        try:
+            return self._http.post(
+                f"/api/v1/environments/{env}/endpoints/{endpoint}/invocations", content=body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise MlgateError(f"cannot reach the mlgate server at {self.url}: {exc}") from exc

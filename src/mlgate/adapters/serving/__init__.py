@@ -1,0 +1,1 @@
+"""Serving backends: where each environment's serving host runs (`local` processes; a fake for tests)."""

@@ -1,0 +1,278 @@
+"""The control plane's side of serving: hosts kept running, verified model copies, deployments pushed.
+
+One serving host per environment runs through the serving backend. The supervisor adopts running hosts
+at server start, restarts dead ones and pushes each the spec built from the control database. Every
+change of an endpoint (deploy, traffic, rollback) is planned from the live revision, pushed to the host
+(which loads and warms up new models before it swaps) and only then recorded: a change the host refuses
+leaves nothing behind. Before a model is pushed, its files are placed under `envs/<env>/serving/<digest>/`
+from the environment's own registry and their digest checked against the registered one; the host
+checks again before loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from mlgate.adapters.serving.base import HostStatus, ServingBackend
+from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.models import ModelVersion, PromotionRequest
+from mlgate.config import Environment, Settings
+from mlgate.domain import endpoints as allocations
+from mlgate.domain.digest import tree_digest
+from mlgate.domain.endpoints import Allocation, Mirror, SlotAllocation
+from mlgate.domain.gates import RequestState
+from mlgate.domain.tokens import token_hash
+from mlgate.errors import MlgateError, NotFoundError, PermissionDeniedError, ValidationError
+from mlgate.services import endpoints
+from mlgate.services.endpoints import EndpointView, Which
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_INTERVAL_S = 2.0
+
+
+class Serving:
+    """Hosts, copies and pushes for every environment; endpoint changes go through here."""
+
+    def __init__(
+        self, settings: Settings, db: Database, backend: ServingBackend, upstream: Callable[[str], str]
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.backend = backend
+        self._upstream = upstream
+        # The server's own key for every endpoint (scoring through the API, endpoint checks); a new one
+        # per server process, pushed with the endpoints' key hashes.
+        self.internal_key = endpoints.new_key()
+        self._locks = {env.name: threading.RLock() for env in settings.environments}
+        self._dirty: set[str] = set()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.bring_up()
+        self._thread = threading.Thread(target=self._supervise, name="serving-supervisor", daemon=True)
+        self._thread.start()
+
+    def bring_up(self) -> None:
+        """The config's endpoints created, every host adopted or started and given its deployments."""
+        made = endpoints.ensure_declared(self.db, self.settings)
+        if made:
+            log.info("created the endpoints the config declares: %s", ", ".join(made))
+        for env in self.settings.environments:
+            self.backend.ensure(env)
+            self._sync_quietly(env.name)
+
+    def stop(self) -> None:
+        """Stop supervising; the hosts keep serving (`mlgate stop` stops them)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_INTERVAL_S):
+            self.tick()
+
+    def tick(self) -> None:
+        """One supervision round: restart dead hosts, push what a host missed."""
+        for env in self.settings.environments:
+            if self._stopping.is_set():
+                return
+            try:
+                if not self.backend.running(env.name):
+                    log.warning("the serving host of %s is gone; starting it again", env.name)
+                    self.backend.ensure(env)
+                    self._dirty.add(env.name)
+                if env.name in self._dirty:
+                    self._sync_quietly(env.name)
+            except Exception:
+                log.exception("supervising the serving host of %s failed", env.name)
+
+    def _sync_quietly(self, env: str) -> None:
+        try:
+            self.sync(env)
+        except Exception as exc:
+            self._dirty.add(env)
+            message = exc.message if isinstance(exc, MlgateError) else repr(exc)
+            log.error("could not push the deployments of %s to its serving host: %s", env, message)
+
+    def sync(self, env: str) -> None:
+        """Push the environment's deployments as the control database records them."""
+        with self._locks[env]:
+            self.backend.push(env, self._spec(env, {}))
+            self._dirty.discard(env)
+
+    def status(self, env: str) -> HostStatus:
+        self.settings.environment(env)
+        return self.backend.status(env)
+
+    # --- the spec --------------------------------------------------------------------------------
+
+    def _spec(self, env: str, override: dict[str, Allocation]) -> dict[str, Any]:
+        environment = self.settings.environment(env)
+        hashes = endpoints.key_hashes(self.db, env)
+        internal = token_hash(self.internal_key)
+        specs: dict[str, Any] = {}
+        for view in endpoints.list_endpoints(self.db, env):
+            allocation = override.get(view.name, view.allocation)
+            if not allocation.slots:
+                continue
+            spec: dict[str, Any] = {
+                "key_hashes": [*hashes[view.name], internal],
+                "slots": {
+                    s.slot: {"model_dir": str(self.place(environment, s)), "digest": s.digest, "traffic": s.traffic}
+                    for s in allocation.slots
+                },
+            }
+            if allocation.mirror is not None:
+                spec["mirror"] = {"slot": allocation.mirror.slot, "percent": allocation.mirror.percent}
+            specs[view.name] = spec
+        serving = self.settings.serving
+        batching = {"max_batch_size": serving.max_batch_size, "max_wait_ms": serving.max_wait_ms}
+        return {"endpoints": specs, "batching": batching}
+
+    def place(self, env: Environment, slot: SlotAllocation) -> Path:
+        """The version's files under serving/<digest>/, from the environment's registry, digest checked."""
+        target = env.serving_dir / slot.digest
+        if target.is_dir() and tree_digest(target) == slot.digest:
+            return target
+        from mlgate.adapters.mlflow.copy import PromotionStore
+
+        env.serving_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".incoming-", dir=env.serving_dir) as tmp:
+            store = PromotionStore(self._upstream(env.name), env=env.name)
+            folder = store.download_version(slot.model, slot.version, Path(tmp) / "model")
+            digest = tree_digest(folder)
+            if digest != slot.digest:
+                raise ValidationError(
+                    f"the files of version {slot.version} of '{slot.model}' in '{env.name}' have digest {digest}, "
+                    f"not the registered {slot.digest}: refused to deploy them",
+                    details={"digest": digest, "expected": slot.digest, "model": slot.model, "version": slot.version},
+                )
+            if target.exists():
+                log.warning("replacing %s: its files no longer match their digest", target)
+                shutil.rmtree(target)
+            folder.rename(target)
+        return target
+
+    def _push(self, env: str, name: str, allocation: Allocation) -> None:
+        self.backend.push(env, self._spec(env, {name: allocation}))
+
+    def _record(self, env: str, name: str, allocation: Allocation, view: EndpointView, **kw: Any) -> EndpointView:
+        """Push, then record; a failed record is undone on the host by pushing the recorded state again."""
+        self._push(env, name, allocation)
+        try:
+            return endpoints.record_revision(self.db, env, name, allocation, expected=view.revision, **kw)
+        except BaseException:
+            self._sync_quietly(env)
+            raise
+
+    # --- endpoint changes ------------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        env: str,
+        name: str,
+        *,
+        model: str,
+        version: int,
+        slot: str,
+        traffic: int | None,
+        mirror: float | None,
+        actor: str,
+    ) -> EndpointView:
+        self.settings.environment(env)
+        row_id, digest = self._deployable(env, model, version)
+        with self._locks[env]:
+            view = endpoints.get(self.db, env, name)
+            allocation = allocations.deploy(
+                view.allocation,
+                slot=slot,
+                model_version_id=row_id,
+                model=model,
+                version=version,
+                digest=digest,
+                traffic=traffic,
+                mirror=mirror,
+            )
+            return self._record(
+                env,
+                name,
+                allocation,
+                view,
+                actor=actor,
+                reason="deploy",
+                payload={"slot": slot, "model": model, "version": version, "digest": digest},
+            )
+
+    def shift(
+        self, env: str, name: str, weights: dict[str, int], *, mirror: Mirror | bool | None, actor: str
+    ) -> EndpointView:
+        with self._locks[env]:
+            view = endpoints.get(self.db, env, name)
+            allocation = allocations.shift(view.allocation, weights, mirror=mirror)
+            return self._record(env, name, allocation, view, actor=actor, reason="traffic")
+
+    def rollback(self, env: str, name: str, *, actor: str) -> EndpointView:
+        with self._locks[env]:
+            view = endpoints.get(self.db, env, name)
+            allocation, parent = endpoints.rollback_target(self.db, env, name)
+            return self._record(
+                env,
+                name,
+                allocation,
+                view,
+                actor=actor,
+                reason="rollback",
+                parent=parent,
+                payload={"from_revision": view.revision},
+            )
+
+    def rotate_key(self, env: str, name: str, which: Which, *, actor: str) -> str:
+        with self._locks[env]:
+            key = endpoints.rotate_key(self.db, env, name, which, actor=actor)
+            self._sync_quietly(env)  # on failure the supervisor pushes it again
+            return key
+
+    def create(self, env: str, name: str, *, actor: str, description: str) -> tuple[EndpointView, endpoints.Keys]:
+        return endpoints.create(self.db, self.settings, env, name, actor=actor, description=description)
+
+    def _deployable(self, env: str, model: str, version: int) -> tuple[int, str]:
+        """The version's row id and digest; into an environment behind a gate, only a version that came
+        through that gate (into production: only what passed gate B)."""
+        with self.db.read() as session:
+            row = session.execute(
+                select(ModelVersion).where(
+                    ModelVersion.environment == env, ModelVersion.name == model, ModelVersion.version == version
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFoundError(
+                    f"no version {version} of model '{model}' in '{env}'",
+                    details={"model": model, "version": version, "environment": env},
+                )
+            gate = next((g for g in self.settings.gates if g.target == env), None)
+            if gate is not None:
+                passed = session.execute(
+                    select(PromotionRequest.id).where(
+                        PromotionRequest.target_version_id == row.id,
+                        PromotionRequest.state == RequestState.PROMOTED.value,
+                    )
+                ).first()
+                if passed is None:
+                    raise PermissionDeniedError(
+                        f"version {version} of '{model}' in '{env}' did not come through gate {gate.name}: "
+                        "it cannot be deployed there",
+                        details={"model": model, "version": version, "gate": gate.name},
+                    )
+            return row.id, row.digest

@@ -1,0 +1,132 @@
+"""A live server with two versions of `diabetes` promoted into staging, for the serving tests.
+
+Built once per test module that asks for it: a copy of the template home whose config declares the
+`diabetes` endpoint in staging, a real `mlgate server` (with its tracking servers and serving hosts),
+two small classifiers logged by plain MLflow through dev's door as dana, registered, and approved by
+lee through gate A, so staging's registry holds versions 1 and 2 as promotion put them there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlgate.interfaces.sdk.client import Client
+from tests.conftest import MLGATE, LiveServer, Project, start_server
+
+FEATURES = ["age", "bmi", "glucose", "pressure"]
+ENDPOINTS_CONFIG = "\nendpoints:\n  staging:\n    - name: diabetes\n      description: the web app's risk score\n"
+
+# Plain MLflow: two runs, each a signed classifier with an input example; the second one is nearly
+# constant (heavily regularised), so the two versions answer differently.
+SCRIPT = """
+import json
+import mlflow, mlflow.sklearn
+import numpy as np, pandas as pd
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+
+runs = []
+mlflow.set_experiment("serving")
+rng = np.random.default_rng(0)
+X = pd.DataFrame(rng.normal(size=(300, 4)), columns=["age", "bmi", "glucose", "pressure"])
+X["age"] = (X["age"] * 10 + 50).round().astype("int64")
+y = (X["glucose"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
+for c in (1.0, 1e-6):
+    model = LogisticRegression(C=c).fit(X, y)
+    with mlflow.start_run() as run:
+        mlflow.log_metrics({"accuracy": float(model.score(X, y))})
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(3),
+            pip_requirements=["scikit-learn"],
+        )
+    runs.append(run.info.run_id)
+print(json.dumps(runs))
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_", "PYTEST_"))}
+    return env | {"MLFLOW_DISABLE_TELEMETRY": "true", **extra}
+
+
+@dataclass
+class Served:
+    project: Project
+    server: LiveServer
+    root: Path
+    digests: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, user: str) -> Client:
+        return Client(self.url, self.project.tokens[user])
+
+    def cli(self, *args: str, user: str = "olu") -> subprocess.CompletedProcess[str]:
+        env = clean_env(MLGATE_URL=self.url, MLGATE_TOKEN=self.project.tokens[user])
+        return subprocess.run(
+            [MLGATE, *args], cwd=self.root, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    def host_url(self, env: str = "staging") -> str:
+        with self.client("vic") as vic:
+            url = vic.serving_host(env)["url"]
+        assert isinstance(url, str)
+        return url
+
+
+def rows(n: int = 5, seed: int = 7) -> list[list[Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [[int(rng.integers(20, 80)), *(float(v) for v in rng.normal(size=3))] for _ in range(n)]
+
+
+def build(project_template: Project, root: Path) -> Served:
+    """The served world; the caller stops its server (`stop_server(world.server)`)."""
+    folder = root / "project"
+    shutil.copytree(project_template.path, folder)
+    with (folder / "mlgate.yaml").open("a") as config:
+        config.write(ENDPOINTS_CONFIG)
+    project = Project(folder, dict(project_template.tokens))
+    world = Served(project=project, server=start_server(project), root=root)
+    script = root / "log_models.py"
+    script.write_text(SCRIPT)
+    env = clean_env(MLFLOW_TRACKING_URI=f"{world.url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=project.tokens["dana"])
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    with world.client("dana") as dana, world.client("lee") as lee:
+        for run_id in runs:
+            registered = dana.register_model("dev", name="diabetes", run_id=run_id)
+            lee.decide(registered["request_id"], approve=True, comment="fine")
+            deadline = time.monotonic() + 120
+            while (request := lee.promotion_request(registered["request_id"]))["state"] != "promoted":
+                assert request["state"] not in ("failed", "rejected"), request
+                assert time.monotonic() < deadline, request
+                time.sleep(0.3)
+            world.digests[request["target_version"]] = registered["digest"]
+    assert sorted(world.digests) == [1, 2]
+    return world
+
+
+def score(url: str, key: str, data: list[list[Any]], *, slot: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} | ({"mlgate-deployment": slot} if slot else {})
+    payload = {"dataframe_split": {"columns": FEATURES, "data": data}}
+    return httpx.post(f"{url}/endpoints/diabetes/invocations", json=payload, headers=headers, timeout=30)
