@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,6 +29,7 @@ DEFAULT_HOME = ".mlgate"
 DEFAULT_SERVER_PORT = 8750
 DEFAULT_ENVIRONMENTS = ("dev", "staging", "production")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+CHECK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 DEFAULT_CONFIG_TEXT = """\
@@ -198,9 +199,30 @@ class ServingConfig(_Strict):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=1024**3, strict=True)
 
 
+class SloConfig(_Strict):
+    """What a new slot must keep during a rollout, measured on its own requests."""
+
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    p95_ms: float = Field(default=250.0, gt=0)
+    min_requests: int = Field(default=20, ge=1, strict=True)  # fewer than this in a step: not judged yet
+
+
 class EndpointConfig(_Strict):
     name: str
     description: str = ""
+    # Production rollouts: versions of `model` that pass the gate into this environment roll out here.
+    model: str | None = None
+    strategy: Literal["blue-green", "canary"] = "blue-green"
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])  # canary traffic shares, ending at 100
+    bake_time_s: float = Field(default=30.0, ge=0, le=24 * 3600)  # per step, watching the SLOs
+    slo: SloConfig = SloConfig()
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        if not value or value[-1] != 100 or any(not 0 < s <= 100 for s in value) or value != sorted(set(value)):
+            raise ValueError("expected increasing percentages from 1 to 100, ending at 100")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -208,6 +230,54 @@ class EndpointConfig(_Strict):
         if not ENDPOINT_NAME.match(value):
             raise ValueError("expected letters, digits, '.', '_' or '-', starting with a letter or digit")
         return value
+
+
+class CommandCheckConfig(_Strict):
+    command: str
+    timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
+
+
+class ModelValidationConfig(_Strict):
+    data: str | None = None  # a data asset registered in staging: NAME or NAME@VERSION (held-out rows)
+    label: str | None = None  # its label column (default: the training label from the model's lineage)
+    metric: Literal["roc_auc", "accuracy", "f1", "r2", "rmse"] = "roc_auc"
+    min: float | None = None  # an absolute floor (a ceiling for rmse)
+    max_regression: float | None = Field(default=None, ge=0)  # largest drop against the production champion
+    timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
+
+
+class EndpointTestsConfig(_Strict):
+    endpoint: str | None = None  # the staging endpoint (default: one named like the model)
+    slot: str = "candidate"  # deployed there at 0% and reached through the slot header
+    requests: int = Field(default=100, ge=1, le=100_000, strict=True)  # for the latency figure
+    p95_ms: float = Field(default=250.0, gt=0)
+    sample_rows: int = Field(default=20, ge=1, le=10_000, strict=True)  # endpoint vs local predictions
+
+
+class ChecksConfig(_Strict):
+    """The checks the outer loop runs in staging. Other names map to a command each."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    lint: CommandCheckConfig = CommandCheckConfig(command="ruff check .")
+    unit_tests: CommandCheckConfig = Field(default=CommandCheckConfig(command="pytest -q"), alias="unit-tests")
+    model_validation: ModelValidationConfig = Field(default=ModelValidationConfig(), alias="model-validation")
+    endpoint_tests: EndpointTestsConfig = Field(default=EndpointTestsConfig(), alias="endpoint-tests")
+
+    @model_validator(mode="after")
+    def _commands(self) -> ChecksConfig:
+        for name, raw in (self.model_extra or {}).items():
+            if not CHECK_NAME.match(name):
+                raise ValueError(f"check name '{name}': expected lowercase letters, digits and '-'")
+            if not isinstance(raw, CommandCheckConfig):
+                self.model_extra[name] = CommandCheckConfig.model_validate(raw)  # type: ignore[index]
+        return self
+
+    @property
+    def commands(self) -> dict[str, CommandCheckConfig]:
+        """Every command check by name: lint, unit-tests and the named ones."""
+        extra = dict(self.model_extra or {})
+        return {"lint": self.lint, "unit-tests": self.unit_tests, **extra}
 
 
 class FileConfig(_Strict):
@@ -220,7 +290,7 @@ class FileConfig(_Strict):
         default_factory=lambda: [EnvironmentConfig(name=n) for n in DEFAULT_ENVIRONMENTS]
     )
     gates: list[GateConfig] | None = None
-    checks: Any = None
+    checks: ChecksConfig = ChecksConfig()
     serving: ServingConfig = ServingConfig()
     endpoints: dict[str, list[EndpointConfig]] = Field(default_factory=dict)
     monitors: Any = None
@@ -269,6 +339,7 @@ class Settings:
     gates: tuple[Gate, ...]
     serving: ServingConfig
     endpoints: dict[str, tuple[EndpointConfig, ...]]
+    checks: ChecksConfig
     raw: FileConfig
 
     @property
@@ -451,6 +522,7 @@ def resolve(config: FileConfig, config_path: Path) -> Settings:
         gates=_gates(config, [env.name for env in environments]),
         serving=config.serving,
         endpoints=_endpoints(config, [env.name for env in environments]),
+        checks=config.checks,
         raw=config,
     )
 

@@ -39,8 +39,10 @@ from mlgate.services import requests as requests_service
 from mlgate.services.delivery import DeliveryWorker
 from mlgate.services.job_runner import JobRunner
 from mlgate.services.promotion import PromotionWorker
+from mlgate.services.rollouts import RolloutWorker
 from mlgate.services.scheduler import Periodic
 from mlgate.services.serving import Serving
+from mlgate.services.staging_pipeline import StagingPipeline
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +113,20 @@ def create_app(
             hosts = serving
         ctx.serving = Serving(settings, db, hosts, ctx.tracking.upstream)
         await to_thread.run_sync(ctx.serving.start)
+        # gate B requests and checks for versions arriving in staging
+        pipeline = StagingPipeline(settings, db, ctx.serving, ctx.tracking, base_url=ctx.base_url)
+        pipeline.start()
+        # production rollouts of versions that passed gate B
+        rollouts = RolloutWorker(settings, db, ctx.serving, ctx.tracking, base_url=ctx.base_url)
+        rollouts.start()
         if record_server:
             children = [int(str(s["pid"])) for s in ctx.tracking.status().values() if s.get("pid")]
             write_server_record(ctx, children=children)
         try:
             yield
         finally:
+            rollouts.stop()
+            pipeline.stop()
             if ctx.serving is not None:
                 ctx.serving.stop()  # the hosts keep serving: `mlgate stop` stops them
             expiry.stop()
