@@ -1,11 +1,17 @@
-"""Benchmark: the mlgate serving host against `mlflow models serve` on the same diabetes-like model.
+"""Benchmark: the mlgate serving host against `mlflow models serve` on the diabetes model version 1.
 
-    .venv/bin/python bench/serving.py [--duration 10] [--connections 8]
+    .venv/bin/python bench/serving.py [--duration 10] [--connections 8,64]
 
-Trains a small LogisticRegression on synthetic diabetes-like patients (8 columns), saves it in MLflow's
-format, serves it with (1) the mlgate host (key on, traffic split 50/50 across two slots), (2)
-`mlflow models serve --env-manager local` and (3) a hello-world ASGI app under the same uvicorn (the HTTP
-stack's ceiling here), loads each with `wrk` (1-row requests) and prints one table. Not part of the tests.
+Builds the models with the diabetes example's own code (examples/diabetes), as mlgate's demo does: its data
+generator writes the patients, its training script fits and logs the model to a throwaway MLflow store
+(sqlite, in a temporary folder), and the logged model folder is downloaded and placed under
+root/serving/<digest>/ as the control plane would. Blue is the diabetes model version 1: the demo's data
+(10,000 patients, seed 0) and the training command of the example's mlgate.yaml (`--reg-rate 0.01`); green
+is a retrained candidate (other patients, seed 1, `--reg-rate 0.1`). Serves them with (1) the mlgate host
+(key on, traffic split 50/50 across the two slots), (2) `mlflow models serve --env-manager local` (version 1)
+and (3) a hello-world ASGI app under the same uvicorn (the HTTP stack's ceiling here), loads each with `wrk`
+(1-row requests: the first patient of the model's saved input example) and prints one table. Not part of the
+tests.
 """
 
 from __future__ import annotations
@@ -28,17 +34,10 @@ from typing import Any
 ADMIN = "bench-admin-token-0123456789abcdef"
 KEY = "bench-endpoint-key-0123456789abcdef"
 VENV_BIN = Path(sys.executable).parent
-COLUMNS = {
-    "Pregnancies": "long",
-    "PlasmaGlucose": "long",
-    "DiastolicBloodPressure": "long",
-    "TricepsThickness": "long",
-    "SerumInsulin": "long",
-    "BMI": "double",
-    "DiabetesPedigree": "double",
-    "Age": "long",
-}
-ROW = [3, 150, 72, 28, 110, 31.5, 0.45, 45]
+EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "diabetes" / "src"
+PATIENTS = 10_000
+# slot -> (the data generator's seed, the training script's --reg-rate); blue is version 1 as the demo makes it.
+SLOTS = {"blue": (0, 0.01), "green": (1, 0.1)}
 HELLO_APP = """
 async def app(scope, receive, send):
     if scope["type"] != "http":
@@ -56,44 +55,49 @@ def free_port() -> int:
     return pick()
 
 
-def train(root: Path) -> list[tuple[Path, str]]:
-    """Two models (two slots), each placed under root/serving/<digest>/ as the control plane would."""
-    import numpy as np
-    import pandas as pd
-    from mlflow.models import ModelSignature
-    from mlflow.sklearn import save_model
-    from mlflow.types import ColSpec, Schema
-    from sklearn.linear_model import LogisticRegression
+def run(command: list[str], *, env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    return done.stdout
 
+
+def build_models(root: Path, env: dict[str, str]) -> dict[str, tuple[Path, str]]:
+    """The example's data generator and training script, run as its README says, once per slot; each logged
+    model is downloaded and placed under root/serving/<digest>/. Returns slot -> (folder, digest)."""
     from mlgate.domain.digest import tree_digest
 
-    rng = np.random.default_rng(0)
-    n = 2000
-    frame = pd.DataFrame(
-        {
-            "Pregnancies": rng.integers(0, 14, n),
-            "PlasmaGlucose": rng.integers(44, 192, n),
-            "DiastolicBloodPressure": rng.integers(24, 117, n),
-            "TricepsThickness": rng.integers(7, 92, n),
-            "SerumInsulin": rng.integers(14, 796, n),
-            "BMI": rng.uniform(18.2, 56.0, n),
-            "DiabetesPedigree": rng.uniform(0.078, 2.3, n),
-            "Age": rng.integers(21, 77, n),
-        }
-    )
-    logit = 0.0176 * (frame.PlasmaGlucose - 105) + 0.16 * (frame.BMI - 31) + 0.096 * (frame.Age - 30) - 0.9
-    label = (logit + rng.logistic(size=n) > 0).astype(int)
-    inputs = Schema([ColSpec(t, c) for c, t in COLUMNS.items()])
-    signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("long")]))
-    placed = []
-    for c in (0.01, 1.0):
-        model = LogisticRegression(C=c, max_iter=5000).fit(frame, label)
-        staging = root / f"build-{c}"
-        save_model(model, str(staging), signature=signature, input_example=frame.head(5))
+    example_env = {
+        **env,
+        "PYTHONPATH": str(EXAMPLE_SRC),
+        "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in the example's folder
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    placed = {}
+    for slot, (seed, reg_rate) in SLOTS.items():
+        data = root / "data" / f"{slot}.csv"
+        generate = ["diabetes.data", "--rows", str(PATIENTS), "--seed", str(seed), "--out", str(data)]
+        run([sys.executable, "-m", *generate], env=example_env, cwd=root)
+        train = ["diabetes.train", "--data", str(data), "--reg-rate", str(reg_rate), "--run-name", slot]
+        trained = run([sys.executable, "-m", *train, "--experiment", "bench"], env=example_env, cwd=root).strip()
+        print(f"  {slot} (seed {seed}, reg-rate {reg_rate}): {trained}", flush=True)
+        model_id = re.search(r"\bmodel (\S+)", trained)
+        if model_id is None:
+            raise SystemExit(f"the training script printed no model id: {trained}")
+        staging = root / f"build-{slot}"
+        download = ["artifacts", "download", "-u", f"models:/{model_id.group(1)}", "-d", str(staging)]
+        run([str(VENV_BIN / "mlflow"), *download], env=example_env, cwd=root)
         digest = tree_digest(staging)
         shutil.copytree(staging, root / "serving" / digest)
-        placed.append((root / "serving" / digest, digest))
+        placed[slot] = (root / "serving" / digest, digest)
     return placed
+
+
+def first_patient(model_dir: Path) -> dict[str, Any]:
+    """A 1-row `dataframe_split` body: the first patient of the input example saved with the model."""
+    example = json.loads((model_dir / "input_example.json").read_text())
+    return {"dataframe_split": {"columns": example["columns"], "data": example["data"][:1]}}
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -142,7 +146,8 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, An
         "p50": latency("50"),
         "p99": latency("99"),
         "requests": int(total.group(1)) if total else 0,
-        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket.groups())) if socket else 0),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,  # wrk counts statuses above 399
+        "socket": sum(map(int, socket.groups())) if socket else 0,  # connect, read, write, timeout
     }
 
 
@@ -156,7 +161,9 @@ def lua(path: Path, body: dict[str, Any], headers: dict[str, str]) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target and connection count")
-    parser.add_argument("--connections", default="8", help="comma-separated connection counts, e.g. 8,64")
+    parser.add_argument("--connections", default="8,64", help="comma-separated connection counts (default 8,64)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of the mlgate host")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the mlgate host's micro-batching wait")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed; install it with:  apt-get install -y wrk", file=sys.stderr)
@@ -166,16 +173,17 @@ def main() -> int:
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        print("training and saving the model ...", flush=True)
-        (blue, blue_digest), (green, green_digest) = train(root)
-        body = {"dataframe_split": {"columns": list(COLUMNS), "data": [ROW]}}
+        print("building the models with examples/diabetes ...", flush=True)
+        models = build_models(root, env)
+        (blue, blue_digest), (green, green_digest) = models["blue"], models["green"]
+        body = first_patient(blue)
         plain = lua(root / "plain.lua", body, {"Content-Type": "application/json"})
         keyed = lua(root / "keyed.lua", body, {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
 
         mlgate_port, mlflow_port, hello_port = free_port(), free_port(), free_port()
         host_env = {**env, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
         host_cmd = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(root / "state")]
-        host_cmd += ["--port", str(mlgate_port)]
+        host_cmd += ["--port", str(mlgate_port), "--workers", str(args.workers), "--max-wait-ms", str(args.max_wait_ms)]
         processes.append(start(host_cmd, host_env, root / "mlgate.log"))
         mlflow_env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
         mlflow_cmd = ["mlflow", "models", "serve", "-m", str(blue), "--env-manager", "local"]
@@ -221,16 +229,20 @@ def main() -> int:
                 print(f"loading {name} with {c} connections for {args.duration} s ...", flush=True)
                 results[(name, c)] = wrk(url, script, c, args.duration)
         print()
-        print(f"{'target':34} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        print(f"{'target':34} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'socket':>7}")
         for c in connections:
             for name, _, _ in targets:
                 r = results[(name, c)]
-                print(f"{name:34} {c:>5} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7}")
+                figures = f"{r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8} {r['socket']:>7}"
+                print(f"{name:34} {c:>5} {figures}")
             mlgate, mlflow, hello = (results[(t[0], c)] for t in targets)
             print(
                 f"  at {c} connections: mlgate / mlflow = {mlgate['rps'] / max(mlflow['rps'], 1e-9):.1f}x throughput, "
                 f"mlgate / hello-world = {100 * mlgate['rps'] / max(hello['rps'], 1e-9):.0f}%"
             )
+        with urllib.request.urlopen(f"http://127.0.0.1:{mlgate_port}/metrics", timeout=10) as answer:  # noqa: S310
+            batches = [line for line in answer.read().decode().splitlines() if "batch_size_" in line]
+        print("mlgate batch sizes:", " ".join(line.rsplit(" ", 1)[1] for line in batches))
         return 0
     finally:
         for process in processes:

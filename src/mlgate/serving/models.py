@@ -21,6 +21,7 @@ import yaml
 
 from mlgate.domain.digest import tree_digest
 from mlgate.serving.errors import ServingError, SpecRejected
+from mlgate.serving.linear import linear_predict
 from mlgate.serving.signature import Signature, parse_signature, rows_from_mlflow, to_matrix, v2_datatype
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -62,7 +63,11 @@ def _load_sklearn(model_dir: Path, conf: dict[str, Any]) -> Any:
 
 
 def _native_predict(model: Any, signature: Signature, example: np.ndarray) -> tuple[Predict, str]:
-    """The estimator on a plain array; a DataFrame only if the estimator needs column names."""
+    """A plain linear estimator as one matrix product (checked against its own predict); otherwise the
+    estimator on a plain array; a DataFrame only if the estimator needs column names."""
+    fast = linear_predict(model, example)
+    if fast is not None:
+        return fast, "sklearn"
     try:
         model.predict(example)
         return model.predict, "sklearn"
