@@ -25,6 +25,14 @@ from tests.conftest import MLGATE, LiveServer, Project, start_server
 
 FEATURES = ["age", "bmi", "glucose", "pressure"]
 ENDPOINTS_CONFIG = "\nendpoints:\n  staging:\n    - name: diabetes\n      description: the web app's risk score\n"
+# Gate B is opened by hand here: the staging pipeline (its own tests) would otherwise test each arrival
+# on the staging endpoint these tests shape.
+MANUAL_GATE_B = (
+    "\ngates:\n"
+    "  - {name: A, from: dev, to: staging, approver_role: lead-data-scientist}\n"
+    "  - name: B\n    from: staging\n    to: production\n    approver_role: software-developer\n"
+    "    checks: [lint, unit-tests, model-validation, endpoint-tests]\n    auto_request: false\n"
+)
 
 # Plain MLflow: two runs, each a signed classifier with an input example; the second one is nearly
 # constant (heavily regularised), so the two versions answer differently.
@@ -101,7 +109,7 @@ def build(project_template: Project, root: Path) -> Served:
     folder = root / "project"
     shutil.copytree(project_template.path, folder)
     with (folder / "mlgate.yaml").open("a") as config:
-        config.write(ENDPOINTS_CONFIG)
+        config.write(ENDPOINTS_CONFIG + MANUAL_GATE_B)
     project = Project(folder, dict(project_template.tokens))
     world = Served(project=project, server=start_server(project), root=root)
     script = root / "log_models.py"

@@ -195,7 +195,9 @@ def test_bad_references_from_the_cli(server: LiveServer, tmp_path: Path) -> None
     assert "422" in err and "expected NAME or NAME@VERSION" in err
 
 
-def test_only_training_roles_register_and_only_in_development(server: LiveServer, tmp_path: Path) -> None:
+def test_data_is_registered_by_training_roles_in_dev_and_by_the_lead_in_staging(
+    server: LiveServer, tmp_path: Path
+) -> None:
     csv = tmp_path / "roles.csv"
     csv.write_text("a\n1\n")
     archive = pack_data(csv, limit=1 << 20)
@@ -205,8 +207,11 @@ def test_only_training_roles_register_and_only_in_development(server: LiveServer
     assert "vic may not do this" in viewer.json()["error"]["message"]
     code, _, err = mlgate(server, "data", "register", "roles", str(csv), "--env", "dev", user="vic")
     assert code == 1 and "403" in err
-    assert put(server, "roles", archive, user="lee", env="staging").status_code == 403  # staging: nobody
+    # staging: the lead's held-out data for model validation; nobody else's
     assert put(server, "roles", archive, user="olu", env="staging").status_code == 403
+    assert put(server, "roles", archive, user="sam", env="staging").status_code == 403
+    assert put(server, "roles", archive, user="lee", env="staging").status_code == 201
+    assert put(server, "roles", archive, user="olu", env="production").status_code == 403  # production: nobody
 
     assert put(server, "roles", archive, user="lee").status_code == 201  # a lead data scientist in dev
     shown = httpx.get(f"{server.url}/api/v1/environments/dev/data/roles", headers=bearer(server.project.tokens["vic"]))

@@ -325,17 +325,29 @@ def test_gate_b_refuses_approval_until_its_checks_pass(gates: Gates) -> None:
     assert gates.api("lee", "POST", f"/api/v1/environments/staging/requests/{version['request_id']}/approve", json={})
     promoted = _wait_state(gates, version["request_id"], {"promoted", "failed"})
     assert promoted["state"] == "promoted", promoted["failure"]
-    # In staging now: lee opens gate B; the software developer's approval waits for the four checks.
-    opened = gates.cli("lee", "promote", f"to-production:{promoted['target_version']}", "--to", "production", "--json")
-    assert opened.returncode == 0, opened.stderr
-    request = json.loads(opened.stdout)
-    assert (request["gate"], request["approver_role"]) == ("B", "software-developer")
+    # In staging now: the staging pipeline opens gate B on dana's behalf (gate A's requester); the
+    # software developer's approval waits for the four checks.
+    deadline = time.monotonic() + 60
+    while not (
+        found := [
+            r
+            for r in gates.api("sam", "GET", "/api/v1/environments/production/requests").json()["data"]
+            if r["model_name"] == "to-production"
+        ]
+    ):
+        assert time.monotonic() < deadline, "gate B was not opened"
+        time.sleep(0.5)
+    request = found[0]
+    assert (request["gate"], request["approver_role"], request["requested_by"]) == ("B", "software-developer", "dana")
     assert request["required_checks"] == ["lint", "unit-tests", "model-validation", "endpoint-tests"]
+    opened = gates.cli("lee", "promote", f"to-production:{promoted['target_version']}", "--to", "production", "--json")
+    assert opened.returncode == 1 and "already has request" in opened.stderr
     refused = gates.api("sam", "POST", f"/api/v1/environments/production/requests/{request['id']}/approve", json={})
     assert refused.status_code == 409
     error = refused.json()["error"]
-    assert error["details"]["checks"] == {name: "missing" for name in request["required_checks"]}
-    assert "lint (missing)" in error["message"]
+    assert set(error["details"]["checks"]) == set(request["required_checks"])
+    assert "passed" not in error["details"]["checks"].values()
+    assert "lint (" in error["message"]
     # Nothing moved: the request is still open and production has no version of it.
     assert (
         gates.api("sam", "GET", f"/api/v1/environments/production/requests/{request['id']}").json()["state"] == "open"

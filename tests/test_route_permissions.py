@@ -46,8 +46,10 @@ V, DS, LDS, SD, OP = ROLES
 EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     # read (models, runs, requests, endpoints, monitors, jobs): any role bound to the environment
     "read": {"dev": EVERY_ROLE, "staging": EVERY_ROLE, "production": EVERY_ROLE},
-    # train, log runs, register data assets, register models (`dev` only)
+    # train, log runs, register models (`dev` only)
     "train": {"dev": frozenset({DS, LDS})},
+    # register data assets: training data in dev; held-out evaluation data in staging (the lead's)
+    "register-data": {"dev": frozenset({DS, LDS}), "staging": frozenset({LDS})},
     # open a promotion request out of an environment
     "request-promotion": {"dev": frozenset({DS, LDS}), "staging": frozenset({LDS, SD})},
     # approve or reject a gate into an environment (the default gate roles)
@@ -87,6 +89,8 @@ PINNED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/environments/{env}/models"): "train",
     ("GET", "/api/v1/environments/{env}/models"): "read",
     ("GET", "/api/v1/environments/{env}/models/{name}/versions/{version}"): "read",
+    ("POST", "/api/v1/environments/{env}/models/{name}/versions/{version}/checks"): "run-checks",
+    ("GET", "/api/v1/environments/{env}/models/{name}/versions/{version}/checks"): "read",
     ("GET", "/api/v1/notifications"): "administer",
     ("GET", "/api/v1/inbox"): "authenticated",
     ("POST", "/api/v1/inbox/{notification_id}/read"): "authenticated",
@@ -99,6 +103,8 @@ PINNED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/environments/{env}/endpoints/{name}/rollback"): "deploy",
     ("POST", "/api/v1/environments/{env}/endpoints/{name}/keys/{which}"): "deploy",
     ("POST", "/api/v1/environments/{env}/endpoints/{name}/invocations"): "read",
+    ("GET", "/api/v1/environments/{env}/rollouts"): "read",
+    ("GET", "/api/v1/environments/{env}/rollouts/{rollout_id}"): "read",
 }
 
 DOOR = "/mlflow/{env}/{path:path}"

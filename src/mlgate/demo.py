@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from mlgate import demo_outer
 from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli.job_commands import follow
@@ -41,6 +42,26 @@ ACCOUNTS = {
     "sam": (["software-developer"], ["staging", "production"]),
     "olu": (["operator"], ["staging", "production"]),
 }
+
+# The demo's policy: model validation on held-out data in staging; the staging test endpoint; production's
+# endpoint, to which versions that pass gate B roll out by canary, watched against SLOs.
+DEMO_POLICY = """
+checks:
+  model-validation: {data: diabetes-holdout, min: 0.80, max_regression: 0.02}
+
+endpoints:
+  staging:
+    - name: diabetes
+      description: the test endpoint of the outer loop
+  production:
+    - name: web
+      description: diabetes risk for the clinic's web app
+      model: diabetes
+      strategy: canary
+      steps: [10, 50, 100]
+      bake_time_s: 3
+      slo: {max_error_rate: 0.01, p95_ms: 250, min_requests: 10}
+"""
 
 # What a data scientist runs in a notebook: plain MLflow, pointed at an environment by two variables.
 PLAIN_MLFLOW_RUN = textwrap.dedent(
@@ -124,6 +145,7 @@ class Demo:
         self.version: dict[str, Any] = {}
         self.mail: MailSink
         self.endpoint_url = ""
+        self.production_url = ""
 
     def step(self, title: str) -> None:
         self._step += 1
@@ -144,9 +166,7 @@ class Demo:
         config += (
             "\n# The demo's approvers get email at a local mail sink.\n"
             "notifications:\n  smtp:\n    host: 127.0.0.1\n"
-            f"    port: {self.mail.port}\n    sender: mlgate@example.com\n"
-            "\n# The endpoint the web app's tests call, in staging.\n"
-            "endpoints:\n  staging:\n    - name: diabetes\n      description: diabetes risk for the clinic's web app\n"
+            f"    port: {self.mail.port}\n    sender: mlgate@example.com\n" + DEMO_POLICY
         )
         self.config_path.write_text(config)
         settings = load_settings(self.config_path)
@@ -241,9 +261,8 @@ class Demo:
         shutil.copytree(
             EXAMPLE, self.project, ignore=shutil.ignore_patterns("data", "mlruns", "__pycache__", ".*_cache")
         )
-        for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "diabetes model"]):
-            git = ["git", "-c", "user.name=dana", "-c", "user.email=dana@example.com", *command]
-            subprocess.run(git, cwd=self.project, check=True, capture_output=True)
+        subprocess.run(["git", "init", "-q"], cwd=self.project, check=True, capture_output=True)
+        self.commit("diabetes model")
         data = self.folder / "data" / "diabetes.csv"
         generate = [sys.executable, "-m", "diabetes.data", "--rows", "10000", "--seed", "0", "--out", str(data)]
         environ = {**os.environ, "PYTHONPATH": str(self.project / "src")}
@@ -257,6 +276,22 @@ class Demo:
             f"  dana registered data asset {asset['name']}@{asset['version']} in dev: {asset['rows']} rows, "
             f"sha256 {asset['sha256'][:12]}"
         )
+        holdout = self.folder / "data" / "diabetes-holdout.csv"
+        generate = [sys.executable, "-m", "diabetes.data", "--rows", "2000", "--seed", "1", "--out", str(holdout)]
+        done = subprocess.run(generate, env=environ, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise MlgateError(f"generating the held-out data failed:\n{done.stderr[-2000:]}")
+        with self.client("lee") as lee:
+            kept = lee.register_data("staging", "diabetes-holdout", pack_data(holdout, limit=1 << 30))
+        console.print(
+            f"  lee registered held-out data {kept['name']}@{kept['version']} in staging ({kept['rows']} rows), "
+            "on which model validation scores every candidate"
+        )
+
+    def commit(self, message: str) -> None:
+        for command in (["add", "-A"], ["commit", "-qm", message]):
+            git = ["git", "-c", "user.name=dana", "-c", "user.email=dana@example.com", *command]
+            subprocess.run(git, cwd=self.project, check=True, capture_output=True)
 
     def train(self) -> None:
         self.step("Inner loop: dana trains in dev (`mlgate train`): code snapshot, job, tracked run")
@@ -326,10 +361,10 @@ class Demo:
         self.step("Outer loop: sam deploys the promoted version to the staging endpoint's blue slot")
         version = self.version["staged"]
         with self.client("sam") as sam:
-            shown = sam.deploy("staging", "diabetes", model="diabetes", version=version, slot="blue")
+            shown = sam.deploy("staging", "diabetes", model="diabetes", version=version, slot="blue", traffic=100)
             key = sam.rotate_key("staging", "diabetes", "primary")["key"]
             example = sam.model_version("staging", "diabetes", version)["input_example"]
-        slot = shown["slots"][0]
+        slot = next(s for s in shown["slots"] if s["slot"] == "blue")
         console.print(
             f"  slot {slot['slot']}: diabetes v{slot['version']}, {slot['traffic']}% of the traffic, "
             f"ready: {slot['ready']} (serving host pid {shown['host']['pid']})"
@@ -393,6 +428,7 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
         demo.register()
         demo.gate_a()
         demo.serve_in_staging()
+        demo_outer.run(demo)
         demo.audit()
         if not serve:
             demo.step("Stop everything the demo started")
@@ -402,7 +438,8 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
         console.print(f"  server:       {demo.url}")
         console.print(f"  API:          {demo.url}/api/v1  (OpenAPI: {demo.url}/api/v1/openapi.json)")
         console.print(f"  MLflow (dev): {demo.url}/mlflow/dev/")
-        console.print(f"  endpoint:     {demo.endpoint_url}  (staging, diabetes)")
+        console.print(f"  endpoints:    {demo.endpoint_url}  (staging, diabetes)")
+        console.print(f"                {demo.production_url}  (production, web)")
         console.print(f"  try:          cd {folder} && MLGATE_TOKEN={demo.tokens['admin']} mlgate env list")
         console.print("  Ctrl-C stops it.")
         assert demo.server is not None

@@ -30,7 +30,8 @@ class Action(StrEnum):
     PUBLIC = "public"  # no credential needed: health, the OpenAPI document
     AUTHENTICATED = "authenticated"  # any principal, acting on itself: whoami, its own tokens
     READ = "read"  # models, runs, requests, endpoints, monitors, jobs
-    TRAIN = "train"  # train, log runs, register data assets, register models
+    TRAIN = "train"  # train, log runs, register models
+    REGISTER_DATA = "register-data"  # data assets: training data in dev, held-out evaluation data in staging
     REQUEST_PROMOTION = "request-promotion"  # open a promotion request out of the environment
     DECIDE_GATE = "decide-gate"  # approve or reject a gate into the environment
     RUN_CHECKS = "run-checks"
@@ -46,6 +47,11 @@ _EVERY_ROLE = frozenset(Role)
 PERMISSIONS: dict[Action, dict[EnvironmentKind, frozenset[Role]]] = {
     Action.READ: {_D: _EVERY_ROLE, _S: _EVERY_ROLE, _P: _EVERY_ROLE},
     Action.TRAIN: {_D: frozenset({Role.DATA_SCIENTIST, Role.LEAD_DATA_SCIENTIST})},
+    # Staging's held-out data (what model validation scores candidates on) is the lead's, not the author's.
+    Action.REGISTER_DATA: {
+        _D: frozenset({Role.DATA_SCIENTIST, Role.LEAD_DATA_SCIENTIST}),
+        _S: frozenset({Role.LEAD_DATA_SCIENTIST}),
+    },
     Action.REQUEST_PROMOTION: {
         _D: frozenset({Role.DATA_SCIENTIST, Role.LEAD_DATA_SCIENTIST}),
         _S: frozenset({Role.LEAD_DATA_SCIENTIST, Role.SOFTWARE_DEVELOPER}),

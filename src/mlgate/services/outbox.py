@@ -24,6 +24,9 @@ EVENTS = (
     "request.promoted",
     "request.failed",
     "request.expired",
+    "request.checks-failed",
+    "rollout.succeeded",
+    "rollout.failed",
 )
 
 
@@ -101,6 +104,7 @@ def _text(event: str, request: PromotionRequest, link: str, note: str | None) ->
         "request.promoted": f"Promoted: {what} as version {request.target_version} (request {request.id})",
         "request.failed": f"Promotion request {request.id} failed: {what}",
         "request.expired": f"Promotion request {request.id} expired without a decision: {what}",
+        "request.checks-failed": f"A required check did not pass on promotion request {request.id}: {what}",
     }
     text = verbs[event]
     if note:
@@ -160,6 +164,61 @@ def emit(
                 request_id=request.id,
                 payload=payload,
                 # The inbox is the row itself: delivered as soon as it is written.
+                state="sent" if channel == "inbox" else "pending",
+                attempts=0,
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+                sent_at=utcnow() if channel == "inbox" else None,
+            )
+        )
+
+    smtp = settings.raw.notifications.smtp
+    for person in sorted(_people(session, recipients), key=lambda u: u.name):
+        add("inbox", person.name)
+        if smtp is not None and person.email:
+            add("email", person.email)
+    for hook in settings.raw.notifications.webhooks:
+        if hook.events is None or event in hook.events:
+            add("webhook", hook.name)
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def emit_rollout(
+    session: Session,
+    settings: Settings,
+    *,
+    event: str,
+    rollout: dict[str, Any],
+    recipients: set[str],
+    base_url: str,
+    text: str,
+) -> list[Notification]:
+    """Queue a rollout event (`rollout.succeeded`, `rollout.failed`) for each recipient (inbox, and email
+    where they have an address) and each webhook that takes it. Call inside the transaction that
+    records the outcome."""
+    assert event.startswith("rollout.") and event in EVENTS, event
+    root = settings.public_url or base_url
+    env, endpoint = rollout["environment"], rollout["endpoint"]
+    link = f"{root}/endpoints/{env}/{endpoint}"
+    payload: dict[str, Any] = {
+        "event": event,
+        "rollout": rollout,
+        "links": {"endpoint": link, "model": f"{root}/models/{env}/{rollout['model']}/{rollout['version']}"},
+        "text": f"{text}. {link}",
+    }
+    rows: list[Notification] = []
+
+    def add(channel: str, recipient: str) -> None:
+        rows.append(
+            Notification(
+                delivery_id=str(uuid.uuid4()),
+                event=event,
+                channel=channel,
+                recipient=recipient,
+                request_id=rollout.get("request_id"),
+                payload=payload,
                 state="sent" if channel == "inbox" else "pending",
                 attempts=0,
                 next_attempt_at=utcnow(),

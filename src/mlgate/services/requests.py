@@ -221,8 +221,10 @@ def open_request(
     version: int,
     target: str | None = None,
     base_url: str,
+    requested_by: str | None = None,
 ) -> RequestView:
-    """Open a request to promote NAME:VERSION of `source` through the gate out of it."""
+    """Open a request to promote NAME:VERSION of `source` through the gate out of it. Automation opens
+    on someone's behalf: `actor` is then `system` and `requested_by` the person whose action led here."""
     gate = _gate_for(settings, source, target)
     with db.write() as session:
         record = session.execute(
@@ -254,7 +256,7 @@ def open_request(
             source_version=version,
             target_env=gate.target,
             state=RequestState.OPEN.value,
-            requested_by=actor,
+            requested_by=requested_by or actor,
             author=author_of(session, record),
             required_approvals=gate.approvals,
             approver_role=gate.approver_role.value,

@@ -4,18 +4,148 @@ A periodic worker (idempotent, crash-safe): every version that arrived through t
 environment whose config names an endpoint for that model gets a rollout, carried out step by step
 under the endpoint's policy (blue-green or canary), watched against its SLOs and rolled back
 automatically on a breach.
+
+- Only the newest promoted version without a rollout gets one: versions superseded before their turn
+  are not rolled out one after the other.
+- One rollout at a time (so one per endpoint): the worker's thread carries out the oldest unfinished
+  one to its end before the next.
+- The first rollout of an endpoint deploys to `blue` with all the traffic. Later ones deploy to the
+  idle slot (blue and green in turn) at 0%, then move the traffic step by step (blue-green: one step of
+  100%), each step baked for `bake_time_s` while the new slot's error rate and p95 latency, read from
+  the serving host's per-slot counters, are held against the SLO (see `domain.rollouts` for the rules
+  on too little traffic). While it runs, the host answers from the previous slot whenever the new one's
+  model fails (the spec's `stable`), so callers never see a canary's failures.
+- A breach moves all the traffic back to the previous slot at once: state `rolled-back`, the reason
+  naming the figure and the limit, `rollout.failed` to the environment's operators. An error of the
+  machinery itself (host unreachable, a concurrent manual change) also puts the traffic back, as
+  `failed`.
+- Success moves the registry alias `champion` of the environment to the new version and keeps the
+  previous slot at 0% (for `mlgate endpoints rollback`) until the next rollout replaces it.
+- Every stage is recorded before and after it runs; a server that stops mid-way resumes the rollout
+  where it was (redeploying, or baking the unfinished step again from its start).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
-from mlgate.config import Settings
+from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout, utcnow
+from mlgate.config import EndpointConfig, Settings
+from mlgate.domain import rollouts as rules
+from mlgate.domain.gates import RequestState
+from mlgate.domain.permissions import Role
+from mlgate.domain.rollouts import RolloutState
+from mlgate.errors import MlgateError, NotFoundError
+from mlgate.services import audit, endpoints, outbox
 from mlgate.services.serving import Serving
 
 log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+POLL_S = 0.5  # how often a bake reads the host's counters (a breach is acted on within this)
+ACTOR = "system"
+
+
+class _Stopping(Exception):
+    """The server is stopping: leave the rollout as recorded, to resume at the next start."""
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    id: int
+    environment: str
+    endpoint: str
+    model: str
+    version: int
+    model_version_id: int
+    request_id: int | None
+    strategy: str
+    state: str
+    steps: list[dict[str, Any]]
+    from_slot: str | None
+    to_slot: str | None
+    previous_version: int | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    def brief(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "environment": self.environment,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "version": self.version,
+            "request_id": self.request_id,
+            "strategy": self.strategy,
+            "state": self.state,
+            "from_slot": self.from_slot,
+            "to_slot": self.to_slot,
+            "previous_version": self.previous_version,
+            "reason": self.reason,
+        }
+
+
+def _view(row: Rollout) -> RolloutView:
+    return RolloutView(
+        id=row.id,
+        environment=row.environment,
+        endpoint=row.endpoint,
+        model=row.model,
+        version=row.version,
+        model_version_id=row.model_version_id,
+        request_id=row.request_id,
+        strategy=row.strategy,
+        state=row.state,
+        steps=list(row.steps or []),
+        from_slot=row.from_slot,
+        to_slot=row.to_slot,
+        previous_version=row.previous_version,
+        reason=row.reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def list_rollouts(db: Database, env: str, *, endpoint: str | None = None, limit: int = 100) -> list[RolloutView]:
+    with db.read() as session:
+        query = select(Rollout).where(Rollout.environment == env)
+        if endpoint is not None:
+            query = query.where(Rollout.endpoint == endpoint)
+        rows = session.execute(query.order_by(Rollout.id.desc()).limit(limit)).scalars()
+        return [_view(row) for row in rows]
+
+
+def get(db: Database, env: str, rollout_id: int) -> RolloutView:
+    with db.read() as session:
+        row = session.get(Rollout, rollout_id)
+        if row is None or row.environment != env:
+            raise NotFoundError(
+                f"no rollout {rollout_id} in '{env}'", details={"rollout": rollout_id, "environment": env}
+            )
+        return _view(row)
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds")
 
 
 class RolloutWorker:
@@ -27,12 +157,285 @@ class RolloutWorker:
         self.serving = serving
         self.tracking = tracking
         self.base_url = base_url
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the worker."""
+        if not any(e.model for declared in self.settings.endpoints.values() for e in declared):
+            return  # no endpoint takes rollouts: nothing to watch
+        self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop the worker; a rollout in progress resumes when the server starts again."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("the rollout worker's round failed")
 
     def tick(self) -> None:
         """One round: start due rollouts, advance running ones."""
+        self.discover()
+        while not self._stop.is_set():
+            with self.db.read() as session:
+                rollout_id = session.execute(
+                    select(Rollout.id).where(Rollout.state.not_in(rules.FINISHED)).order_by(Rollout.id).limit(1)
+                ).scalar_one_or_none()
+            if rollout_id is None:
+                return
+            try:
+                self.carry_out(rollout_id)
+            except _Stopping:
+                return
+
+    # --- finding versions to roll out ----------------------------------------------------------------
+
+    def _policy(self, env: str, endpoint: str) -> EndpointConfig | None:
+        return next((e for e in self.settings.endpoints.get(env, ()) if e.name == endpoint), None)
+
+    def discover(self) -> list[int]:
+        """A rollout for the newest version promoted into each endpoint's environment and model, unless it
+        (or a newer one) has one already. Returns the ids of the rollouts made."""
+        made = []
+        for env, declared in self.settings.endpoints.items():
+            for policy in declared:
+                if policy.model is None:
+                    continue
+                with self.db.write() as session:
+                    newest = session.execute(
+                        select(ModelVersion, PromotionRequest.id)
+                        .join(PromotionRequest, PromotionRequest.target_version_id == ModelVersion.id)
+                        .where(
+                            PromotionRequest.state == RequestState.PROMOTED.value,
+                            ModelVersion.environment == env,
+                            ModelVersion.name == policy.model,
+                        )
+                        .order_by(ModelVersion.version.desc())
+                        .limit(1)
+                    ).first()
+                    if newest is None:
+                        continue
+                    version, request_id = newest
+                    done = session.execute(
+                        select(Rollout.id).where(
+                            Rollout.environment == env,
+                            Rollout.endpoint == policy.name,
+                            Rollout.version >= version.version,
+                            Rollout.model == version.name,
+                        )
+                    ).first()
+                    if done is not None:
+                        continue
+                    row = Rollout(
+                        environment=env,
+                        endpoint=policy.name,
+                        model=version.name,
+                        version=version.version,
+                        model_version_id=version.id,
+                        request_id=request_id,
+                        strategy=policy.strategy,
+                        state=RolloutState.PENDING.value,
+                        steps=[],
+                        created_at=utcnow(),
+                        updated_at=utcnow(),
+                    )
+                    session.add(row)
+                    try:
+                        session.flush()
+                    except IntegrityError:  # another worker made it meanwhile
+                        session.rollback()
+                        continue
+                    audit.record(
+                        session,
+                        actor=ACTOR,
+                        action="rollout.create",
+                        environment=env,
+                        subject=f"endpoint:{policy.name}",
+                        payload={"rollout": row.id, "model": version.name, "version": version.version},
+                    )
+                    made.append(row.id)
+                    log.info("rollout %s: %s:%s to %s/%s", row.id, version.name, version.version, env, policy.name)
+        return made
+
+    # --- carrying one out ----------------------------------------------------------------------------
+
+    def _update(self, rollout_id: int, **fields: Any) -> RolloutView:
+        with self.db.write() as session:
+            row = session.get(Rollout, rollout_id)
+            assert row is not None
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = utcnow()
+            return _view(row)
+
+    def carry_out(self, rollout_id: int) -> RolloutView:
+        """Take the rollout from where its record says it is to its end (or until the server stops)."""
+        with self.db.read() as session:
+            row = session.get(Rollout, rollout_id)
+            assert row is not None
+            rollout = _view(row)
+        policy = self._policy(rollout.environment, rollout.endpoint)
+        if policy is None:
+            return self._finish(
+                rollout, RolloutState.FAILED, "the config no longer declares this endpoint", restore=True
+            )
+        try:
+            if rollout.state == RolloutState.PENDING.value:
+                rollout = self._begin(rollout)
+            if rollout.state == RolloutState.DEPLOYING.value:
+                rollout = self._deploy(rollout)
+            if rollout.from_slot is None:  # the endpoint's first deployment: nothing to compare with
+                return self._succeed(rollout)
+            slo = rules.Slo(policy.slo.max_error_rate, policy.slo.p95_ms, policy.slo.min_requests)
+            for index, traffic in enumerate(rules.traffic_steps(rollout.strategy, policy.steps)):
+                if index < len(rollout.steps) and rollout.steps[index].get("outcome") == "passed":
+                    continue
+                rollout, reason = self._step(rollout, index, traffic, policy.bake_time_s, slo)
+                if reason is not None:
+                    return self._finish(rollout, RolloutState.ROLLED_BACK, reason, restore=True)
+            return self._succeed(rollout)
+        except _Stopping:
+            raise
+        except MlgateError as exc:
+            log.error("rollout %s failed: %s", rollout.id, exc.message)
+            return self._finish(rollout, RolloutState.FAILED, exc.message, restore=True)
+        except Exception as exc:
+            log.exception("rollout %s failed", rollout.id)
+            return self._finish(rollout, RolloutState.FAILED, f"internal error: {exc!r}", restore=True)
+
+    def _begin(self, rollout: RolloutView) -> RolloutView:
+        view = endpoints.get(self.db, rollout.environment, rollout.endpoint)
+        stable = rules.stable_slot(view.allocation.weights)
+        current = view.allocation.get(stable) if stable is not None else None
+        return self._update(
+            rollout.id,
+            state=RolloutState.DEPLOYING.value,
+            from_slot=stable,
+            to_slot=rules.target_slot(stable),
+            previous_version=current.version if current is not None else None,
+        )
+
+    def _deploy(self, rollout: RolloutView) -> RolloutView:
+        """The version into its slot (all the traffic for a first deployment, none otherwise); returns once
+        the host serves it, loaded and warmed up."""
+        assert rollout.to_slot is not None
+        started = utcnow()
+        self.serving.deploy(
+            rollout.environment,
+            rollout.endpoint,
+            model=rollout.model,
+            version=rollout.version,
+            slot=rollout.to_slot,
+            traffic=None if rollout.from_slot is None else 0,
+            mirror=None,
+            actor=ACTOR,
+        )
+        steps = rollout.steps
+        if rollout.from_slot is None:
+            steps = [{"traffic": 100, "started_at": _iso(started), "ended_at": _iso(utcnow()), "outcome": "passed"}]
+        return self._update(rollout.id, state=RolloutState.SHIFTING.value, steps=steps)
+
+    def _weights(self, rollout: RolloutView, traffic: int) -> dict[str, int]:
+        assert rollout.from_slot is not None and rollout.to_slot is not None
+        return {rollout.from_slot: 100 - traffic, rollout.to_slot: traffic}
+
+    def _step(
+        self, rollout: RolloutView, index: int, traffic: int, bake_s: float, slo: rules.Slo
+    ) -> tuple[RolloutView, str | None]:
+        """Move `traffic`% to the new slot and bake; returns the SLO breach (or shortfall), if any."""
+        env, name, slot = rollout.environment, rollout.endpoint, rollout.to_slot
+        assert slot is not None
+        steps = [*rollout.steps[:index], {"traffic": traffic, "started_at": _iso(utcnow())}]
+        rollout = self._update(rollout.id, state=RolloutState.SHIFTING.value, steps=steps)
+        weights = self._weights(rollout, traffic)
+        if endpoints.get(self.db, env, name).allocation.weights != weights:
+            self.serving.shift(env, name, weights, mirror=False, actor=ACTOR)
+        rollout = self._update(rollout.id, state=RolloutState.BAKING.value)
+        before = self.serving.backend.stats(env)
+        started = time.monotonic()
+        observed = rules.Window(0, 0, None)
+        reason: str | None = None
+        outcome = "passed"
+        if bake_s > 0:
+            while True:
+                if self._stop.wait(POLL_S):
+                    raise _Stopping
+                elapsed = time.monotonic() - started
+                observed = rules.window(before, self.serving.backend.stats(env), endpoint=name, slot=slot)
+                reason = rules.breach(observed, slo, traffic=traffic, slot=slot)
+                if reason is not None:
+                    outcome = "breach"
+                    break
+                if elapsed >= bake_s and observed.requests >= slo.min_requests:
+                    break
+                if elapsed >= bake_s * rules.MAX_BAKE_FACTOR:
+                    reason = rules.too_few(observed, slo, traffic=traffic, slot=slot, seconds=elapsed)
+                    outcome = "too-few-requests"
+                    break
+        else:
+            outcome = "passed"  # bake_time_s 0: not watched
+        step = {**steps[-1], "ended_at": _iso(utcnow()), **observed.as_json(), "outcome": outcome}
+        rollout = self._update(rollout.id, steps=[*steps[:-1], step])
+        log.info("rollout %s step %s (%s%%): %s %s", rollout.id, index + 1, traffic, outcome, observed.as_json())
+        return rollout, reason
+
+    def _succeed(self, rollout: RolloutView) -> RolloutView:
+        from mlgate.adapters.mlflow.aliases import CHAMPION_ALIAS, Aliases
+
+        Aliases(self.tracking.upstream(rollout.environment), env=rollout.environment).move(
+            rollout.model, CHAMPION_ALIAS, rollout.version
+        )
+        return self._finish(rollout, RolloutState.SUCCEEDED, None, restore=False)
+
+    def _finish(self, rollout: RolloutView, state: RolloutState, reason: str | None, *, restore: bool) -> RolloutView:
+        """Record the end (traffic back to the previous slot first when `restore`), tell the operators, and
+        push the spec again without the stable slot."""
+        env, name = rollout.environment, rollout.endpoint
+        if restore and rollout.from_slot is not None and rollout.to_slot is not None:
+            try:
+                if endpoints.get(self.db, env, name).allocation.weights.get(rollout.to_slot, 0) > 0:
+                    self.serving.shift(env, name, self._weights(rollout, 0), mirror=False, actor=ACTOR)
+            except MlgateError as exc:
+                log.error("rollout %s: could not move the traffic back to '%s': %s", rollout.id, rollout.from_slot, exc)
+                reason = f"{reason}; moving the traffic back to '{rollout.from_slot}' failed too: {exc.message}"
+        event = "rollout.succeeded" if state is RolloutState.SUCCEEDED else "rollout.failed"
+        with self.db.write() as session:
+            row = session.get(Rollout, rollout.id)
+            assert row is not None
+            row.state, row.reason, row.finished_at, row.updated_at = state.value, reason, utcnow(), utcnow()
+            view = _view(row)
+            audit.record(
+                session,
+                actor=ACTOR,
+                action=event,
+                environment=env,
+                subject=f"endpoint:{name}",
+                payload={"rollout": view.id, "state": view.state, "reason": reason, "version": view.version},
+            )
+            operators = outbox.approvers(session, role=Role.OPERATOR.value, environment=env, exclude=set())
+            if state is RolloutState.SUCCEEDED:
+                text = f"Rolled out {view.model}:{view.version} to {env}/{name} (rollout {view.id})"
+            else:
+                text = f"Rollout {view.id} of {view.model}:{view.version} to {env}/{name} {view.state}: {reason}"
+            outbox.emit_rollout(
+                session,
+                self.settings,
+                event=event,
+                rollout=view.brief(),
+                recipients=operators,
+                base_url=self.base_url,
+                text=text,
+            )
+        try:
+            self.serving.sync(env)  # the rollout is over: no stable slot in the spec any more
+        except MlgateError as exc:
+            log.error("rollout %s: pushing the final spec failed (the supervisor retries): %s", view.id, exc.message)
+        log.info("rollout %s %s%s", view.id, view.state, f": {reason}" if reason else "")
+        return view

@@ -4,9 +4,10 @@ One serving host per environment runs through the serving backend. The superviso
 at server start, restarts dead ones and pushes each the spec built from the control database. Every
 change of an endpoint (deploy, traffic, rollback) is planned from the live revision, pushed to the host
 (which loads and warms up new models before it swaps) and only then recorded: a change the host refuses
-leaves nothing behind. Before a model is pushed, its files are placed under `envs/<env>/serving/<digest>/`
-from the environment's own registry and their digest checked against the registered one; the host
-checks again before loading.
+leaves nothing behind. While a rollout is under way the spec names the endpoint's stable slot (the
+one serving before), which answers for the new slot when its model fails. Before a model is pushed,
+its files are placed under `envs/<env>/serving/<digest>/` from the environment's own registry and their
+digest checked against the registered one; the host checks again before loading.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from sqlalchemy import select
 
 from mlgate.adapters.serving.base import HostStatus, ServingBackend
 from mlgate.adapters.sql.database import Database
-from mlgate.adapters.sql.models import ModelVersion, PromotionRequest
+from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout
 from mlgate.config import Environment, Settings
 from mlgate.domain import endpoints as allocations
+from mlgate.domain import rollouts
 from mlgate.domain.digest import tree_digest
 from mlgate.domain.endpoints import Allocation, Mirror, SlotAllocation
 from mlgate.domain.gates import RequestState
@@ -122,6 +124,7 @@ class Serving:
         environment = self.settings.environment(env)
         hashes = endpoints.key_hashes(self.db, env)
         internal = token_hash(self.internal_key)
+        stable = self._stable_slots(env)
         specs: dict[str, Any] = {}
         for view in endpoints.list_endpoints(self.db, env):
             allocation = override.get(view.name, view.allocation)
@@ -136,10 +139,23 @@ class Serving:
             }
             if allocation.mirror is not None:
                 spec["mirror"] = {"slot": allocation.mirror.slot, "percent": allocation.mirror.percent}
+            if stable.get(view.name) is not None and allocation.get(stable[view.name]) is not None:
+                spec["stable"] = stable[view.name]
             specs[view.name] = spec
         serving = self.settings.serving
         batching = {"max_batch_size": serving.max_batch_size, "max_wait_ms": serving.max_wait_ms}
         return {"endpoints": specs, "batching": batching}
+
+    def _stable_slots(self, env: str) -> dict[str, str]:
+        """Per endpoint with a rollout under way, the slot serving before it: the host answers from it when
+        the new slot's model fails."""
+        with self.db.read() as session:
+            rows = session.execute(
+                select(Rollout.endpoint, Rollout.from_slot).where(
+                    Rollout.environment == env, Rollout.state.in_(rollouts.ACTIVE), Rollout.from_slot.is_not(None)
+                )
+            ).all()
+        return {endpoint: slot for endpoint, slot in rows if slot is not None}
 
     def place(self, env: Environment, slot: SlotAllocation) -> Path:
         """The version's files under serving/<digest>/, from the environment's registry, digest checked."""

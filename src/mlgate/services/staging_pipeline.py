@@ -1,20 +1,38 @@
 """The staging pipeline: a version that arrives in staging gets its gate B request and its checks.
 
 A periodic sweep (idempotent, so nothing is lost when the server stops half-way): every version in
-staging that came through gate A and has no request at the gate out of staging gets one (requested by
-gate A's requester); every open request whose required checks have no record yet gets them run.
+staging that came through gate A and has no request at the gate out of staging gets one (opened by
+`system`, requested by gate A's requester); every open request whose required checks have no record
+yet gets them asked for; every check record waiting to start is started (as a job, or on a thread of
+this server for the endpoint tests); every record whose job has ended gets its result.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
+import threading
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import aliased
 
 from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.models import CheckRecord, ModelVersion, PromotionRequest
 from mlgate.config import Settings
+from mlgate.domain.endpoints import SlotAllocation
+from mlgate.domain.environments import EnvironmentKind
+from mlgate.domain.gates import RequestState
+from mlgate.domain.jobs import DataRef
+from mlgate.errors import ConflictError, MlgateError
+from mlgate.services import checks, data_assets, endpoint_tests, requests
 from mlgate.services.serving import Serving
 
 log = logging.getLogger(__name__)
+
+SWEEP_S = 1.0
+SYSTEM = "system"
+VALIDATION_PYTHON = "python"  # the job's PATH starts with the server's interpreter
 
 
 class StagingPipeline:
@@ -26,12 +44,239 @@ class StagingPipeline:
         self.serving = serving
         self.tracking = tracking
         self.base_url = base_url
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Records being started (or, for endpoint tests, run) by a thread of this server.
+        self._busy: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+        # One endpoint test at a time: two candidates in one slot would answer for each other.
+        self._endpoint_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the periodic sweep."""
+        self._thread = threading.Thread(target=self._loop, name="staging-pipeline", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop the sweep; checks already running finish as jobs."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        """Sweep now (checks were just asked for)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(SWEEP_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.tick()
+            except Exception:  # the pipeline must outlive any one bad version
+                log.exception("staging pipeline sweep failed")
 
     def tick(self) -> None:
         """One sweep."""
+        for env in self.settings.environments:
+            if env.kind is EnvironmentKind.STAGING:
+                self._open_requests(env.name)
+                self._ask_missing(env.name)
+        self._start_waiting()
+        self._collect()
+
+    # -- gate B requests ---------------------------------------------------------------------------
+
+    def _open_requests(self, env: str) -> None:
+        gate_out = self.settings.gate_from(env)
+        if gate_out is None or not gate_out.auto_request:
+            return
+        arrived, onward = aliased(PromotionRequest), aliased(PromotionRequest)
+        with self.db.read() as session:
+            rows = session.execute(
+                select(ModelVersion.name, ModelVersion.version, arrived.requested_by)
+                .join(arrived, arrived.target_version_id == ModelVersion.id)
+                .outerjoin(
+                    onward,
+                    and_(onward.model_version_id == ModelVersion.id, onward.target_env == gate_out.target),
+                )
+                .where(
+                    ModelVersion.environment == env,
+                    arrived.state == RequestState.PROMOTED.value,
+                    onward.id.is_(None),
+                )
+            ).all()
+        for name, version, requester in rows:
+            try:
+                requests.open_request(
+                    self.db,
+                    self.settings,
+                    actor=SYSTEM,
+                    requested_by=requester,
+                    source=env,
+                    name=name,
+                    version=version,
+                    base_url=self.base_url,
+                )
+            except ConflictError:
+                continue  # opened meanwhile
+            log.info("opened the gate %s request of %s:%s for %s", gate_out.name, name, version, requester)
+
+    def _ask_missing(self, env: str) -> None:
+        known = checks.configured(self.settings)
+        with self.db.read() as session:
+            open_requests = session.execute(
+                select(PromotionRequest, ModelVersion)
+                .join(ModelVersion, ModelVersion.id == PromotionRequest.model_version_id)
+                .where(PromotionRequest.source_env == env, PromotionRequest.state == RequestState.OPEN.value)
+            ).all()
+            todo = []
+            for request, version in open_requests:
+                have = set(
+                    session.execute(
+                        select(CheckRecord.name).where(CheckRecord.model_version_id == version.id)
+                    ).scalars()
+                )
+                wanted = list(dict.fromkeys([*known, *request.required_checks]))
+                missing = [n for n in wanted if n not in have]
+                if missing:
+                    todo.append((version.id, version.name, version.version, missing))
+        for version_id, name, number, missing in todo:
+            unknown = [n for n in missing if n not in known]
+            if unknown:
+                checks.record_unknown(self.db, model_version_id=version_id, names=unknown)
+            runnable = [n for n in missing if n in known]
+            if runnable:
+                checks.request_runs(
+                    self.db, self.settings, actor=SYSTEM, env=env, name=name, version=number, only=runnable
+                )
+
+    # -- starting and collecting checks -----------------------------------------------------------
+
+    def _start_waiting(self) -> None:
+        for pending in checks.waiting(self.db):
+            with self._lock:
+                if pending.record_id in self._busy:
+                    continue
+                thread = threading.Thread(
+                    target=self._start_one, args=(pending,), name=f"check-{pending.record_id}", daemon=True
+                )
+                self._busy[pending.record_id] = thread
+                thread.start()
+
+    def _start_one(self, pending: checks.Pending) -> None:
+        try:
+            commands = self.settings.checks.commands
+            if pending.name in commands:
+                checks.start_command(self.db, self.settings, pending, commands[pending.name], base_url=self.base_url)
+            elif pending.name == checks.MODEL_VALIDATION:
+                self._start_validation(pending)
+            elif pending.name == checks.ENDPOINT_TESTS:
+                self._endpoint_tests(pending)
+            else:
+                self._finish(pending, checks.ERROR, f"no check named '{pending.name}' is configured under `checks:`")
+        except Exception as exc:  # a check that cannot start is an error on its record, never a stuck one
+            message = exc.message if isinstance(exc, MlgateError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, MlgateError):
+                log.exception("check %s (record %s) could not start", pending.name, pending.record_id)
+            self._finish(pending, checks.ERROR, f"could not run: {message}")
+        finally:
+            with self._lock:
+                self._busy.pop(pending.record_id, None)
+
+    def _finish(self, pending: checks.Pending, status: str, summary: str, log_excerpt: str = "") -> None:
+        checks.finish(
+            self.db,
+            self.settings,
+            pending.record_id,
+            status=status,
+            summary=summary,
+            log_excerpt=log_excerpt,
+            base_url=self.base_url,
+        )
+
+    def _slot(self, pending: checks.Pending) -> SlotAllocation:
+        return SlotAllocation(
+            "check", pending.model_version_id, pending.model_name, pending.model_version, pending.digest, 0
+        )
+
+    def _champion(self, name: str, source: str) -> tuple[str, str] | None:
+        """The production champion's verified copy and NAME:VERSION, if the registry has one."""
+        from mlgate.adapters.mlflow.aliases import CHAMPION_ALIAS, Aliases
+
+        gate = self.settings.gate_from(source)
+        if gate is None:
+            return None
+        number = Aliases(self.tracking.upstream(gate.target), env=gate.target).get(name, CHAMPION_ALIAS)
+        if number is None:
+            return None
+        with self.db.read() as session:
+            row = session.execute(
+                select(ModelVersion).where(
+                    ModelVersion.environment == gate.target, ModelVersion.name == name, ModelVersion.version == number
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            slot = SlotAllocation("check", row.id, name, number, row.digest, 0)
+        folder = self.serving.place(self.settings.environment(gate.target), slot)
+        return str(folder), f"{name}:{number} in {gate.target}"
+
+    def _start_validation(self, pending: checks.Pending) -> None:
+        config = self.settings.checks.model_validation
+        if config.data is None:
+            self._finish(
+                pending,
+                checks.FAILED,
+                "no held-out data configured: set checks.model-validation.data to a data asset registered in "
+                f"{pending.environment} (NAME or NAME@VERSION)",
+            )
+            return
+        asset = data_assets.resolve(self.db, pending.environment, DataRef.parse(config.data))
+        candidate = self.serving.place(self.settings.environment(pending.environment), self._slot(pending))
+        words = [VALIDATION_PYTHON, "-m", "mlgate.checks.model_validation", "validate", "--model", str(candidate)]
+        words += ["--metric", config.metric, "--out", f"../{checks.RESULT_FILE}"]
+        label = config.label or pending.label
+        if label:
+            words += ["--label", label]
+        if config.min is not None:
+            words += ["--min", repr(config.min)]
+        if config.max_regression is not None:
+            words += ["--max-regression", repr(config.max_regression)]
+        champion = self._champion(pending.model_name, pending.environment)
+        if champion is not None:
+            words += ["--champion", champion[0], "--champion-name", champion[1]]
+        # The data placeholder stays outside the quoting: the runner substitutes a quoted path for it.
+        command = f"{shlex.join(words)} --data ${{data.{asset.name}}}"
+        checks.submit_job(
+            self.db,
+            record_id=pending.record_id,
+            env=pending.environment,
+            command=command,
+            timeout_s=config.timeout_minutes * 60,
+            data_versions={asset.name: asset.version},
+        )
+
+    def _endpoint_tests(self, pending: checks.Pending) -> None:
+        with self._endpoint_lock:
+            outcome = endpoint_tests.run(
+                self.db,
+                self.settings,
+                self.serving,
+                self.settings.checks.endpoint_tests,
+                env=pending.environment,
+                model_version_id=pending.model_version_id,
+            )
+        summary = "; ".join(outcome.problems) if outcome.problems else "; ".join(outcome.log[-3:])
+        self._finish(pending, checks.PASSED if outcome.passed else checks.FAILED, summary, "\n".join(outcome.log))
+
+    def _collect(self) -> None:
+        for record_id, job_id in checks.with_jobs(self.db):
+            try:
+                checks.collect(self.db, self.settings, record_id, job_id, base_url=self.base_url)
+            except Exception:
+                log.exception("collecting check record %s (job %s) failed", record_id, job_id)

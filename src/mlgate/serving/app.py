@@ -1,5 +1,10 @@
 """The serving host's ASGI app: routing, keys, traffic split, mirroring, request ids and the admin API.
 
+During a rollout the spec names an endpoint's `stable` slot: a request the traffic split sent to another
+slot whose model fails (not an input error) is counted against that slot and answered by the stable one,
+so callers never see a canary's failures. A request that names its slot (header or OIP version) is not
+retried: it asked for that slot.
+
 Raw ASGI on purpose: the scoring path is a dict lookup, a key check, JSON -> array, one batched
 ``predict`` and orjson out. The live configuration is one immutable ``_State``; applying a spec builds the
 next one (models verified, loaded and warmed up first), swaps the reference, and retires the models no
@@ -12,13 +17,13 @@ import asyncio
 import gc
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
 import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +92,16 @@ class _State:
     sha256: str | None = None  # of the spec's canonical JSON: names it among a host's worker processes
 
 
+# Request ids: a random prefix per process and a counter, unique across the host's workers and restarts,
+# and cheaper than a uuid4 on every request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 class _Request:
     __slots__ = ("headers", "method", "path", "request_id")
 
@@ -95,7 +110,7 @@ class _Request:
         self.path: str = scope["path"]
         self.headers: dict[bytes, bytes] = {k.lower(): v for k, v in scope["headers"]}
         given = self.headers.get(b"x-request-id", b"").decode("latin-1")
-        self.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        self.request_id = given if REQUEST_ID.match(given) else _new_request_id()
 
     def bearer(self) -> str | None:
         value = self.headers.get(b"authorization", b"").decode("latin-1")
@@ -149,6 +164,8 @@ class ServingHost:
             await self._send_json(send, request, 200, self._health)
         elif path == "/admin/spec":
             await self._guard(self._admin, path, request, receive, send, v2=False, allowed=("GET", "PUT"))
+        elif path == "/admin/stats":
+            await self._guard(self._admin_stats, path, request, receive, send, v2=False, allowed=("GET",))
         else:
             await self._send_error(send, request, NotFound(f"no route {method} {path}"), v2=False)
 
@@ -292,7 +309,24 @@ class ServingHost:
             try:
                 out = await runtime.batcher.predict(x)
             except Exception as exc:
-                raise ServingError(f"the model of slot '{slot.name}' failed: {exc}") from exc
+                chosen = version is None and SLOT_HEADER not in request.headers
+                stable = self._stable_for(name, slot) if chosen else None
+                if stable is None:
+                    raise ServingError(f"the model of slot '{slot.name}' failed: {exc}") from exc
+                # A rollout is under way: the failure counts against the new slot, the caller gets the
+                # stable slot's answer.
+                log.warning(
+                    "request %s: slot '%s' failed (%s); answered by '%s'",
+                    request.request_id,
+                    slot.name,
+                    exc,
+                    stable.name,
+                )
+                self.metrics.request(endpoint=name, slot=slot.name, status=500, seconds=time.perf_counter() - started)
+                started = time.perf_counter()
+                slot = stable
+                slot_label = slot.name
+                out = await self._predict_on(stable, payload, parse)
             finally:
                 runtime.inflight -= 1
             status = 200
@@ -304,6 +338,26 @@ class ServingHost:
             self.metrics.request(
                 endpoint=endpoint_label, slot=slot_label, status=status, seconds=time.perf_counter() - started
             )
+
+    def _stable_for(self, name: str, failed: _Slot) -> _Slot | None:
+        """The slot that answers for `failed` while a rollout is under way, from the state in force now
+        (the one `failed` was chosen from may have been swapped out meanwhile)."""
+        endpoint = self._state.endpoints.get(name)
+        if endpoint is None or endpoint.spec.stable is None or endpoint.spec.stable == failed.name:
+            return None
+        return endpoint.slots.get(endpoint.spec.stable)
+
+    async def _predict_on(self, slot: _Slot, payload: Any, parse: Callable[[Any, Any], list[list[Any]]]) -> np.ndarray:
+        runtime = slot.runtime
+        signature = runtime.model.signature
+        x = to_matrix(parse(payload, signature), signature)
+        runtime.inflight += 1
+        try:
+            return await runtime.batcher.predict(x)
+        except Exception as exc:
+            raise ServingError(f"the model of slot '{slot.name}' failed: {exc}") from exc
+        finally:
+            runtime.inflight -= 1
 
     def _mirror(
         self, endpoint: _Endpoint, served: _Slot, payload: Any, parse: Callable[[Any, Any], list[list[Any]]]
@@ -403,10 +457,19 @@ class ServingHost:
 
     # --- admin: the pushed spec ---------------------------------------------------------------
 
-    async def _admin(self, _: str, request: _Request, receive: Receive, send: Send) -> None:
+    def _check_admin(self, request: _Request) -> None:
         token = request.bearer()
         if token is None or not hmac.compare_digest(token.encode(), self._admin_token):
             raise AuthError("missing or wrong admin token")
+
+    async def _admin_stats(self, _: str, request: _Request, receive: Receive, send: Send) -> None:
+        """Cumulative per-slot counters (see `Metrics.stats`); with several workers, the host's total."""
+        self._check_admin(request)
+        metrics = self.metrics if self._sync is None else self._sync.host_metrics()
+        await self._send_json(send, request, 200, metrics.stats())
+
+    async def _admin(self, _: str, request: _Request, receive: Receive, send: Send) -> None:
+        self._check_admin(request)
         if request.method == "GET":
             await self._send_json(send, request, 200, {"spec": self._state.raw, "ready": self._ready})
             return

@@ -30,13 +30,15 @@ def _classifier(model: Any) -> Predict | None:
         weights, bias = coef[0].copy(), float(intercept[0])
 
         def binary(x: np.ndarray) -> np.ndarray:
-            return classes[(x.astype(np.float64, copy=False) @ weights + bias > 0).astype(np.intp)]
+            labels: np.ndarray = classes[(x.astype(np.float64, copy=False) @ weights + bias > 0).astype(np.intp)]
+            return labels
 
         return binary
     weights_t = coef.T.copy()
 
     def multiclass(x: np.ndarray) -> np.ndarray:
-        return classes[np.argmax(x.astype(np.float64, copy=False) @ weights_t + intercept, axis=1)]
+        labels: np.ndarray = classes[np.argmax(x.astype(np.float64, copy=False) @ weights_t + intercept, axis=1)]
+        return labels
 
     return multiclass
 

@@ -1,12 +1,17 @@
-"""Prometheus metrics of the serving host, rendered in the text exposition format by hand (no client lib)."""
+"""Prometheus metrics of the serving host, rendered in the text exposition format by hand (no client lib),
+and the per-slot counters behind the admin stats route that rollouts watch."""
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from typing import Any
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Per-slot latency for rollouts' SLO checks: geometric bounds 20% apart from 0.1 ms to about a minute, so a
+# p95 read from the difference of two snapshots is within 20% of the true one.
+SLOT_LATENCY_BUCKETS = tuple(round(0.0001 * 1.2**i, 7) for i in range(74))
 
 
 class Histogram:
@@ -41,6 +46,7 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
+        self.slot_latency: dict[tuple[str, str], Histogram] = {}
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.load_seconds: dict[str, float] = {}
 
@@ -51,6 +57,31 @@ class Metrics:
             if histogram is None:
                 histogram = self.latency[endpoint] = Histogram(LATENCY_BUCKETS)
             histogram.observe(seconds)
+            by_slot = self.slot_latency.get((endpoint, slot))
+            if by_slot is None:
+                by_slot = self.slot_latency[(endpoint, slot)] = Histogram(SLOT_LATENCY_BUCKETS)
+            by_slot.observe(seconds)
+
+    def stats(self) -> dict[str, Any]:
+        """Cumulative live counters per endpoint and slot: requests, 5xx answers and the latency histogram.
+        A reader diffs two of these to get a window (the counters only grow while the host runs)."""
+        requests: dict[tuple[str, str], int] = defaultdict(int)
+        errors: dict[tuple[str, str], int] = defaultdict(int)
+        for (endpoint, slot, kind, status), count in self.requests.items():
+            if kind == "live" and slot:
+                requests[(endpoint, slot)] += count
+                if status >= 500:
+                    errors[(endpoint, slot)] += count
+        endpoints: dict[str, dict[str, Any]] = {}
+        for key in sorted(set(requests) | set(self.slot_latency)):
+            histogram = self.slot_latency.get(key)
+            endpoints.setdefault(key[0], {})[key[1]] = {
+                "requests": requests.get(key, 0),
+                "errors": errors.get(key, 0),
+                "latency_counts": list(histogram.counts) if histogram else [],
+                "latency_sum_s": histogram.total if histogram else 0.0,
+            }
+        return {"latency_buckets_s": list(SLOT_LATENCY_BUCKETS), "endpoints": endpoints}
 
     def render(self) -> bytes:
         lines = [

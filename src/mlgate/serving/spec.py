@@ -5,7 +5,9 @@
     "slots": {"blue": {"model_dir": ".../serving/<digest>", "digest": "<digest>", "traffic": 90,
                        "signature": {"inputs": "[...]"}},          # optional: MLmodel's otherwise
               "green": {"model_dir": "...", "digest": "...", "traffic": 10}},
-    "mirror": {"slot": "green", "percent": 10}}},                  # optional, percent <= 50
+    "mirror": {"slot": "green", "percent": 10},                    # optional, percent <= 50
+    "stable": "blue"}},                                            # optional: during a rollout, the slot
+                                                                   # that answers when another slot's model fails
  "batching": {"max_batch_size": 64, "max_wait_ms": 0.0}}           # optional
 """
 
@@ -44,6 +46,7 @@ class EndpointSpec:
     slots: dict[str, SlotSpec]
     mirror_slot: str | None
     mirror_percent: float
+    stable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ def _endpoint(name: str, raw: Any) -> EndpointSpec:
             raise _invalid(f"{where}.mirror.slot must be one of the endpoint's slots ({', '.join(slots)})")
         mirror_slot = mirror["slot"]
         mirror_percent = _number(mirror.get("percent"), f"{where}.mirror.percent", 0, MAX_MIRROR_PERCENT)
-    return EndpointSpec(name, tuple(bytes.fromhex(h) for h in hashes), slots, mirror_slot, mirror_percent)
+    stable = raw.get("stable")
+    if stable is not None and stable not in slots:
+        raise _invalid(f"{where}.stable must be one of the endpoint's slots ({', '.join(slots)})")
+    return EndpointSpec(name, tuple(bytes.fromhex(h) for h in hashes), slots, mirror_slot, mirror_percent, stable)
 
 
 def parse_spec(raw: Any) -> Spec:

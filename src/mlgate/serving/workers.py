@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlgate.serving.errors import ServingError, SpecRejected
-from mlgate.serving.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram, Metrics
+from mlgate.serving.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, SLOT_LATENCY_BUCKETS, Histogram, Metrics
 
 if TYPE_CHECKING:
     from mlgate.serving.app import ServingHost
@@ -349,6 +349,10 @@ class WorkerSync:
 
     def render_metrics(self) -> bytes:
         """This worker's live counters plus its siblings' last snapshots: the host's metrics."""
+        return self.host_metrics().render()
+
+    def host_metrics(self) -> Metrics:
+        """This worker's live counters plus its siblings' last snapshots (a few seconds old at most)."""
         total = Metrics()
         _add_snapshot(total, _snapshot(self._require_host().metrics))
         for index in range(self._count):
@@ -356,7 +360,7 @@ class WorkerSync:
                 sibling = _read_json(self._metrics_path(index))
                 if sibling is not None:
                     _add_snapshot(total, sibling)
-        return total.render()
+        return total
 
     def _write_metrics(self) -> None:
         if self._host is None:
@@ -398,6 +402,7 @@ def _snapshot(metrics: Metrics) -> dict[str, Any]:
     return {
         "requests": [[*key, count] for key, count in metrics.requests.items()],
         "latency": {endpoint: _histogram(h) for endpoint, h in metrics.latency.items()},
+        "slot_latency": [[endpoint, slot, _histogram(h)] for (endpoint, slot), h in metrics.slot_latency.items()],
         "batch_sizes": _histogram(metrics.batch_sizes),
         "load_seconds": metrics.load_seconds,
     }
@@ -412,6 +417,9 @@ def _add_snapshot(into: Metrics, snapshot: dict[str, Any]) -> None:
     try:
         requests = [(str(e), str(s), str(k), int(st), int(n)) for e, s, k, st, n in snapshot["requests"]]
         latency = {str(e): _histogram_from(h, LATENCY_BUCKETS) for e, h in snapshot["latency"].items()}
+        slot_latency = {
+            (str(e), str(s)): _histogram_from(h, SLOT_LATENCY_BUCKETS) for e, s, h in snapshot.get("slot_latency", [])
+        }
         batch_sizes = _histogram_from(snapshot["batch_sizes"], BATCH_BUCKETS)
         load_seconds = {str(digest): float(seconds) for digest, seconds in snapshot["load_seconds"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -421,6 +429,8 @@ def _add_snapshot(into: Metrics, snapshot: dict[str, Any]) -> None:
         into.requests[(endpoint, slot, kind, status)] += count
     for endpoint, h in latency.items():
         _add_histogram(into.latency.setdefault(endpoint, Histogram(LATENCY_BUCKETS)), h)
+    for key, h in slot_latency.items():
+        _add_histogram(into.slot_latency.setdefault(key, Histogram(SLOT_LATENCY_BUCKETS)), h)
     _add_histogram(into.batch_sizes, batch_sizes)
     for digest, seconds in load_seconds.items():
         into.load_seconds.setdefault(digest, seconds)

@@ -226,6 +226,23 @@ class MlflowRegistry:
             raise ValidationError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def scores(folder: Path, frame: Any, *, probabilities: bool) -> Any:
+    """A model folder's answers on a pandas frame, loaded without a registry: the positive class's
+    probability when asked and the model is a scikit-learn classifier, else its pyfunc predictions."""
+    import mlflow.pyfunc
+
+    try:
+        if probabilities and (folder / "MLmodel").is_file() and "sklearn:" in (folder / "MLmodel").read_text():
+            import mlflow.sklearn
+
+            native = mlflow.sklearn.load_model(str(folder))
+            if hasattr(native, "predict_proba"):
+                return native.predict_proba(frame)[:, -1]
+        return mlflow.pyfunc.load_model(str(folder)).predict(frame)
+    except Exception as exc:  # whatever the model's own code raises
+        raise ValidationError(f"{type(exc).__name__}: {exc}") from exc
+
+
 # -- the downloaded model folder: read without importing MLflow ---------------------------------------
 
 

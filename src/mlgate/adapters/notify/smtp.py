@@ -29,6 +29,9 @@ SUBJECTS = {
     "request.promoted": "Promoted",
     "request.failed": "Promotion failed",
     "request.expired": "Expired",
+    "request.checks-failed": "Check failed",
+    "rollout.succeeded": "Rolled out",
+    "rollout.failed": "Rollout failed",
 }
 
 
@@ -39,6 +42,12 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def subject(event: str, payload: Mapping[str, Any]) -> str:
     request, model = _mapping(payload.get("request")), _mapping(payload.get("model"))
     label = SUBJECTS.get(event, event)
+    rollout = _mapping(payload.get("rollout"))
+    if rollout:
+        what = (
+            f"{rollout.get('model')}:{rollout.get('version')} -> {rollout.get('environment')}/{rollout.get('endpoint')}"
+        )
+        return f"[mlgate] {label}: {what} (rollout {rollout.get('id')})"
     what = f"{model.get('name')}:{model.get('version')} {request.get('source_env')} -> {request.get('target_env')}"
     return f"[mlgate] {label}: {what} (request {request.get('id')})"
 

@@ -37,3 +37,9 @@ class ServingBackend(Protocol):
     def status(self, env: str) -> HostStatus: ...
 
     def url(self, env: str) -> str: ...
+
+    def stats(self, env: str) -> dict[str, Any]:
+        """The host's cumulative per-slot counters: {"latency_buckets_s": [...], "endpoints": {name: {slot:
+        {"requests", "errors" (5xx), "latency_counts", "latency_sum_s"}}}}; diff two to get a window.
+        An unreachable host raises BackendError."""
+        ...

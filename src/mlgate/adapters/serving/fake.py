@@ -20,6 +20,7 @@ class FakeServingBackend:
         self.pushes: list[tuple[str, dict[str, Any]]] = []
         self.started: set[str] = set()
         self.refuse: str | None = None
+        self.host_stats: dict[str, dict[str, Any]] = {}  # what `stats` answers, per environment; tests set it
 
     def ensure(self, env: Environment) -> tuple[HostStatus, bool]:
         new = env.name not in self.started
@@ -51,3 +52,6 @@ class FakeServingBackend:
         if env not in self.started:
             raise NotFoundError(f"the serving host of '{env}' is not running", details={"environment": env})
         return f"http://serving.invalid/{env}"
+
+    def stats(self, env: str) -> dict[str, Any]:
+        return copy.deepcopy(self.host_stats.get(env, {"latency_buckets_s": [], "endpoints": {}}))

@@ -37,6 +37,7 @@ RECORD_FILE = "host.json"
 STATE_DIR = "state"
 START_TIMEOUT_S = 60.0
 PUSH_TIMEOUT = httpx.Timeout(300.0, connect=5.0)  # loading and warming up models takes its time
+STATS_TIMEOUT_S = 10.0
 ADMIN_TOKEN_ENV = "MLGATE_HOST_ADMIN_TOKEN"  # noqa: S105 - the variable's name
 
 
@@ -167,6 +168,21 @@ class LocalServingBackend:
 
     def url(self, env: str) -> str:
         return self._record(env).url
+
+    def stats(self, env: str) -> dict[str, Any]:
+        record = self._record(env)
+        try:
+            answer = httpx.get(f"{record.url}/admin/stats", headers=_auth(record), timeout=STATS_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            raise BackendError(
+                f"the serving host of '{env}' did not give its stats: {exc}", details={"environment": env}
+            ) from exc
+        if answer.status_code != 200:
+            raise BackendError(
+                f"the serving host of '{env}' did not give its stats ({answer.status_code})",
+                details={"environment": env},
+            )
+        return _json(answer)
 
     # --- processes ----------------------------------------------------------------------------
 

@@ -295,3 +295,30 @@ class EndpointRevision(Base):
     reason: Mapped[str] = mapped_column(String(32))  # created | deploy | traffic | rollback
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Rollout(Base):
+    """A version that passed the gate into an environment, rolled out to the endpoint the policy names for
+    its model. `steps`: [{traffic, started_at, ended_at, requests, errors, error_rate, p95_ms, outcome}]."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (UniqueConstraint("environment", "endpoint", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32), index=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("promotion_requests.id"))
+    strategy: Mapped[str] = mapped_column(String(16))  # blue-green | canary
+    # pending | deploying | shifting | baking | succeeded | failed | rolled-back
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    from_slot: Mapped[str | None] = mapped_column(String(16))  # the slot serving before (None: first rollout)
+    to_slot: Mapped[str | None] = mapped_column(String(16))
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -24,6 +24,7 @@ from mlgate.interfaces.api import errors
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.routes import (
     audit,
+    checks,
     data,
     endpoints,
     environments,
@@ -32,6 +33,7 @@ from mlgate.interfaces.api.routes import (
     models,
     notifications,
     requests,
+    rollouts,
     system,
     users,
 )
@@ -116,16 +118,18 @@ def create_app(
         # gate B requests and checks for versions arriving in staging
         pipeline = StagingPipeline(settings, db, ctx.serving, ctx.tracking, base_url=ctx.base_url)
         pipeline.start()
+        ctx.on_checks = pipeline.wake
         # production rollouts of versions that passed gate B
-        rollouts = RolloutWorker(settings, db, ctx.serving, ctx.tracking, base_url=ctx.base_url)
-        rollouts.start()
+        rollout_worker = RolloutWorker(settings, db, ctx.serving, ctx.tracking, base_url=ctx.base_url)
+        rollout_worker.start()
         if record_server:
             children = [int(str(s["pid"])) for s in ctx.tracking.status().values() if s.get("pid")]
             write_server_record(ctx, children=children)
         try:
             yield
         finally:
-            rollouts.stop()
+            rollout_worker.stop()
+            ctx.on_checks = None
             pipeline.stop()
             if ctx.serving is not None:
                 ctx.serving.stop()  # the hosts keep serving: `mlgate stop` stops them
@@ -160,7 +164,9 @@ def create_app(
         jobs,
         models,
         requests,
+        checks,
         endpoints,
+        rollouts,
         notifications,
         mlflow_door,
     ):

@@ -24,6 +24,7 @@ class AppContext:
     base_url: str  # where this server answers; the public URL unless the config names another
     proxy: httpx.AsyncClient | None = None
     on_approved: Callable[[], None] | None = None  # wakes the promotion worker after a final approval
+    on_checks: Callable[[], None] | None = None  # wakes the staging pipeline after checks are asked for
     serving: Serving | None = None  # the serving hosts and endpoint changes, once started
 
     @property

@@ -427,3 +427,62 @@ class KeyRotated(BaseModel):
     which: str
     key: str  # shown once
     prefix: str
+
+
+class ChecksCreate(BaseModel):
+    only: list[str] | None = None  # check names; None: every configured check
+
+
+class CheckPublic(BaseModel):
+    id: int
+    environment: str
+    model_name: str
+    model_version: int
+    name: str
+    status: str
+    summary: str
+    log_excerpt: str
+    artifacts: list[dict[str, Any]]
+    job_id: int | None
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None
+
+
+class ChecksPublic(BaseModel):
+    data: list[CheckPublic]
+    count: int
+
+
+class RolloutStepPublic(BaseModel):
+    traffic: int
+    started_at: str | None = None
+    ended_at: str | None = None
+    requests: int | None = None
+    errors: int | None = None
+    error_rate: float | None = None
+    p95_ms: float | None = None
+    outcome: str | None = None  # passed | breach | too-few-requests; None while it runs
+
+
+class RolloutPublic(BaseModel):
+    id: int
+    environment: str
+    endpoint: str
+    model: str
+    version: int
+    request_id: int | None
+    strategy: str
+    state: str  # pending | deploying | shifting | baking | succeeded | failed | rolled-back
+    steps: list[RolloutStepPublic]
+    from_slot: str | None
+    to_slot: str | None
+    previous_version: int | None
+    reason: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    finished_at: UtcDatetime | None
+
+
+class RolloutsPublic(BaseModel):
+    data: list[RolloutPublic]
+    count: int

@@ -10,6 +10,7 @@ import typer
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli import (
     audit_commands,
+    check_commands,
     data_commands,
     endpoint_commands,
     env_commands,
@@ -18,6 +19,7 @@ from mlgate.interfaces.cli import (
     model_commands,
     notification_commands,
     request_commands,
+    rollout_commands,
     setup_commands,
 )
 from mlgate.interfaces.cli.demo_command import demo
@@ -39,6 +41,7 @@ app.command()(job_commands.train)
 app.command()(model_commands.register)
 app.command()(request_commands.promote)
 app.command()(request_commands.inbox)
+app.command()(check_commands.check)
 app.command()(endpoint_commands.deploy)
 app.command()(endpoint_commands.score)
 app.add_typer(env_commands.envs, name="env")
@@ -51,6 +54,7 @@ app.add_typer(model_commands.models_app, name="models")
 app.add_typer(endpoint_commands.endpoints_app, name="endpoints")
 app.add_typer(notification_commands.notifications_app, name="notifications")
 app.add_typer(request_commands.requests_app, name="requests")
+app.add_typer(rollout_commands.rollouts_app, name="rollouts")
 
 
 def main() -> None:

@@ -365,3 +365,29 @@ class Client:
             )
         except httpx.HTTPError as exc:
             raise MlgateError(f"cannot reach the mlgate server at {self.url}: {exc}") from exc
+
+    def run_checks(self, env: str, name: str, version: int, *, only: list[str] | None = None) -> list[dict[str, Any]]:
+        """Ask for the version's checks (all configured, or `only` these); their `running` records."""
+        path = f"/api/v1/environments/{env}/models/{name}/versions/{version}/checks"
+        result: list[dict[str, Any]] = self.request("POST", path, json={"only": only})["data"]
+        return result
+
+    def checks(self, env: str, name: str, version: int) -> list[dict[str, Any]]:
+        """Every check record of the version, oldest first."""
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/environments/{env}/models/{name}/versions/{version}/checks"
+        )["data"]
+        return result
+
+    def rollouts(self, env: str, *, endpoint: str | None = None) -> list[dict[str, Any]]:
+        """The environment's rollouts, newest first."""
+        params = {"endpoint": endpoint} if endpoint else None
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/rollouts", params=params)[
+            "data"
+        ]
+        return result
+
+    def rollout(self, env: str, rollout_id: int) -> dict[str, Any]:
+        """One rollout: its steps (traffic, timings, observed figures, outcome) and how it ended."""
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/rollouts/{rollout_id}")
+        return result

@@ -18,7 +18,7 @@ from mlgate.services import data_assets
 
 router = APIRouter(prefix="/api/v1/environments/{env}/data", tags=["data"])
 
-Trainer = Annotated[Principal, Depends(Permission(Action.TRAIN))]
+DataRegistrar = Annotated[Principal, Depends(Permission(Action.REGISTER_DATA))]
 MAX_DATA_BYTES = 1024 * 1024 * 1024
 
 
@@ -32,7 +32,7 @@ async def register(
     name: str,
     request: Request,
     response: Response,
-    principal: Trainer,
+    principal: DataRegistrar,
     ctx: ContextDep,
     source: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> DataAssetPublic:

@@ -1,0 +1,169 @@
+"""A live server whose staging holds three versions for the checks: two of `risk` logged by plain
+MLflow (no code snapshot; version 1 good, version 2 trained on shuffled labels) and one of `diabetes`
+trained by `mlgate train` from a copy of examples/diabetes with a lint error and a failing test.
+
+The config asks for model validation on `holdout` (roc_auc at least 0.85), registered in staging by lee,
+the lead (held-out data in staging is the lead's to register; the data scientist is refused).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlgate.interfaces.sdk.client import ApiError, Client
+from mlgate.snapshot import pack, pack_data
+from tests.conftest import LiveServer, Project, start_server
+from tests.serving_world import clean_env
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diabetes"
+CONFIG = """
+checks:
+  model-validation:
+    data: holdout
+    min: 0.85
+  endpoint-tests:
+    requests: 20
+    p95_ms: 5000
+"""
+SCRIPT = """
+import json
+import mlflow, mlflow.sklearn
+import numpy as np, pandas as pd
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+
+mlflow.set_experiment("risk")
+rng = np.random.default_rng(0)
+X = pd.DataFrame(rng.normal(size=(400, 3)), columns=["bmi", "glucose", "pressure"])
+y = (X["glucose"] + rng.normal(scale=0.5, size=400) > 0).astype(int)
+runs = []
+for labels in (y, pd.Series(rng.permutation(y.to_numpy()))):
+    model = LogisticRegression().fit(X, labels)
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(
+            model, name="model", signature=infer_signature(X, model.predict(X)), input_example=X.head(5),
+            pip_requirements=["scikit-learn"],
+        )
+    runs.append(run.info.run_id)
+holdout = pd.DataFrame(rng.normal(size=(300, 3)), columns=["bmi", "glucose", "pressure"])
+holdout["outcome"] = (holdout["glucose"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
+holdout.to_csv("holdout.csv", index=False)
+print(json.dumps(runs))
+"""
+BROKEN_TESTS = """
+def test_passes():
+    assert 1 + 1 == 2
+
+
+def test_fails_on_purpose():
+    assert 1 + 1 == 3, "the arithmetic the clinic relies on"
+"""
+
+
+@dataclass
+class ChecksWorld:
+    project: Project
+    server: LiveServer
+    root: Path
+    requests: dict[str, int] = field(default_factory=dict)  # "risk:1" -> gate A request id
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, user: str) -> Client:
+        return Client(self.url, self.project.tokens[user])
+
+    def cli(self, *args: str, user: str = "olu") -> subprocess.CompletedProcess[str]:
+        env = clean_env(MLGATE_URL=self.url, MLGATE_TOKEN=self.project.tokens[user])
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "mlgate"), *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+
+def _promote(world: ChecksWorld, registered: dict[str, Any]) -> int:
+    with world.client("lee") as lee:
+        lee.decide(registered["request_id"], approve=True, comment="fine")
+        deadline = time.monotonic() + 120
+        while (request := lee.promotion_request(registered["request_id"]))["state"] != "promoted":
+            assert request["state"] not in ("failed", "rejected"), request
+            assert time.monotonic() < deadline, request
+            time.sleep(0.3)
+    return int(request["target_version"])
+
+
+def _register_holdout(world: ChecksWorld, csv: Path) -> None:
+    archive = pack_data(csv, limit=1 << 26)
+    with world.client("dana") as dana:
+        try:
+            dana.register_data("staging", "holdout", archive, source=str(csv))
+            raise AssertionError("dana registered held-out data in staging")
+        except ApiError as refused:
+            assert refused.status_code == 403, refused.message
+    with world.client("lee") as lee:
+        lee.register_data("staging", "holdout", archive, source=str(csv))
+
+
+def _diabetes_project(root: Path) -> Path:
+    """examples/diabetes with an unused import (lint) and a failing unit test, as a git repository."""
+    folder = root / "diabetes"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("data", "mlruns", "__pycache__", ".*_cache"))
+    train = folder / "src" / "diabetes" / "train.py"
+    train.write_text(train.read_text().replace("import argparse\n", "import argparse\nimport os\n", 1))
+    shutil.rmtree(folder / "tests")
+    (folder / "tests").mkdir()
+    (folder / "tests" / "test_quick.py").write_text(BROKEN_TESTS)
+    return folder
+
+
+def build(project_template: Project, root: Path) -> ChecksWorld:
+    folder = root / "project"
+    shutil.copytree(project_template.path, folder)
+    with (folder / "mlgate.yaml").open("a") as config:
+        config.write(CONFIG)
+    project = Project(folder, dict(project_template.tokens))
+    world = ChecksWorld(project=project, server=start_server(project), root=root)
+    script = root / "log_models.py"
+    script.write_text(SCRIPT)
+    env = clean_env(MLFLOW_TRACKING_URI=f"{world.url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=project.tokens["dana"])
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    _register_holdout(world, root / "holdout.csv")
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    # The diabetes model, trained by `mlgate train` from its code snapshot.
+    code = _diabetes_project(root)
+    data = root / "diabetes.csv"
+    generate = [sys.executable, "-m", "diabetes.data", "--rows", "2000", "--seed", "0", "--out", str(data)]
+    made = subprocess.run(generate, env=clean_env(PYTHONPATH=str(code / "src")), capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    with world.client("dana") as dana:
+        dana.register_data("dev", "diabetes-train", pack_data(data, limit=1 << 28), source=str(data))
+        snapshot = pack(code)
+        uploaded = dana.upload_snapshot("dev", snapshot.data, git_commit=None, git_dirty=False)
+        job = dana.submit_job("dev", snapshot=uploaded["sha256"])
+        deadline = time.monotonic() + 300
+        while (job := dana.job("dev", job["id"]))["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        assert job["state"] == "succeeded", job
+        registered = [dana.register_model("dev", name="risk", run_id=run_id) for run_id in runs]
+        registered.append(dana.register_model("dev", name="diabetes", run_id=job["run_ids"][0]))
+    for entry in registered:
+        version = _promote(world, entry)
+        world.requests[f"{entry['name']}:{version}"] = entry["request_id"]
+    return world
