@@ -9,9 +9,10 @@ root/serving/<digest>/ as the control plane would. Blue is the diabetes model ve
 (10,000 patients, seed 0) and the training command of the example's mlgate.yaml (`--reg-rate 0.01`); green
 is a retrained candidate (other patients, seed 1, `--reg-rate 0.1`). Serves them with (1) the mlgate host
 (key on, traffic split 50/50 across the two slots), (2) `mlflow models serve --env-manager local` (version 1)
-and (3) a hello-world ASGI app under the same uvicorn (the HTTP stack's ceiling here), loads each with `wrk`
-(1-row requests: the first patient of the model's saved input example) and prints one table. Not part of the
-tests.
+(3) a hello-world ASGI app under the same uvicorn (the HTTP stack's ceiling here) and (4) a second mlgate
+host that records every request in its monitoring store (collection at 100% against collection off), loads
+each with `wrk` (1-row requests: the first patient of the model's saved input example) and prints one table.
+Not part of the tests.
 """
 
 from __future__ import annotations
@@ -181,10 +182,15 @@ def main() -> int:
         keyed = lua(root / "keyed.lua", body, {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
 
         mlgate_port, mlflow_port, hello_port = free_port(), free_port(), free_port()
+        monitored_port = free_port()
         host_env = {**env, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
-        host_cmd = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(root / "state")]
-        host_cmd += ["--port", str(mlgate_port), "--workers", str(args.workers), "--max-wait-ms", str(args.max_wait_ms)]
-        processes.append(start(host_cmd, host_env, root / "mlgate.log"))
+        for port, extra, name in (
+            (mlgate_port, [], "mlgate"),
+            (monitored_port, ["--monitoring-dir", str(root / "monitoring")], "mlgate-monitored"),
+        ):
+            host_cmd = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(root / f"state-{name}")]
+            host_cmd += ["--port", str(port), "--workers", str(args.workers), "--max-wait-ms", str(args.max_wait_ms)]
+            processes.append(start([*host_cmd, *extra], host_env, root / f"{name}.log"))
         mlflow_env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
         mlflow_cmd = ["mlflow", "models", "serve", "-m", str(blue), "--env-manager", "local"]
         mlflow_cmd += ["-h", "127.0.0.1", "-p", str(mlflow_port)]
@@ -194,6 +200,7 @@ def main() -> int:
         processes.append(start([*hello_cmd, "--log-level", "warning", "--no-access-log"], env, root / "hello.log"))
 
         wait_http(f"http://127.0.0.1:{mlgate_port}/v2/health/live")
+        wait_http(f"http://127.0.0.1:{monitored_port}/v2/health/live")
         key_hash = hashlib.sha256(KEY.encode()).hexdigest()
         spec = {
             "endpoints": {
@@ -206,14 +213,16 @@ def main() -> int:
                 }
             }
         }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{mlgate_port}/admin/spec",
-            data=json.dumps(spec).encode(),
-            method="PUT",
-            headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback only
-            assert answer.status == 200
+        spec["endpoints"]["diabetes"]["sample_rate"] = 1.0  # the monitored host records every request
+        for port in (mlgate_port, monitored_port):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/admin/spec",
+                data=json.dumps(spec).encode(),
+                method="PUT",
+                headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback only
+                assert answer.status == 200
         wait_http(f"http://127.0.0.1:{mlflow_port}/ping")
         wait_http(f"http://127.0.0.1:{hello_port}/")
 
@@ -221,6 +230,7 @@ def main() -> int:
             ("mlgate (key, 50/50 blue/green)", f"http://127.0.0.1:{mlgate_port}/endpoints/diabetes/invocations", keyed),
             ("mlflow models serve", f"http://127.0.0.1:{mlflow_port}/invocations", plain),
             ("hello-world ASGI (ceiling)", f"http://127.0.0.1:{hello_port}/", plain),
+            ("mlgate, monitoring at 100%", f"http://127.0.0.1:{monitored_port}/endpoints/diabetes/invocations", keyed),
         ]
         results: dict[tuple[str, int], dict[str, Any]] = {}
         for c in connections:
@@ -235,14 +245,20 @@ def main() -> int:
                 r = results[(name, c)]
                 figures = f"{r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8} {r['socket']:>7}"
                 print(f"{name:34} {c:>5} {figures}")
-            mlgate, mlflow, hello = (results[(t[0], c)] for t in targets)
+            mlgate, mlflow, hello, monitored = (results[(t[0], c)] for t in targets)
             print(
                 f"  at {c} connections: mlgate / mlflow = {mlgate['rps'] / max(mlflow['rps'], 1e-9):.1f}x throughput, "
-                f"mlgate / hello-world = {100 * mlgate['rps'] / max(hello['rps'], 1e-9):.0f}%"
+                f"mlgate / hello-world = {100 * mlgate['rps'] / max(hello['rps'], 1e-9):.0f}%, "
+                f"monitoring at 100% costs {100 * (1 - monitored['rps'] / max(mlgate['rps'], 1e-9)):.1f}% of throughput"
             )
-        with urllib.request.urlopen(f"http://127.0.0.1:{mlgate_port}/metrics", timeout=10) as answer:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{mlgate_port}/metrics", timeout=10) as answer:
             batches = [line for line in answer.read().decode().splitlines() if "batch_size_" in line]
         print("mlgate batch sizes:", " ".join(line.rsplit(" ", 1)[1] for line in batches))
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitored_port}/metrics", timeout=10) as answer:
+            kept = [
+                line for line in answer.read().decode().splitlines() if line.startswith("mlgate_serving_monitoring")
+            ]
+        print("monitoring:", "; ".join(kept))
         return 0
     finally:
         for process in processes:

@@ -29,6 +29,7 @@ from mlgate.domain.permissions import (
 )
 from mlgate.interfaces.api.deps import Permission
 from mlgate.interfaces.api.routes.mlflow_door import MlflowDoor
+from mlgate.interfaces.web.core import WebRoute
 from mlgate.services import identity
 from tests.conftest import Project, bearer
 
@@ -105,6 +106,13 @@ PINNED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/environments/{env}/endpoints/{name}/invocations"): "read",
     ("GET", "/api/v1/environments/{env}/rollouts"): "read",
     ("GET", "/api/v1/environments/{env}/rollouts/{rollout_id}"): "read",
+    ("GET", "/api/v1/environments/{env}/monitors"): "read",
+    ("POST", "/api/v1/environments/{env}/monitors"): "manage-monitors",
+    ("GET", "/api/v1/environments/{env}/monitors/{name}"): "read",
+    ("POST", "/api/v1/environments/{env}/monitors/{name}/run"): "manage-monitors",
+    ("GET", "/api/v1/environments/{env}/monitors/{name}/results"): "read",
+    ("GET", "/api/v1/environments/{env}/monitors/{name}/alerts"): "read",
+    ("POST", "/api/v1/environments/{env}/endpoints/{name}/feedback"): "manage-monitors",
 }
 
 DOOR = "/mlflow/{env}/{path:path}"
@@ -165,10 +173,18 @@ class Call:
 
 
 def route_contexts(app: FastAPI) -> tuple[list[RouteContext], list[str]]:
-    """The API routes (through included routers), and a description of every other kind of route."""
+    """The API routes (through included routers), and a description of every other kind of route.
+
+    The web UI's pages (WebRoute) are left out: they take a session cookie, not a bearer token, and
+    answer with pages and redirects; tests/test_web_ui.py checks their rules. They stay off the API's
+    paths, so this walk still sees every route a token reaches."""
     api_routes, strays = [], []
     for context in iter_route_contexts(app.routes):
         original = context.original_route
+        if isinstance(original, WebRoute):
+            if context.path.startswith(("/api/", "/mlflow/")):
+                strays.append(f"web page on an API path: {context.path}")
+            continue
         if isinstance(original, APIRoute):
             api_routes.append(context)
         elif isinstance(original, Mount) and isinstance(original.app, StaticFiles):

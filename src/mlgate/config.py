@@ -21,6 +21,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from mlgate.domain.environments import EnvironmentKind, kind_at
 from mlgate.domain.gates import GATE_B_CHECKS, Gate
+from mlgate.domain.monitors import ACTIONS, DEFAULT_SIGNALS, MONITOR_NAME, SIGNALS, Schedule, Window
+from mlgate.domain.monitors import thresholds as monitor_thresholds
 from mlgate.domain.permissions import Role
 from mlgate.errors import ConfigError, NotFoundError
 
@@ -216,6 +218,7 @@ class EndpointConfig(_Strict):
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100])  # canary traffic shares, ending at 100
     bake_time_s: float = Field(default=30.0, ge=0, le=24 * 3600)  # per step, watching the SLOs
     slo: SloConfig = SloConfig()
+    sample_rate: float = Field(default=1.0, ge=0, le=1)  # the share of requests kept for monitoring
 
     @field_validator("steps")
     @classmethod
@@ -229,6 +232,62 @@ class EndpointConfig(_Strict):
     def _name(cls, value: str) -> str:
         if not ENDPOINT_NAME.match(value):
             raise ValueError("expected letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+
+class RetrainConfig(_Strict):
+    """A monitor's `retrain` action: the project's training job in the first environment."""
+
+    data: str | None = None  # the dev data asset to train on (default: the production version's training data)
+    include_production_window: bool = True  # add the window's labelled production rows as a new data version
+    cooldown_hours: float = Field(default=24.0, ge=0, le=24 * 365)
+
+
+class MonitorConfig(_Strict):
+    """A monitor on an endpoint: which signals, against what thresholds, over what window, how often."""
+
+    name: str
+    environment: str | None = None  # default: the last environment (production)
+    endpoint: str
+    signals: list[Literal[SIGNALS]] = Field(default_factory=lambda: list(DEFAULT_SIGNALS))  # type: ignore[valid-type]
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    window: str = "1h"  # a lookback (30m, 1h, 1d) or the last rows ("5000 rows")
+    schedule: str = "5m"  # an interval, or a 5-field cron expression
+    min_rows: int = Field(default=100, ge=1, strict=True)  # fewer rows in a window: no verdict
+    consecutive: int = Field(default=2, ge=1, le=100, strict=True)  # K windows to fire, K to resolve
+    action: Literal[ACTIONS] = "notify"  # type: ignore[valid-type]
+    retrain: RetrainConfig = RetrainConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not MONITOR_NAME.match(value):
+            raise ValueError("expected lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("signals")
+    @classmethod
+    def _signals(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"expected at least one of: {', '.join(SIGNALS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        monitor_thresholds(value)
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        Window.parse(value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        Schedule.parse(value)
         return value
 
 
@@ -293,7 +352,7 @@ class FileConfig(_Strict):
     checks: ChecksConfig = ChecksConfig()
     serving: ServingConfig = ServingConfig()
     endpoints: dict[str, list[EndpointConfig]] = Field(default_factory=dict)
-    monitors: Any = None
+    monitors: list[MonitorConfig] = Field(default_factory=list)
     notifications: NotificationsConfig = NotificationsConfig()
     train: Any = None
     data: Any = None
@@ -488,8 +547,23 @@ def _endpoints(config: FileConfig, names: list[str]) -> dict[str, tuple[Endpoint
     return declared
 
 
+def _check_monitors(config: FileConfig, names: list[str]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for index, monitor in enumerate(config.monitors):
+        env = monitor.environment or names[-1]
+        if env not in names:
+            raise ConfigError(
+                f"mlgate.yaml: monitors[{index}].environment: unknown environment '{env}'; "
+                f"expected one of: {', '.join(names)}"
+            )
+        if (env, monitor.name) in seen:
+            raise ConfigError(f"mlgate.yaml: monitors[{index}]: a second monitor named '{monitor.name}' in '{env}'")
+        seen.add((env, monitor.name))
+
+
 def resolve(config: FileConfig, config_path: Path) -> Settings:
     """Turn a validated file into Settings: absolute paths, defaults filled in."""
+    _check_monitors(config, [env.name for env in config.environments])
     base = config_path.parent.resolve()
     home = (base / os.path.expanduser(config.home)).resolve()
     count = len(config.environments)

@@ -6,6 +6,7 @@ server's door) exactly as a team would, and prints what it did.
 
 from __future__ import annotations
 
+import csv
 import email
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from mlgate import demo_outer
+from mlgate import demo_monitoring, demo_outer
 from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli.job_commands import follow
@@ -42,6 +43,14 @@ ACCOUNTS = {
     "sam": (["software-developer"], ["staging", "production"]),
     "olu": (["operator"], ["staging", "production"]),
 }
+
+LABEL_AND_IDS = {"Diabetic", "PatientID"}
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
 
 # The demo's policy: model validation on held-out data in staging; the staging test endpoint; production's
 # endpoint, to which versions that pass gate B roll out by canary, watched against SLOs.
@@ -100,11 +109,11 @@ class MailSink:
         self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self._controller.start()
 
-    def wait_for(self, recipient: str, *, timeout_s: float) -> str:
+    def wait_for(self, recipient: str, *, timeout_s: float, subject_contains: str = "") -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for recipients, content in self.messages:
-                if recipient in recipients:
+                if recipient in recipients and subject_contains in email.message_from_string(content)["Subject"]:
                     return content
             time.sleep(0.2)
         raise MlgateError(f"no email for {recipient} reached the mail sink in {timeout_s:.0f} s")
@@ -166,8 +175,9 @@ class Demo:
         config += (
             "\n# The demo's approvers get email at a local mail sink.\n"
             "notifications:\n  smtp:\n    host: 127.0.0.1\n"
-            f"    port: {self.mail.port}\n    sender: mlgate@example.com\n" + DEMO_POLICY
+            f"    port: {self.mail.port}\n    sender: mlgate@example.com\n"
         )
+        config += DEMO_POLICY + demo_monitoring.MONITOR_POLICY
         self.config_path.write_text(config)
         settings = load_settings(self.config_path)
         report = initialize(settings)
@@ -287,6 +297,21 @@ class Demo:
             f"  lee registered held-out data {kept['name']}@{kept['version']} in staging ({kept['rows']} rows), "
             "on which model validation scores every candidate"
         )
+
+    def patients(self, *, drift: bool, rows: int = 2000) -> tuple[list[str], list[list[Any]]]:
+        """Patients as the web app sees them (the features, without the label), from the example's generator."""
+        out = self.folder / "data" / f"patients-{'drifted' if drift else 'normal'}.csv"
+        generate = [sys.executable, "-m", "diabetes.data", "--rows", str(rows), "--seed", "7", "--out", str(out)]
+        environ = {**os.environ, "PYTHONPATH": str(self.project / "src")}
+        done = subprocess.run([*generate, *(["--drift"] if drift else [])], env=environ, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise MlgateError(f"generating patients failed:\n{done.stderr[-2000:]}")
+        with out.open() as handle:
+            table = list(csv.reader(handle))
+        header, body = table[0], table[1:]
+        features = [i for i, name in enumerate(header) if name not in LABEL_AND_IDS]
+        columns = [header[i] for i in features]
+        return columns, [[_number(line[i]) for i in features] for line in body]
 
     def commit(self, message: str) -> None:
         for command in (["add", "-A"], ["commit", "-qm", message]):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from mlgate import demo_monitoring
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli.output import console, table
 
@@ -23,12 +24,15 @@ WAIT_S = 300.0
 
 
 class WebApp:
-    """The clinic's web application: one patient's risk at a time, as fast as the endpoint answers."""
+    """The clinic's web application: one patient's risk at a time, as fast as the endpoint answers, cycling
+    through the patients it was given (`patients` switches to others: a population that changed)."""
 
-    def __init__(self, url: str, key: str, payload: dict[str, Any]) -> None:
+    def __init__(self, url: str, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         self.url = url
         self._headers = {"Authorization": f"Bearer {key}"}
-        self._payload = payload
+        self._columns = columns
+        self._rows = rows
+        self.request_ids: list[str] = []
         self.answers: Counter[str] = Counter()  # by status, and by slot for the good ones
         self.slots: Counter[str] = Counter()
         self.errors: list[str] = []
@@ -42,11 +46,18 @@ class WebApp:
         self._stop.set()
         self._thread.join(timeout=30)
 
+    def patients(self, rows: list[list[Any]]) -> None:
+        self._rows = rows
+
     def _run(self) -> None:
+        position = 0
         with httpx.Client(headers=self._headers, timeout=10) as http:
             while not self._stop.is_set():
+                rows = self._rows
+                row = rows[position % len(rows)]
+                position += 1
                 try:
-                    answer = http.post(self.url, json=self._payload)
+                    answer = http.post(self.url, json={"dataframe_split": {"columns": self._columns, "data": [row]}})
                 except httpx.HTTPError as exc:
                     self.answers["connection error"] += 1
                     self.errors.append(str(exc))
@@ -54,6 +65,7 @@ class WebApp:
                 self.answers[str(answer.status_code)] += 1
                 if answer.status_code == 200:
                     self.slots[answer.headers.get("mlgate-deployment", "?")] += 1
+                    self.request_ids.append(answer.headers.get("x-request-id", ""))
                 else:
                     self.errors.append(answer.text[:200])
                 time.sleep(0.01)
@@ -195,8 +207,10 @@ def run(demo: Demo) -> None:
     with demo.client("olu") as olu:
         key = olu.rotate_key("production", PRODUCTION_ENDPOINT, "primary")["key"]
         example = olu.model_version("production", "diabetes", produced)["input_example"]
-    payload = {"dataframe_split": {"columns": example["columns"], "data": example["data"][:1]}}
-    web = WebApp(endpoint["url"], key, payload)
+    columns, rows = demo.patients(drift=False)
+    if columns != example["columns"]:
+        raise MlgateError(f"the generator's columns {columns} are not the model's {example['columns']}")
+    web = WebApp(endpoint["url"], key, columns, rows)
     web.start()
     console.print(f"  POST {endpoint['url']} (endpoint key from `mlgate endpoints rotate-key`)")
     try:
@@ -215,12 +229,13 @@ def run(demo: Demo) -> None:
         demo.step("Continuous deployment: a canary rollout (10% -> 50% -> 100%) while the web app calls")
         endpoint = rollout(demo, produced)
         time.sleep(1)
+        demo.step("The web app's view of the rollout")
+        slots = ", ".join(f"{slot} {n}" for slot, n in sorted(web.slots.items()))
+        console.print(f"  calls answered: {web.ok} (by slot: {slots}); failed: {web.failed}")
+        console.print(f"  production endpoint: {endpoint['url']}")
+        if web.failed:
+            raise MlgateError(f"{web.failed} web-app calls failed during the rollout: {web.errors[:3]}")
+        demo.production_url = endpoint["url"]
+        demo_monitoring.run(demo, web)
     finally:
         web.stop()
-    demo.step("The web app's view of it all")
-    slots = ", ".join(f"{slot} {n}" for slot, n in sorted(web.slots.items()))
-    console.print(f"  calls answered: {web.ok} (by slot: {slots}); failed: {web.failed}")
-    console.print(f"  production endpoint: {endpoint['url']}")
-    if web.failed:
-        raise MlgateError(f"{web.failed} web-app calls failed during the rollout: {web.errors[:3]}")
-    demo.production_url = endpoint["url"]

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CodeSnapshot, Job, utcnow
 from mlgate.config import Settings
-from mlgate.domain.jobs import JobState
+from mlgate.domain.jobs import DataRef, JobState
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.project import train_spec
 from mlgate.services import audit, data_assets
@@ -171,8 +171,12 @@ def submit_train(
     env: str,
     snapshot_sha256: str,
     backend: str = "local",
+    versions: dict[str, int] | None = None,
+    origin: dict[str, Any] | None = None,
 ) -> JobView:
-    """Queue the snapshot's `train` command; its data references are pinned to versions now."""
+    """Queue the snapshot's `train` command; its data references are pinned to versions now (`versions`
+    pins some to given versions instead: a retraining on data made for it). `origin` is kept in the job's
+    spec: what automation submitted it for (a monitor's alert), so that a restart can find it again."""
     with db.read() as session:
         snapshot = session.execute(
             select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == snapshot_sha256)
@@ -185,6 +189,15 @@ def submit_train(
     config = _config_text(snapshot_path(settings, snapshot.sha256).read_bytes())
     spec = train_spec(config or "", source="the snapshot's mlgate.yaml")
     pinned = {ref.name: data_assets.resolve(db, env, ref).version for ref in spec.data}
+    unknown = sorted(set(versions or {}) - set(pinned))
+    if unknown:
+        raise ValidationError(
+            f"the snapshot's train.data does not name {', '.join(unknown)}; it names: {', '.join(pinned) or 'nothing'}",
+            details={"data": unknown},
+        )
+    for name, version in (versions or {}).items():
+        pinned[name] = data_assets.resolve(db, env, DataRef(name, version)).version
+    stored = dataclasses.asdict(spec) | {"data": [str(r) for r in spec.data]} | ({"origin": origin} if origin else {})
     with db.write() as session:
         job = Job(
             environment=env,
@@ -192,7 +205,7 @@ def submit_train(
             state=JobState.QUEUED.value,
             snapshot_id=snapshot.id,
             command=spec.command,
-            spec=dataclasses.asdict(spec) | {"data": [str(r) for r in spec.data]},
+            spec=stored,
             data_versions=pinned,
             run_ids=[],
             requested_by=actor,

@@ -69,6 +69,7 @@ class RegisterRequest:
     model_uri: str | None = None  # models:/m-..., instead of finding it by run and name
     data: str | None = None  # NAME or NAME@VERSION of the training data
     label: str | None = None
+    notes: tuple[str, ...] = ()  # recorded in the lineage (automation says why it registered)
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def _prepare(
         raise ValidationError(f"{model.uri} is not ready (status {model.status})", details={"model_uri": model.uri})
     job = model_lineage.job_of(db, env, run)
     training = model_lineage.training_data(db, env, asked=asked, job=job)
-    notes: list[str] = []
+    notes: list[str] = list(request.notes)
     with tempfile.TemporaryDirectory(prefix="mlgate-model-") as tmp:
         folder = registry.download(model, Path(tmp))
         described = read_model_folder(folder)

@@ -27,6 +27,8 @@ EVENTS = (
     "request.checks-failed",
     "rollout.succeeded",
     "rollout.failed",
+    "monitor.alert",
+    "monitor.resolved",
 )
 
 
@@ -218,6 +220,60 @@ def emit_rollout(
                 channel=channel,
                 recipient=recipient,
                 request_id=rollout.get("request_id"),
+                payload=payload,
+                state="sent" if channel == "inbox" else "pending",
+                attempts=0,
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+                sent_at=utcnow() if channel == "inbox" else None,
+            )
+        )
+
+    smtp = settings.raw.notifications.smtp
+    for person in sorted(_people(session, recipients), key=lambda u: u.name):
+        add("inbox", person.name)
+        if smtp is not None and person.email:
+            add("email", person.email)
+    for hook in settings.raw.notifications.webhooks:
+        if hook.events is None or event in hook.events:
+            add("webhook", hook.name)
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def emit_monitor(
+    session: Session,
+    settings: Settings,
+    *,
+    event: str,
+    alert: dict[str, Any],
+    recipients: set[str],
+    base_url: str,
+    text: str,
+) -> list[Notification]:
+    """Queue a monitor event (`monitor.alert`, `monitor.resolved`) for each recipient (inbox, and email
+    where they have an address) and each webhook that takes it. Call inside the transaction that opens
+    or resolves the alert."""
+    assert event.startswith("monitor.") and event in EVENTS, event
+    root = settings.public_url or base_url
+    env, endpoint = alert["environment"], alert["endpoint"]
+    link = f"{root}/endpoints/{env}/{endpoint}"
+    links = {"endpoint": link}
+    if alert.get("model"):
+        name, _, version = str(alert["model"]).partition(":")
+        links["model"] = f"{root}/models/{env}/{name}/{version}"
+    payload: dict[str, Any] = {"event": event, "alert": alert, "links": links, "text": f"{text}. {link}"}
+    rows: list[Notification] = []
+
+    def add(channel: str, recipient: str) -> None:
+        rows.append(
+            Notification(
+                delivery_id=str(uuid.uuid4()),
+                event=event,
+                channel=channel,
+                recipient=recipient,
+                request_id=None,
                 payload=payload,
                 state="sent" if channel == "inbox" else "pending",
                 attempts=0,

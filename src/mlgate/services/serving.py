@@ -125,6 +125,7 @@ class Serving:
         hashes = endpoints.key_hashes(self.db, env)
         internal = token_hash(self.internal_key)
         stable = self._stable_slots(env)
+        sample_rates = {e.name: e.sample_rate for e in self.settings.endpoints.get(env, ())}
         specs: dict[str, Any] = {}
         for view in endpoints.list_endpoints(self.db, env):
             allocation = override.get(view.name, view.allocation)
@@ -133,9 +134,15 @@ class Serving:
             spec: dict[str, Any] = {
                 "key_hashes": [*hashes[view.name], internal],
                 "slots": {
-                    s.slot: {"model_dir": str(self.place(environment, s)), "digest": s.digest, "traffic": s.traffic}
+                    s.slot: {
+                        "model_dir": str(self.place(environment, s)),
+                        "digest": s.digest,
+                        "traffic": s.traffic,
+                        "version": s.version,
+                    }
                     for s in allocation.slots
                 },
+                "sample_rate": sample_rates.get(view.name, 1.0),
             }
             if allocation.mirror is not None:
                 spec["mirror"] = {"slot": allocation.mirror.slot, "percent": allocation.mirror.percent}

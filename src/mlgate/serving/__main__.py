@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-body-bytes", type=int, default=5 * 1024 * 1024)
     parser.add_argument("--workers", type=_positive, default=1, help="worker processes sharing the port")
+    parser.add_argument(
+        "--monitoring-dir", type=Path, help="record scored requests there (Parquet) and accept ground truth"
+    )
     parser.add_argument("--log-level", default="warning")
     # Given by the supervisor of --workers W > 1 to each worker it starts.
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         batching=Batching(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms),
         max_body_bytes=args.max_body_bytes,
         sync=sync,
+        monitoring_dir=args.monitoring_dir,
     )
     options: dict[str, Any] = {
         "log_level": args.log_level,

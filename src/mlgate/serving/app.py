@@ -14,6 +14,7 @@ longer used once their in-flight requests have finished, so a deployment never d
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import hashlib
 import hmac
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from mlgate.monitoring.store import RequestLog, known_request_ids, write_feedback
 from mlgate.serving.batching import Batcher
 from mlgate.serving.errors import AuthError, InputError, NotFound, ServingError
 from mlgate.serving.metrics import Metrics
@@ -52,6 +54,8 @@ DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 SPEC_FILE = "spec.json"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SLOT_HEADER = b"mlgate-deployment"
+RECENT_IDS = 1_000_000  # request ids kept in memory for ground truth; older ones are looked up in the store
+MAX_FEEDBACK = 100_000
 COLUMN_V2_TYPES = {"long": "INT64", "integer": "INT32", "double": "FP64", "float": "FP32", "boolean": "BOOL"}
 
 
@@ -129,8 +133,12 @@ class ServingHost:
         batching: Batching | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         sync: WorkerSync | None = None,
+        monitoring_dir: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
+        # What was scored, for monitoring: queued here, written to Parquet by a background thread.
+        self.request_log = RequestLog(monitoring_dir) if monitoring_dir is not None else None
+        self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._admin_token = admin_token.encode()
         self._default_batching = batching or Batching()
         self._max_body = max_body_bytes
@@ -152,13 +160,17 @@ class ServingHost:
             return
         request = _Request(scope)
         path, method = request.path, request.method
-        if path.startswith("/endpoints/") and path.endswith("/invocations"):
+        if path.startswith("/endpoints/") and path.endswith("/feedback"):
+            name = path[len("/endpoints/") : -len("/feedback")]
+            await self._guard(self._feedback, name, request, receive, send, v2=False, allowed=("POST",))
+        elif path.startswith("/endpoints/") and path.endswith("/invocations"):
             name = path[len("/endpoints/") : -len("/invocations")]
             await self._guard(self._invocations, name, request, receive, send, v2=False, allowed=("POST",))
         elif path.startswith("/v2"):
             await self._guard(self._v2, path, request, receive, send, v2=True, allowed=("GET", "POST"))
         elif path == "/metrics" and method == "GET":
             body = self.metrics.render() if self._sync is None else self._sync.render_metrics()
+            body += self._monitoring_metrics()
             await self._send(send, request, 200, body, b"text/plain; version=0.0.4")
         elif path in ("/ping", "/health") and method == "GET":
             await self._send_json(send, request, 200, self._health)
@@ -295,6 +307,10 @@ class ServingHost:
     ) -> tuple[Any, _Slot, np.ndarray]:
         started = time.perf_counter()
         endpoint_label, slot_label, status = "unknown", "", 500
+        endpoint: _Endpoint | None = None
+        slot: _Slot | None = None
+        x: np.ndarray | None = None
+        out: np.ndarray | None = None
         try:
             payload = await self._body(request, receive, json_required=json_required)
             # From here to the increment no await: a spec swap cannot retire the runtime under us.
@@ -335,9 +351,82 @@ class ServingHost:
             status = exc.status
             raise
         finally:
-            self.metrics.request(
-                endpoint=endpoint_label, slot=slot_label, status=status, seconds=time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self.metrics.request(endpoint=endpoint_label, slot=slot_label, status=status, seconds=seconds)
+            if (
+                self.request_log is not None
+                and endpoint is not None
+                and slot is not None
+                and (endpoint.spec.sample_rate >= 1.0 or random.random() < endpoint.spec.sample_rate)
+            ):
+                self._log_request(request, endpoint, slot, status, seconds, x, out)
+
+    def _log_request(
+        self,
+        request: _Request,
+        endpoint: _Endpoint,
+        slot: _Slot,
+        status: int,
+        seconds: float,
+        x: np.ndarray | None,
+        out: np.ndarray | None,
+    ) -> None:
+        assert self.request_log is not None
+        model = slot.runtime.model
+        queued = self.request_log.record(
+            endpoint=endpoint.spec.name,
+            slot=slot.name,
+            digest=model.digest,
+            version=endpoint.spec.slots[slot.name].version if slot.name in endpoint.spec.slots else None,
+            request_id=request.request_id,
+            status=status,
+            latency_ms=seconds * 1000,
+            names=tuple(model.signature.names) if x is not None else (),
+            rows=x,
+            outputs=out,
+        )
+        if queued:  # the ids ground truth may refer to, newest last, bounded
+            self._recent_ids[request.request_id] = None
+            if len(self._recent_ids) > RECENT_IDS:
+                self._recent_ids.popitem(last=False)
+
+    def _monitoring_metrics(self) -> bytes:
+        if self.request_log is None:
+            return b""
+        stats = self.request_log.stats()
+        lines = [
+            "# HELP mlgate_serving_monitoring_rows_total Request rows for the monitoring store, by outcome.",
+            "# TYPE mlgate_serving_monitoring_rows_total counter",
+            f'mlgate_serving_monitoring_rows_total{{outcome="written"}} {stats["written_rows"]}',
+            f'mlgate_serving_monitoring_rows_total{{outcome="dropped"}} {stats["dropped_rows"]}',
+            "# HELP mlgate_serving_monitoring_pending_rows Rows queued, not yet written.",
+            "# TYPE mlgate_serving_monitoring_pending_rows gauge",
+            f"mlgate_serving_monitoring_pending_rows {stats['pending_rows']}",
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
+    async def _feedback(self, name: str, request: _Request, receive: Receive, send: Send) -> None:
+        """Ground truth from the caller: `{"feedback": [{"request_id", "label"}, ...]}` (or parallel
+        `request_ids` and `labels` lists). Ids this endpoint never recorded are answered back as unknown."""
+        payload = await self._body(request, receive, json_required=True)
+        self._authorize(request, name)
+        if self.request_log is None:
+            raise ServingError("this serving host keeps no monitoring store", status=409, code="BAD_REQUEST")
+        ids, labels = _feedback_pairs(payload)
+        unseen = [i for i in ids if i not in self._recent_ids]
+        stored = await asyncio.to_thread(known_request_ids, self.request_log.root, name, unseen) if unseen else set()
+        unknown = sorted({i for i in unseen if i not in stored})
+        kept = [(i, label) for i, label in zip(ids, labels, strict=True) if i not in unknown]
+        if kept:
+            await asyncio.to_thread(
+                write_feedback,
+                self.request_log.root,
+                name,
+                [i for i, _ in kept],
+                [label for _, label in kept],
+                source="endpoint",
             )
+        await self._send_json(send, request, 200, {"accepted": len(kept), "unknown": unknown})
 
     def _stable_for(self, name: str, failed: _Slot) -> _Slot | None:
         """The slot that answers for `failed` while a rollout is under way, from the state in force now
@@ -581,6 +670,8 @@ class ServingHost:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.request_log is not None:
+                    self.request_log.start()
                 if self._sync is None:
                     await self.restore()
                 else:  # restores the saved spec too, then follows the one the other workers save
@@ -591,8 +682,36 @@ class ServingHost:
                     await self._sync.stop()
                 for runtime in self._state.runtimes.values():
                     await runtime.batcher.close()
+                if self.request_log is not None:
+                    await asyncio.to_thread(self.request_log.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _feedback_pairs(payload: Any) -> tuple[list[str], list[float]]:
+    ids: list[Any]
+    labels: Any
+    if isinstance(payload, dict) and isinstance(payload.get("feedback"), list):
+        items = payload["feedback"]
+        if not all(isinstance(item, dict) for item in items):
+            raise InputError("each item of 'feedback' must be an object with 'request_id' and 'label'")
+        ids, labels = [item.get("request_id") for item in items], [item.get("label") for item in items]
+    elif isinstance(payload, dict) and isinstance(payload.get("request_ids"), list):
+        ids, labels = payload["request_ids"], payload.get("labels")
+        if not isinstance(labels, list) or len(labels) != len(ids):
+            raise InputError("'labels' must be a list as long as 'request_ids'")
+    else:
+        raise InputError("send {'feedback': [{'request_id': ..., 'label': ...}, ...]}")
+    if not ids:
+        raise InputError("no feedback given")
+    if len(ids) > MAX_FEEDBACK:
+        raise InputError(f"at most {MAX_FEEDBACK} labels per request, got {len(ids)}", status=413)
+    for position, (request_id, label) in enumerate(zip(ids, labels, strict=True)):
+        if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):
+            raise InputError(f"item {position}: 'request_id' must be a request id string, got {request_id!r}")
+        if isinstance(label, bool) or not isinstance(label, int | float):
+            raise InputError(f"item {position}: 'label' must be a number, got {label!r}")
+    return list(ids), [float(label) for label in labels]
 
 
 def _runtime_key(model_dir: str, digest: str, signature: Any, batching: Batching) -> tuple[str, str, str]:

@@ -37,6 +37,7 @@ class SlotSpec:
     digest: str
     traffic: int
     signature: Any | None
+    version: int | None = None  # the registry's version number, recorded with each request
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class EndpointSpec:
     mirror_slot: str | None
     mirror_percent: float
     stable: str | None = None
+    sample_rate: float = 1.0  # the share of requests recorded in the monitoring store
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,10 @@ def _slot(endpoint: str, name: str, raw: Any) -> SlotSpec:
     traffic = _number(raw.get("traffic", 0), f"{where}.traffic", 0, 100)
     if traffic != int(traffic):
         raise _invalid(f"{where}.traffic must be a whole number")
-    return SlotSpec(name, raw["model_dir"], raw["digest"], int(traffic), raw.get("signature"))
+    version = raw.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise _invalid(f"{where}.version must be a whole number")
+    return SlotSpec(name, raw["model_dir"], raw["digest"], int(traffic), raw.get("signature"), version)
 
 
 def _endpoint(name: str, raw: Any) -> EndpointSpec:
@@ -106,7 +111,10 @@ def _endpoint(name: str, raw: Any) -> EndpointSpec:
     stable = raw.get("stable")
     if stable is not None and stable not in slots:
         raise _invalid(f"{where}.stable must be one of the endpoint's slots ({', '.join(slots)})")
-    return EndpointSpec(name, tuple(bytes.fromhex(h) for h in hashes), slots, mirror_slot, mirror_percent, stable)
+    sample_rate = _number(raw.get("sample_rate", 1.0), f"{where}.sample_rate", 0, 1)
+    return EndpointSpec(
+        name, tuple(bytes.fromhex(h) for h in hashes), slots, mirror_slot, mirror_percent, stable, sample_rate
+    )
 
 
 def parse_spec(raw: Any) -> Spec:

@@ -32,6 +32,8 @@ SUBJECTS = {
     "request.checks-failed": "Check failed",
     "rollout.succeeded": "Rolled out",
     "rollout.failed": "Rollout failed",
+    "monitor.alert": "Monitor alert",
+    "monitor.resolved": "Monitor resolved",
 }
 
 
@@ -42,6 +44,10 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def subject(event: str, payload: Mapping[str, Any]) -> str:
     request, model = _mapping(payload.get("request")), _mapping(payload.get("model"))
     label = SUBJECTS.get(event, event)
+    alert = _mapping(payload.get("alert"))
+    if alert:
+        what = f"{alert.get('monitor')} on {alert.get('environment')}/{alert.get('endpoint')}"
+        return f"[mlgate] {label}: {what} (alert {alert.get('id')})"
     rollout = _mapping(payload.get("rollout"))
     if rollout:
         what = (

@@ -200,6 +200,8 @@ class LocalServingBackend:
             str(env.serving_dir / STATE_DIR),
             "--port",
             str(port),
+            "--monitoring-dir",
+            str(env.monitoring_dir),
             *self._options,
         ]
         with log_path.open("ab") as out:

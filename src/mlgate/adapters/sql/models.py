@@ -322,3 +322,68 @@ class Rollout(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Monitor(Base):
+    """A monitor on an endpoint: its spec (signals, thresholds, window, schedule, action) and where its
+    alert stands (the hysteresis counters), declared in the policy config or created through the API."""
+
+    __tablename__ = "monitors"
+    __table_args__ = (UniqueConstraint("environment", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    origin: Mapped[str] = mapped_column(String(16))  # config | api
+    firing: Mapped[bool] = mapped_column(Boolean, default=False)
+    breaching: Mapped[int] = mapped_column(Integer, default=0)
+    clean: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_retrain_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MonitorResult(Base):
+    """One evaluation of a monitor over one window: the values per signal (and per feature), the
+    thresholds they broke, and the verdict (breach | clean | no-verdict)."""
+
+    __tablename__ = "monitor_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str | None] = mapped_column(String(256))  # name:version serving in the window
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    breaches: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    verdict: Mapped[str] = mapped_column(String(16))
+
+
+class MonitorAlert(Base):
+    """An alert: opened after K breaching windows, resolved after K clean ones; with the retraining it
+    started, when the monitor's action is `retrain`."""
+
+    __tablename__ = "monitor_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"), index=True)
+    environment: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # firing | resolved
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_result_id: Mapped[int | None] = mapped_column(ForeignKey("monitor_results.id"))
+    resolved_result_id: Mapped[int | None] = mapped_column(ForeignKey("monitor_results.id"))
+    breaches: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # retrain: none | submitted | registered | skipped | failed, with the job, data and candidate it made
+    retrain_state: Mapped[str] = mapped_column(String(16), default="none")
+    retrain_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    retrain_data: Mapped[str | None] = mapped_column(String(128))
+    candidate_version: Mapped[int | None] = mapped_column(Integer)
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("promotion_requests.id"))
+    retrain_note: Mapped[str | None] = mapped_column(Text)

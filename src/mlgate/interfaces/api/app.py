@@ -15,11 +15,13 @@ from fastapi import FastAPI
 
 import mlgate
 from mlgate.adapters.execution.base import ExecutionBackend, backend
+from mlgate.adapters.mlflow.registry import MlflowRegistry
 from mlgate.adapters.mlflow.tracking_servers import LocalTrackingServers, TrackingServers
 from mlgate.adapters.serving.base import ServingBackend
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
+from mlgate.interfaces import web
 from mlgate.interfaces.api import errors
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.routes import (
@@ -31,13 +33,16 @@ from mlgate.interfaces.api.routes import (
     jobs,
     mlflow_door,
     models,
+    monitors,
     notifications,
     requests,
     rollouts,
     system,
     users,
 )
+from mlgate.services import monitors as monitors_service
 from mlgate.services import requests as requests_service
+from mlgate.services import retraining
 from mlgate.services.delivery import DeliveryWorker
 from mlgate.services.job_runner import JobRunner
 from mlgate.services.promotion import PromotionWorker
@@ -49,6 +54,7 @@ from mlgate.services.staging_pipeline import StagingPipeline
 log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP_S = 5.0
+MONITOR_TICK_S = 5.0  # schedules are checked this often; a retraining's job, too
 PROXY_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 
 
@@ -122,12 +128,27 @@ def create_app(
         # production rollouts of versions that passed gate B
         rollout_worker = RolloutWorker(settings, db, ctx.serving, ctx.tracking, base_url=ctx.base_url)
         rollout_worker.start()
+        # monitors: the declared ones synced, each run on its schedule; alerts carry their retraining on
+        await to_thread.run_sync(monitors_service.ensure_declared, db, settings)
+
+        def monitor_tick() -> None:
+            monitors_service.run_due(db, settings, base_url=ctx.base_url)
+            retraining.sweep(
+                db,
+                settings,
+                registry_for=lambda env: MlflowRegistry(ctx.tracking.upstream(env), env=env),
+                base_url=ctx.base_url,
+            )
+
+        monitor_worker = Periodic("monitors", monitor_tick, interval_s=MONITOR_TICK_S)
+        monitor_worker.start()
         if record_server:
             children = [int(str(s["pid"])) for s in ctx.tracking.status().values() if s.get("pid")]
             write_server_record(ctx, children=children)
         try:
             yield
         finally:
+            monitor_worker.stop()
             rollout_worker.stop()
             ctx.on_checks = None
             pipeline.stop()
@@ -167,8 +188,10 @@ def create_app(
         checks,
         endpoints,
         rollouts,
+        monitors,
         notifications,
         mlflow_door,
     ):
         app.include_router(module.router)
+    web.install(app)  # the web UI at /: its pages and /static
     return app

@@ -17,6 +17,7 @@ from mlgate.interfaces.cli import (
     identity_commands,
     job_commands,
     model_commands,
+    monitor_commands,
     notification_commands,
     request_commands,
     rollout_commands,
@@ -55,6 +56,7 @@ app.add_typer(endpoint_commands.endpoints_app, name="endpoints")
 app.add_typer(notification_commands.notifications_app, name="notifications")
 app.add_typer(request_commands.requests_app, name="requests")
 app.add_typer(rollout_commands.rollouts_app, name="rollouts")
+app.add_typer(monitor_commands.monitor_app, name="monitor")
 
 
 def main() -> None:

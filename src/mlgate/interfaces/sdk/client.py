@@ -391,3 +391,43 @@ class Client:
         """One rollout: its steps (traffic, timings, observed figures, outcome) and how it ended."""
         result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/rollouts/{rollout_id}")
         return result
+
+    # monitors
+    def monitors(self, env: str) -> list[dict[str, Any]]:
+        """The environment's monitors, each with its latest result."""
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/monitors")["data"]
+        return result
+
+    def create_monitor(self, env: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a monitor: `spec` as a `monitors` entry of mlgate.yaml (name, endpoint, signals, ...)."""
+        result: dict[str, Any] = self.request("POST", f"/api/v1/environments/{env}/monitors", json=spec)
+        return result
+
+    def monitor(self, env: str, name: str) -> dict[str, Any]:
+        """One monitor: spec, effective thresholds, latest result, recent alerts."""
+        result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/monitors/{name}")
+        return result
+
+    def run_monitor(self, env: str, name: str) -> dict[str, Any]:
+        """Evaluate the monitor's window now: {result, change, alert}."""
+        result: dict[str, Any] = self.request("POST", f"/api/v1/environments/{env}/monitors/{name}/run")
+        return result
+
+    def monitor_results(self, env: str, name: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The monitor's results over time, newest first."""
+        path = f"/api/v1/environments/{env}/monitors/{name}/results"
+        result: list[dict[str, Any]] = self.request("GET", path, params={"limit": limit})["data"]
+        return result
+
+    def monitor_alerts(self, env: str, name: str) -> list[dict[str, Any]]:
+        """The monitor's alerts, newest first, with the retraining each started."""
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/environments/{env}/monitors/{name}/alerts")
+        return result
+
+    def send_feedback(self, env: str, endpoint: str, request_ids: list[str], labels: list[float]) -> dict[str, Any]:
+        """Ground truth for the endpoint's requests: {accepted, unknown (ids it never answered)}."""
+        body = {"request_ids": request_ids, "labels": labels}
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/environments/{env}/endpoints/{endpoint}/feedback", json=body
+        )
+        return result

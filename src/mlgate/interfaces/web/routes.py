@@ -1,0 +1,357 @@
+"""The web UI's pages and forms, served by `mlgate server` at `/`.
+
+Reads are the services' sync calls (FastAPI runs these routes in its threadpool); every form is a POST
+with the session's CSRF token, checked with the same permission rule as its API route, and carried out
+by the same service call; refusals come back as messages on the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from mlgate.domain.endpoints import Mirror
+from mlgate.domain.gates import RequestState
+from mlgate.domain.permissions import Action, Principal
+from mlgate.errors import AuthenticationError, MlgateError, NotFoundError
+from mlgate.interfaces.web import session as sessions
+from mlgate.interfaces.web import views
+from mlgate.interfaces.web.core import (
+    Ctx,
+    Form,
+    Refused,
+    User,
+    WebRoute,
+    may,
+    readable,
+    redirect,
+    render,
+    require,
+    safe_next,
+    set_session_cookie,
+)
+from mlgate.services import audit, identity, jobs, models, requests, rollouts
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+RECENT_JOBS = 5
+AUDIT_LIMIT = 200
+LOG_LINES = 200
+
+
+# --- signing in and out -----------------------------------------------------------------------------
+
+
+@router.get("/signin")
+def signin_form(request: Request, next: str = "/") -> Response:
+    return render(request, "signin.html", next=safe_next(next), error=None)
+
+
+@router.post("/signin")
+def signin(request: Request, ctx: Ctx, form: Form) -> Response:
+    """An API token in, a session cookie out: the cookie names the token's id, never the token."""
+    target = safe_next(form.get("next"))
+    try:
+        principal = identity.authenticate(ctx.db, form.get("token", "").strip())
+        if principal.scope is not None or principal.token_id is None:
+            raise AuthenticationError("a job's token cannot sign in")
+    except AuthenticationError as exc:
+        return render(request, "signin.html", 401, next=target, error=f"Not signed in: {exc.message}.")
+    response = redirect(request, target)
+    set_session_cookie(
+        request, response, sessions.new_session(token_id=principal.token_id, user=principal.name)
+    )  # a new CSRF token with the new session
+    return response
+
+
+@router.post("/signout")
+def signout(request: Request, form: Form) -> Response:
+    response = redirect(request, "/signin")
+    set_session_cookie(request, response, sessions.new_session())
+    return response
+
+
+# --- overview ---------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def overview(request: Request, ctx: Ctx, user: User) -> Response:
+    columns = []
+    for env in readable(ctx, user):
+        rows, note = views.endpoint_rows(ctx, env)
+        columns.append(
+            {
+                "env": env,
+                "endpoints": rows,
+                "serving_note": note,
+                "open": [r for r in requests.list_requests(ctx.db, env=env, state="open") if r.target_env == env],
+                "jobs": jobs.list_jobs(ctx.db, env, limit=RECENT_JOBS),
+            }
+        )
+    waiting = requests.waiting_for(ctx.db, ctx.settings, user)
+    return render(request, "overview.html", user=user, columns=columns, waiting=waiting)
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+@router.get("/requests")
+def request_inbox(request: Request, ctx: Ctx, user: User, state: str = "open") -> Response:
+    envs = readable(ctx, user)
+    seen: dict[int, requests.RequestView] = {}
+    for env in envs:
+        for found in requests.list_requests(ctx.db, env=env, state=state or None):
+            seen.setdefault(found.id, found)
+    waiting = requests.waiting_for(ctx.db, ctx.settings, user)
+    listed = sorted(seen.values(), key=lambda r: r.id, reverse=True)
+    states = [s.value for s in RequestState]
+    return render(request, "requests.html", user=user, waiting=waiting, listed=listed, state=state, states=states)
+
+
+def _visible_request(ctx: Ctx, user: Principal, request_id: int) -> requests.RequestView:
+    """The request if the user reads one of its environments; anyone else learns nothing (404), as in
+    the API's `locate`."""
+    found = requests.get(ctx.db, request_id)
+    envs = readable(ctx, user)
+    if found.source_env not in envs and found.target_env not in envs:
+        raise NotFoundError(f"no promotion request {request_id}")
+    return found
+
+
+@router.get("/requests/{request_id}")
+def request_page(request: Request, ctx: Ctx, user: User, request_id: int) -> Response:
+    found = _visible_request(ctx, user, request_id)
+    envs = readable(ctx, user)
+    digest = str(found.evidence.get("digest") or "")
+    return render(
+        request,
+        "request.html",
+        user=user,
+        r=found,
+        state=views.decision_state(ctx, user, found),
+        chart=views.metrics_chart(found.evidence),
+        card=views.card_html(found.evidence.get("card")),
+        chain=views.chain(ctx, envs, found.model_name, digest) if digest else [],
+        checks=found.evidence.get("checks") or {},
+    )
+
+
+@router.post("/requests/{request_id}/decide")
+def decide(request: Request, ctx: Ctx, user: User, form: Form, request_id: int) -> Response:
+    """Approve or reject. The gate's approver role is checked as the API's DECIDE_GATE permission checks
+    it; everything else (author, opener, checks, state) by `services.requests.decide`."""
+    page = f"/requests/{request_id}"
+    found = _visible_request(ctx, user, request_id)
+    decision = form.get("decision")
+    if decision not in ("approve", "reject"):
+        return redirect(request, page, kind="error", text="Choose approve or reject.")
+    gate = next((g for g in ctx.settings.gates if g.target == found.target_env), None)
+    if gate is None or user.is_system or gate.approver_role not in user.roles_in(found.target_env):
+        needs = f"needs the role: {gate.approver_role}" if gate else "has no gate leading into it"
+        text = f"{user.name} may not do this: 'decide-gate' in '{found.target_env}' {needs}"
+        return redirect(request, page, kind="error", text=text)
+    comment = form.get("comment", "").strip() or None
+    try:
+        decided = requests.decide(
+            ctx.db,
+            ctx.settings,
+            principal=user,
+            env=found.target_env,
+            request_id=request_id,
+            approve=decision == "approve",
+            comment=comment,
+            base_url=ctx.base_url,
+        )
+    except MlgateError as exc:
+        return redirect(request, page, kind="error", text=exc.message)
+    if decided.state == "approved" and ctx.on_approved is not None:
+        ctx.on_approved()  # the final approval: wake the promotion worker
+    verb = "Approved" if decision == "approve" else "Rejected"
+    return redirect(request, page, kind="ok", text=f"{verb} request {request_id}: it is now {decided.state}.")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+@router.get("/models")
+def model_list(request: Request, ctx: Ctx, user: User) -> Response:
+    by_env = {env: models.list_versions(ctx.db, env) for env in readable(ctx, user)}
+    return render(request, "models.html", user=user, by_env=by_env)
+
+
+@router.get("/models/{env}/{name}/{version}")
+def model_page(request: Request, ctx: Ctx, user: User, env: str, name: str, version: int) -> Response:
+    require(ctx, user, Action.READ, env)
+    found = models.get(ctx.db, env, name, version)
+    envs = readable(ctx, user)
+    metrics = {k: v for k, v in (found.lineage.get("metrics") or {}).items() if isinstance(v, int | float)}
+    return render(
+        request,
+        "model.html",
+        user=user,
+        v=found,
+        chain=views.chain(ctx, envs, name, found.digest),
+        metrics=metrics,
+        chart=views.metrics_chart({"metrics": metrics}),
+        card=views.card_html(found.card),
+        histograms=views.profile_charts(found.profile),
+    )
+
+
+# --- endpoints --------------------------------------------------------------------------------------
+
+
+@router.get("/endpoints")
+def endpoint_list(request: Request, ctx: Ctx, user: User) -> Response:
+    by_env = {}
+    for env in readable(ctx, user):
+        rows, note = views.endpoint_rows(ctx, env)
+        by_env[env] = {"rows": rows, "note": note}
+    return render(request, "endpoints.html", user=user, by_env=by_env)
+
+
+@router.get("/endpoints/{env}/{name}")
+def endpoint_page(request: Request, ctx: Ctx, user: User, env: str, name: str) -> Response:
+    require(ctx, user, Action.READ, env)
+    rows, note = views.endpoint_rows(ctx, env, name=name)
+    if not rows:
+        raise Refused(503, note or "serving is not running")
+    return render(
+        request,
+        "endpoint.html",
+        user=user,
+        env=env,
+        row=rows[0],
+        can_deploy=may(ctx, user, Action.DEPLOY, env),
+        deny=None if may(ctx, user, Action.DEPLOY, env) else _deploy_denial(ctx, user, env),
+        history=rollouts.list_rollouts(ctx.db, env, endpoint=name, limit=20),
+    )
+
+
+def _deploy_denial(ctx: Ctx, user: Principal, env: str) -> str:
+    try:
+        require(ctx, user, Action.DEPLOY, env)
+    except Refused as exc:
+        return exc.message
+    return ""
+
+
+def _weights(form: dict[str, str]) -> dict[str, int]:
+    weights = {}
+    for key, value in form.items():
+        if key.startswith("weight-"):
+            slot = key.removeprefix("weight-")
+            try:
+                weights[slot] = int(value or 0)
+            except ValueError:
+                raise Refused(422, f"the weight of slot '{slot}' is not a whole number") from None
+    return weights
+
+
+@router.post("/endpoints/{env}/{name}/traffic")
+def shift_traffic(request: Request, ctx: Ctx, user: User, form: Form, env: str, name: str) -> Response:
+    require(ctx, user, Action.DEPLOY, env)
+    page = f"/endpoints/{env}/{name}"
+    serving = ctx.serving
+    if serving is None:
+        return redirect(request, page, kind="error", text="serving is not running on this server")
+    mirror: Mirror | bool | None = False  # keep the mirror as it is
+    try:
+        weights = _weights(form)
+        if form.get("mirror-slot"):
+            mirror = Mirror(form["mirror-slot"], float(form.get("mirror-percent") or 0))
+        elif form.get("clear-mirror"):
+            mirror = None
+        serving.shift(env, name, weights, mirror=mirror, actor=user.name)
+    except (MlgateError, Refused, ValueError) as exc:
+        text = getattr(exc, "message", None) or str(exc)
+        return redirect(request, page, kind="error", text=text)
+    shown = ", ".join(f"{slot}={weight}" for slot, weight in weights.items())
+    return redirect(request, page, kind="ok", text=f"Traffic of {name} in {env} is now {shown}.")
+
+
+@router.post("/endpoints/{env}/{name}/rollback")
+def rollback(request: Request, ctx: Ctx, user: User, form: Form, env: str, name: str) -> Response:
+    require(ctx, user, Action.DEPLOY, env)
+    page = f"/endpoints/{env}/{name}"
+    if ctx.serving is None:
+        return redirect(request, page, kind="error", text="serving is not running on this server")
+    try:
+        view = ctx.serving.rollback(env, name, actor=user.name)
+    except MlgateError as exc:
+        return redirect(request, page, kind="error", text=exc.message)
+    return redirect(request, page, kind="ok", text=f"Rolled back {name} in {env} to revision {view.revision}'s state.")
+
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+
+@router.get("/jobs")
+def job_list(request: Request, ctx: Ctx, user: User) -> Response:
+    by_env = {env: jobs.list_jobs(ctx.db, env, limit=50) for env in readable(ctx, user)}
+    return render(request, "jobs.html", user=user, by_env=by_env)
+
+
+@router.get("/jobs/{env}/{job_id}")
+def job_page(request: Request, ctx: Ctx, user: User, env: str, job_id: int) -> Response:
+    require(ctx, user, Action.READ, env)
+    job = jobs.get(ctx.db, env, job_id)
+    log_text, _ = jobs.log_tail(ctx.settings, job_id, lines=LOG_LINES)
+    return render(request, "job.html", user=user, job=job, log=log_text, lines=LOG_LINES)
+
+
+# --- audit ------------------------------------------------------------------------------------------
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    actor: str = "",
+    action: str = "",
+    environment: str = "",
+) -> Response:
+    """The audit log, as the API's: admins only; with the chain's verification."""
+    require(ctx, user, Action.ADMINISTER, None)
+    where = audit.AuditFilter(
+        actor=actor or None, action=action or None, environment=environment or None, limit=AUDIT_LIMIT
+    )
+    events = audit.list_events(ctx.db, where=where)
+    return render(
+        request,
+        "audit.html",
+        user=user,
+        events=events,
+        verified=audit.verify(ctx.db),
+        filters={"actor": actor, "action": action, "environment": environment},
+        envs=ctx.settings.env_names,
+    )
+
+
+# --- monitoring -------------------------------------------------------------------------------------
+
+
+def monitors_of(ctx: Ctx, envs: list[str]) -> list[dict[str, Any]]:
+    """The monitors the policy declares, as far as it can be read without the monitoring service.
+
+    Hook: when `mlgate.services.monitoring` exists, list its monitors (with their last evaluation and
+    alerts) here instead of reading the raw config section.
+    """
+    raw = ctx.settings.raw.monitors
+    found: list[dict[str, Any]] = []
+    if isinstance(raw, dict):
+        for env, items in raw.items():
+            if str(env) in envs and isinstance(items, list):
+                found.extend({"environment": str(env), **item} for item in items if isinstance(item, dict))
+    elif isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, dict) and str(item.get("environment", item.get("env", ""))) in envs:
+                found.append(dict(item))
+    return found
+
+
+@router.get("/monitoring")
+def monitoring(request: Request, ctx: Ctx, user: User) -> Response:
+    return render(request, "monitoring.html", user=user, monitors=monitors_of(ctx, readable(ctx, user)))

@@ -1,0 +1,114 @@
+"""Web sessions: the signed cookie that stands for a signed-in token, and the CSRF token each form carries.
+
+Signing in exchanges an API token for a session cookie. The cookie is signed (HMAC, itsdangerous) with a
+per-home secret kept in `<home>/web-secret` (0600, made on first use) and holds the token's id, the
+user's name and a random CSRF token: never the token itself. Every request looks the token up again by
+id, so a revoked or expired token, or a disabled user, ends the session at once. A visitor who is not
+signed in gets a cookie with a CSRF token only, so the sign-in form is protected like every other.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
+
+from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.models import ApiToken, utcnow
+from mlgate.domain.permissions import Principal
+from mlgate.services import identity
+
+COOKIE = "mlgate_session"
+SECRET_FILE = "web-secret"  # noqa: S105 (the file's name, not a secret)
+SALT = "mlgate-web-session"
+MAX_AGE_S = 12 * 3600  # a working day; signing in again takes one paste of the token
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the cookie says: a CSRF token always, the signed-in token's id and user once signed in."""
+
+    csrf: str
+    token_id: int | None = None
+    user: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"csrf": self.csrf, "tid": self.token_id, "user": self.user}
+
+
+def new_session(*, token_id: int | None = None, user: str | None = None) -> Session:
+    return Session(csrf=secrets.token_urlsafe(24), token_id=token_id, user=user)
+
+
+def secret_key(home: Path) -> bytes:
+    """The home's signing secret, created on first use, readable by its owner only."""
+    path = home / SECRET_FILE
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another request made it first: use theirs
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return bytes.fromhex(value)
+
+
+class Signer:
+    """Dumps and loads session cookies with the home's secret."""
+
+    def __init__(self, home: Path) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key(home), salt=SALT)
+
+    def dump(self, session: Session) -> str:
+        return self._serializer.dumps(session.as_json())
+
+    def load(self, cookie: str | None) -> Session | None:
+        """The session a cookie holds, or None if it is missing, forged, malformed or too old."""
+        if not cookie:
+            return None
+        try:
+            data = self._serializer.loads(cookie, max_age=MAX_AGE_S)
+        except BadSignature:  # SignatureExpired is one
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
+            return None
+        tid, user = data.get("tid"), data.get("user")
+        if not (isinstance(tid, int) and isinstance(user, str)):
+            tid, user = None, None
+        return Session(csrf=data["csrf"], token_id=tid, user=user)
+
+
+def csrf_matches(session: Session | None, sent: str | None) -> bool:
+    return session is not None and bool(sent) and hmac.compare_digest(session.csrf, sent or "")
+
+
+def principal_of_session(db: Database, session: Session) -> Principal | None:
+    """The signed-in person, checked against the token's row as `identity.authenticate` checks a bearer
+    token: None if the token was revoked, has expired, is a job's, or its user may no longer sign in."""
+    if session.token_id is None:
+        return None
+    with db.read() as tx:
+        record = tx.execute(select(ApiToken).where(ApiToken.id == session.token_id)).scalar_one_or_none()
+        if record is None or record.revoked_at is not None or record.scope is not None:
+            return None
+        expires_at = record.expires_at
+        if expires_at is not None:
+            expires_at = expires_at.replace(tzinfo=UTC) if expires_at.tzinfo is None else expires_at
+            if expires_at <= utcnow():
+                return None
+        user = record.user
+        if user.name != session.user or user.disabled_at is not None or user.kind == identity.SYSTEM_USER:
+            return None
+        return identity.principal_of(user, token_id=record.id)

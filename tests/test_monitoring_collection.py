@@ -1,0 +1,167 @@
+"""The serving host's record of what it scored, and the ground truth sent back to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from mlgate.monitoring.store import RequestLog, labelled, read_feedback, read_requests
+from tests.test_serving_host import ADMIN, COLUMNS, PRIMARY, Host, Models, _rows, models, spec
+
+__all__ = ["models"]  # the fixture, imported for pytest to find
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
+
+
+class MonitoredHost(Host):
+    def __init__(self, state_dir: Path, monitoring_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.monitoring_dir = monitoring_dir
+
+    def start(self) -> None:
+        env = {**os.environ, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
+        command = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(self.state_dir)]
+        command += ["--port", str(self.port), "--monitoring-dir", str(self.monitoring_dir)]
+        self.process = subprocess.Popen(command, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("the serving host did not start")
+
+
+@pytest.fixture(scope="module")
+def host(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonitoredHost]:
+    root = tmp_path_factory.mktemp("monitored")
+    running = MonitoredHost(root / "state", root / "monitoring")
+    running.start()
+    assert running.push(spec(models)).status_code == 200
+    yield running
+    running.kill()
+
+
+def _feedback(host: Host, body: Any, key: str = PRIMARY) -> httpx.Response:
+    return httpx.post(
+        f"{host.url}/endpoints/diabetes/feedback", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def _wait_rows(root: Path, count: int) -> Any:
+    deadline = time.monotonic() + 10
+    while True:
+        table = read_requests(root, "diabetes")
+        if table.num_rows >= count or time.monotonic() > deadline:
+            return table
+        time.sleep(0.2)
+
+
+def test_scored_requests_are_recorded_with_inputs_outputs_and_ids(host: MonitoredHost, models: Models) -> None:
+    _, rows = _rows(3)
+    answers = [host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}) for _ in range(4)]
+    bad = host.score({"dataframe_split": {"columns": COLUMNS[:-1], "data": [r[:-1] for r in rows]}})
+    assert all(a.status_code == 200 for a in answers) and bad.status_code == 422
+    ids = {a.headers["x-request-id"] for a in answers}
+
+    table = _wait_rows(host.monitoring_dir, 13)
+    recorded = table.to_pylist()
+    mine = [r for r in recorded if r["request_id"] in ids]
+    assert len(mine) == 12 and {r["row"] for r in mine} == {0, 1, 2}
+    assert all(r["status"] == 200 and r["latency_ms"] > 0 and r["slot"] in ("blue", "green") for r in mine)
+    first = next(r for r in mine if r["row"] == 0)
+    assert [first[f"in:{c}"] for c in COLUMNS] == pytest.approx([float(v) for v in rows[0]])
+    answer = next(a for a in answers if a.headers["x-request-id"] == first["request_id"])
+    assert first["out:prediction"] == answer.json()["predictions"][0]
+    digests = {"blue": models.blue_digest, "green": models.green_digest}
+    assert all(r["digest"] == digests[r["slot"]] for r in mine)
+    failed = [r for r in recorded if r["request_id"] == bad.headers["x-request-id"]]
+    assert len(failed) == 1 and failed[0]["status"] == 422 and failed[0].get("in:Age") is None
+
+    metrics = httpx.get(f"{host.url}/metrics").text
+    assert 'mlgate_serving_monitoring_rows_total{outcome="written"}' in metrics
+
+
+def test_ground_truth_is_joined_and_unknown_ids_are_reported(host: MonitoredHost) -> None:
+    _, rows = _rows(1)
+    ids = [
+        host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).headers["x-request-id"] for _ in range(3)
+    ]
+    reply = _feedback(host, {"feedback": [{"request_id": ids[0], "label": 1}, {"request_id": "nosuch-id", "label": 0}]})
+    assert reply.status_code == 200 and reply.json() == {"accepted": 1, "unknown": ["nosuch-id"]}
+    assert _feedback(host, {"request_ids": ids[1:], "labels": [0, 1.0]}).json() == {"accepted": 2, "unknown": []}
+    assert _feedback(host, {"request_ids": [ids[0]], "labels": [0]}).json()["accepted"] == 1  # a correction
+    _wait_rows(host.monitoring_dir, 1)
+    time.sleep(1.5)  # the rows of the last requests are flushed each second
+    joined = {r["request_id"]: r["label"] for r in labelled(host.monitoring_dir, "diabetes").to_pylist()}
+    assert joined[ids[0]] == 0.0 and joined[ids[1]] == 0.0 and joined[ids[2]] == 1.0  # the latest label counts
+    assert "nosuch-id" not in set(read_feedback(host.monitoring_dir, "diabetes")["request_id"].to_pylist())
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"feedback": [{"request_id": "a", "label": "yes"}]}, 422, "'label' must be a number"),
+        ({"feedback": [{"label": 1}]}, 422, "'request_id'"),
+        ({"request_ids": ["a", "b"], "labels": [1]}, 422, "as long as"),
+        ({"labels": [1]}, 422, "send {'feedback'"),
+        ({"feedback": []}, 422, "no feedback"),
+    ],
+)
+def test_bad_feedback_is_refused_naming_the_problem(host: MonitoredHost, body: Any, status: int, fragment: str) -> None:
+    reply = _feedback(host, body)
+    assert reply.status_code == status and fragment in reply.json()["message"], reply.text
+
+
+def test_feedback_needs_the_endpoint_key(host: MonitoredHost) -> None:
+    assert _feedback(host, {"request_ids": ["a"], "labels": [1]}, key="wrong-key-0123456789").status_code == 401
+
+
+def test_a_sample_rate_of_zero_records_nothing(host: MonitoredHost, models: Models) -> None:
+    quiet = spec(models)
+    quiet["endpoints"]["diabetes"]["sample_rate"] = 0
+    assert host.push(quiet).status_code == 200
+    try:
+        _, rows = _rows(1)
+        time.sleep(1.2)
+        before = read_requests(host.monitoring_dir, "diabetes").num_rows
+        for _ in range(5):
+            assert host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).status_code == 200
+        time.sleep(1.5)
+        assert read_requests(host.monitoring_dir, "diabetes").num_rows == before
+    finally:
+        assert host.push(spec(models)).status_code == 200
+
+
+def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path: Path) -> None:
+    log = RequestLog(tmp_path, capacity_rows=10)  # not started: nothing drains the queue
+    rows = np.zeros((4, 2))
+    kept = [
+        log.record(
+            endpoint="e",
+            slot="s",
+            digest="d",
+            version=1,
+            request_id=f"r{i}",
+            status=200,
+            latency_ms=1.0,
+            names=("a", "b"),
+            rows=rows,
+            outputs=np.zeros(4),
+        )
+        for i in range(5)
+    ]
+    assert kept == [True, True, False, False, False]
+    assert log.stats()["dropped_rows"] == 12 and log.stats()["dropped_requests"] == 3
+    log.flush()
+    assert read_requests(tmp_path, "e").num_rows == 8 and log.stats()["pending_rows"] == 0

@@ -1,0 +1,334 @@
+"""The web UI in a real browser (headless Chromium through Selenium) against a live `mlgate server`.
+
+The world (tests/web_world.py): diabetes:1 and :2 in staging, deployed side by side on the staging
+endpoint, and two gate A requests dana's registrations opened, waiting for lee. A screenshot of each page
+visited is written under the pytest tmp folder; the folder is named in the test output.
+
+The route walker (tests/test_route_permissions.py) leaves the web pages out; their rules are checked here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlgate.interfaces.sdk.client import Client
+from mlgate.interfaces.web import charts, views
+from tests.conftest import Project, stop_server
+from tests.web_world import ENDPOINT, WebWorld, build_web
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT_S = 30.0
+WINDOW = (1366, 900)  # a laptop screen
+
+NO_BROWSER = "needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): make system-deps"
+
+
+@pytest.fixture(scope="module")
+def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
+    built = build_web(project_template, tmp_path_factory.mktemp("web-world"))
+    yield built
+    stop_server(built.served.server)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("web-ui-screenshots")
+    yield folder
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+        print(f"\nweb UI screenshots: {folder}")
+
+
+class Browser:
+    """One headless Chromium; `page` opens a path, `shot` keeps a screenshot of what it shows."""
+
+    def __init__(self, driver: Any, base: str, shots: Path) -> None:
+        self.driver = driver
+        self.base = base
+        self.shots = shots
+
+    def page(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    @property
+    def path(self) -> str:
+        url: str = self.driver.current_url
+        return url.removeprefix(self.base)
+
+    def text(self, css: str) -> str:
+        text: str = self.find(css).text
+        return text
+
+    def find(self, css: str) -> Any:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, WAIT_S).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+        )
+
+    def body(self) -> str:
+        return self.text("body")
+
+    def shot(self, name: str) -> None:
+        """The whole page, not just the window: the window grows to the page's height for the picture."""
+        height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
+        self.driver.set_window_size(WINDOW[0], max(WINDOW[1], min(height, 6000)))
+        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
+        self.driver.set_window_size(*WINDOW)
+
+    def sign_in(self, token: str, *, then: str = "/") -> None:
+        self.driver.delete_all_cookies()
+        self.page(f"/signin?next={then}")
+        field = self.find("#token")
+        field.send_keys(token)
+        self.find("#signin-button").click()
+        self.find("#signed-in-as")
+
+    def sign_out(self) -> None:
+        self.find("form.signout button").click()
+        self.find("#token")
+
+
+@pytest.fixture(scope="module")
+def browser(world: WebWorld, shots: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip(NO_BROWSER)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield Browser(driver, world.url, shots)
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextmanager
+def http_session(world: WebWorld, user: str) -> Iterator[tuple[httpx.Client, str]]:
+    """A signed-in session outside the browser: the client holds the cookie; also the session's CSRF token."""
+    with httpx.Client(base_url=world.url, timeout=30) as client:
+        csrf = csrf_of(client.get("/signin").text)
+        signed = client.post("/signin", data={"csrf": csrf, "token": world.tokens[user], "next": "/"})
+        assert signed.status_code == 303, signed.text
+        yield client, csrf_of(client.get("/").text)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def wait_for_state(world: WebWorld, request_id: int, states: set[str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    with Client(world.url, world.tokens["lee"]) as lee:
+        while (found := lee.promotion_request(request_id))["state"] not in states:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.3)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_a_request_link_signs_in_then_lee_approves_from_the_inbox(browser: Browser, world: WebWorld) -> None:
+    request_id = world.requests[0]
+    browser.driver.delete_all_cookies()
+    browser.page(f"/requests/{request_id}")  # the link an email carries
+    assert browser.path == f"/signin?next=/requests/{request_id}"
+    browser.shot("01-signin")
+    browser.find("#token").send_keys(world.tokens["lee"])
+    browser.find("#signin-button").click()
+    assert browser.text("h1").startswith(f"Request {request_id}:")  # back where the link pointed
+    assert browser.path == f"/requests/{request_id}"
+
+    browser.page("/")
+    assert "waiting for your decision" in browser.text("#waiting-callout")
+    overview = browser.body()
+    assert "diabetes:1" in overview and "diabetes:2" in overview  # the slots serving in staging
+    browser.shot("02-overview")
+
+    browser.page("/requests")
+    inbox = browser.find("#inbox")
+    assert {int(a.get_attribute("data-request")) for a in inbox.find_elements("css selector", "a.request-link")} == set(
+        world.requests
+    )
+    browser.shot("03-requests-inbox")
+    inbox.find_element("css selector", f'a[data-request="{request_id}"]').click()
+
+    # The evidence: digest, the promotion chain, metrics against staging's champion, lineage, the card.
+    with Client(world.url, world.tokens["lee"]) as lee:
+        evidence = lee.promotion_request(request_id)["evidence"]
+    assert browser.text("#digest") == evidence["digest"]
+    assert browser.find("#metrics-chart svg").get_attribute("aria-label") == "Metrics: candidate against the champion"
+    assert "accuracy" in browser.text("#metrics-table")
+    assert evidence["lineage"]["run_id"] in browser.text("#lineage")
+    assert browser.text("#model-card")
+    assert browser.find("#approve").is_enabled()
+    browser.shot("04-request-evidence")
+
+    browser.find("#comment").send_keys("lineage and accuracy look right")
+    browser.find("#approve").click()
+    assert f"Approved request {request_id}" in browser.text("#flash")
+    assert "lineage and accuracy look right" in browser.text("#decisions")
+    assert browser.text("#request-state") in ("approved", "promoting", "promoted")
+    assert not browser.find("#approve").is_enabled()  # decided: nothing left for lee to do
+    browser.shot("05-request-approved")
+    promoted = wait_for_state(world, request_id, {"promoted"})
+    browser.page(f"/requests/{request_id}")
+    assert browser.text("#request-state") == "promoted"
+
+    # The admin sees the decision in the audit log, and the chain verified.
+    browser.sign_out()
+    browser.sign_in(world.tokens["admin"], then="/audit?action=request.approve")
+    events = browser.text("#audit-events")
+    assert f"lee request.approve staging request:{request_id}" in events
+    assert "The hash chain verifies" in browser.text("#verify")
+    browser.shot("06-audit")
+    browser.page(f"/models/staging/diabetes/{promoted['target_version']}")
+    assert browser.text("#digest") == evidence["digest"]
+    browser.shot("07-model")
+
+
+def test_dana_sees_approve_disabled_with_the_reason(browser: Browser, world: WebWorld) -> None:
+    request_id = world.requests[1]
+    browser.sign_in(world.tokens["dana"], then=f"/requests/{request_id}")
+    assert not browser.find("#approve").is_enabled()
+    assert not browser.find("#reject").is_enabled()
+    reason = browser.text("#approve-reason")
+    assert "gate A needs the role 'lead-data-scientist' in 'staging'; dana has it not" in reason
+    browser.shot("08-request-disabled-for-dana")
+    # The server refuses too, whatever the page shows: the form posted by hand.
+    with http_session(world, "dana") as (client, csrf):
+        answer = client.post(
+            f"/requests/{request_id}/decide", data={"csrf": csrf, "decision": "approve"}, follow_redirects=True
+        )
+        assert "dana may not do this: &#39;decide-gate&#39; in &#39;staging&#39;" in answer.text
+    assert wait_for_state(world, request_id, {"open"})["decisions"] == []
+
+
+def test_olu_changes_traffic_and_the_host_follows(browser: Browser, world: WebWorld) -> None:
+    browser.sign_in(world.tokens["olu"], then=f"/endpoints/staging/{ENDPOINT}")
+    assert "green" in browser.text("#slots")
+    browser.shot("09-endpoint")
+    for slot, weight in (("blue", "30"), ("green", "70")):
+        field = browser.find(f"#weight-{slot}")
+        field.clear()
+        field.send_keys(weight)
+    assert browser.text("#weight-sum") == "Sum: 100%"
+    browser.find("#traffic-button").click()
+    assert "is now blue=30, green=70" in browser.text("#flash")
+    assert browser.text('tr[data-slot="green"] td.traffic') == "70%"
+    browser.shot("10-endpoint-traffic-changed")
+    with Client(world.url, world.tokens["vic"]) as vic:
+        shown = vic.endpoint("staging", ENDPOINT)
+    assert {s["slot"]: s["traffic"] for s in shown["slots"]} == {"blue": 30, "green": 70}
+    assert shown["updated_by"] == "olu"
+
+    # A viewer sees the endpoint but not the forms, and is told why.
+    browser.sign_in(world.tokens["vic"], then=f"/endpoints/staging/{ENDPOINT}")
+    assert "'deploy' in 'staging' needs one of the roles: operator, software-developer" in browser.text(
+        "#deploy-reason"
+    )
+    assert not browser.driver.find_elements("css selector", "#traffic-form")
+
+
+def test_forms_without_their_csrf_token_are_refused(world: WebWorld) -> None:
+    path = f"/endpoints/staging/{ENDPOINT}/traffic"
+    weights = {"weight-blue": "0", "weight-green": "100"}
+    with http_session(world, "olu") as (client, csrf):
+        for sent in ({}, {"csrf": "forged"}):
+            answer = client.post(path, data=weights | sent)
+            assert answer.status_code == 403, answer.text
+            assert "This form was sent without its CSRF token" in answer.text
+        # Nor is a CSRF token anything without the session it belongs to.
+        stranger = httpx.post(world.url + path, data=weights | {"csrf": csrf}, timeout=30)
+        assert stranger.status_code == 401 and "sign in again" in stranger.text
+        # The sign-in form is protected too.
+        assert httpx.post(world.url + "/signin", data={"token": world.tokens["olu"]}).status_code == 403
+    with Client(world.url, world.tokens["vic"]) as vic:
+        weights_now = {s["slot"]: s["traffic"] for s in vic.endpoint("staging", ENDPOINT)["slots"]}
+    assert weights_now["green"] != 100  # nothing changed
+
+
+def test_pages_a_role_may_not_see_are_refused(browser: Browser, world: WebWorld) -> None:
+    browser.sign_in(world.tokens["lee"], then="/audit")
+    assert "lee may not do this: 'administer' needs one of the roles: admin" in browser.text("#error-message")
+    browser.shot("11-audit-refused")
+    assert not browser.driver.find_elements("css selector", 'a[href="/audit"]')  # not offered either
+    with http_session(world, "dana") as (client, _):
+        assert client.get("/audit").status_code == 403
+        refused = client.get(f"/endpoints/production/{ENDPOINT}")
+        assert refused.status_code == 403
+        assert "&#39;read&#39; in &#39;production&#39; needs a role bound to &#39;production&#39;" in refused.text
+        assert client.get("/models/staging/diabetes/1").status_code == 403
+        # Lists show only the environments dana reads.
+        assert "staging" not in re.sub(r"<[^>]+>", " ", client.get("/models").text).split("Models", 2)[-1]
+    for page in ("/", "/requests", "/models", "/endpoints", "/jobs", "/monitoring"):
+        browser.page(page)
+        browser.find("h1")
+        browser.shot(f"12-lee-{page.strip('/') or 'overview'}")
+
+
+def test_signing_out_and_revoking_the_token_end_the_session(browser: Browser, world: WebWorld) -> None:
+    browser.sign_in(world.tokens["vic"])
+    browser.sign_out()
+    browser.page("/requests")
+    assert browser.path == "/signin?next=/requests"
+
+    # A session stands on its token: revoking the token ends it on the next request.
+    with Client(world.url, world.tokens["admin"]) as admin:
+        issued = admin.create_token(user="vic", name="browser")
+        with httpx.Client(base_url=world.url, timeout=30) as client:
+            csrf = csrf_of(client.get("/signin").text)
+            assert client.post("/signin", data={"csrf": csrf, "token": issued["token"]}).status_code == 303
+            assert client.get("/").status_code == 200
+            assert "mlg_" not in client.cookies.get("mlgate_session", "")  # the cookie never holds the token
+            admin.revoke_token(issued["id"])
+            gone = client.get("/")
+            assert gone.status_code == 303 and gone.headers["location"] == "/signin?next=/"
+    # A garbage token does not sign in.
+    browser.driver.delete_all_cookies()
+    browser.page("/signin")
+    browser.find("#token").send_keys("mlg_" + "A" * 43)
+    browser.find("#signin-button").click()
+    assert "Not signed in: unknown token" in browser.text("#signin-error")
+    browser.shot("13-signin-refused")
+
+
+def test_model_cards_and_charts_escape_what_they_are_given() -> None:
+    card = views.card_html("# Card\n<script>alert(1)</script>\n\n[click](javascript:alert(1)) **bold**")
+    assert "<h1>Card</h1>" in card and "<strong>bold</strong>" in card
+    assert "<script>" not in card and "&lt;script&gt;" in card
+    assert 'href="javascript' not in card
+    chart = charts.grouped_bars("a <title>", ["<b>auc</b>"], [charts.Series("<i>x</i>", [0.5])])
+    assert "<b>" not in chart and "<i>" not in chart and "&lt;b&gt;auc&lt;/b&gt;" in chart
+    histogram = charts.profile_histogram({"name": "<age>", "bins": {"edges": [0.0, 1.0, 2.0], "counts": [3, 1]}})
+    assert histogram is not None and "<age>" not in histogram and histogram.count("<rect") == 2
