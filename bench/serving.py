@@ -233,11 +233,19 @@ def main() -> int:
             ("mlgate, monitoring at 100%", f"http://127.0.0.1:{monitored_port}/endpoints/diabetes/invocations", keyed),
         ]
         results: dict[tuple[str, int], dict[str, Any]] = {}
+        paired = {targets[0][0], targets[3][0]}  # the host with and without monitoring: compared closely
         for c in connections:
             for name, url, script in targets:
                 wrk(url, script, c, 2)  # warm-up
                 print(f"loading {name} with {c} connections for {args.duration} s ...", flush=True)
                 results[(name, c)] = wrk(url, script, c, args.duration)
+            # On a shared machine the load of a run varies: measure the pair again in the other order and
+            # keep each one's better run.
+            for name, url, script in reversed([t for t in targets if t[0] in paired]):
+                print(f"loading {name} with {c} connections for {args.duration} s (again) ...", flush=True)
+                again = wrk(url, script, c, args.duration)
+                if again["rps"] > results[(name, c)]["rps"]:
+                    results[(name, c)] = again
         print()
         print(f"{'target':34} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'socket':>7}")
         for c in connections:

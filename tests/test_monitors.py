@@ -6,6 +6,11 @@ The world writes its production version's record, profile and reference sample, 
 allocation, straight into the server's control database and files (promotion and rollouts have their
 own tests), and the scored traffic into the monitoring store with the serving host's own writer
 (`RequestLog`), from the training distribution or shifted. Monitors are run through the CLI and the API.
+
+The rows are written rather than scored because the version here is a record with no model behind it:
+serving real traffic takes a trained model carried through both gates and rolled out (about 35 s more),
+and these tests need exact control of what was answered (a known accuracy, latencies under the p95
+threshold). tests/test_retraining.py runs monitors on real traffic through the serving host.
 """
 
 from __future__ import annotations

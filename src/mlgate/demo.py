@@ -461,6 +461,8 @@ def run(*, serve: bool, folder: Path | None = None) -> None:
             return
         console.rule("[bold green]the demo is running")
         console.print(f"  server:       {demo.url}")
+        console.print(f"  web UI:       {demo.url}/  (sign in with a token from the accounts table above:")
+        console.print("                lee has a retrained candidate waiting in his inbox)")
         console.print(f"  API:          {demo.url}/api/v1  (OpenAPI: {demo.url}/api/v1/openapi.json)")
         console.print(f"  MLflow (dev): {demo.url}/mlflow/dev/")
         console.print(f"  endpoints:    {demo.endpoint_url}  (staging, diabetes)")

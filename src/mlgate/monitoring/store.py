@@ -76,64 +76,79 @@ def _write(table: Any, folder: Path) -> Path:
     return path
 
 
-def _column(parts: list[np.ndarray | None], counts: list[int]) -> Any:
-    """One column over many requests (None: a request without it, null there): float64 when every value
-    is numeric, else strings."""
+def _values(array: np.ndarray) -> Any:
+    """A column as Arrow: float64 when numeric, else strings (None stays null)."""
     import pyarrow as pa
 
-    present = [p for p in parts if p is not None]
-    if all(p.dtype.kind in "iufb" for p in present):
+    if array.dtype.kind in "iufb":
+        return pa.array(array.astype(np.float64, copy=False), type=pa.float64())
+    return pa.array([None if x is None else str(x) for x in array.tolist()], type=pa.string())
+
+
+def _outputs(outputs: list[np.ndarray | None], counts: np.ndarray) -> Any:
+    """The first output of each row; null for a request whose model failed."""
+    import pyarrow as pa
+
+    firsts = [None if o is None else np.asarray(o).reshape(len(o), -1)[:, 0] for o in outputs]
+    if all(f is not None for f in firsts):
+        return _values(np.concatenate([f for f in firsts if f is not None]))
+    if all(f is None or f.dtype.kind in "iufb" for f in firsts):
         values = np.concatenate(
-            [p.astype(np.float64) if p is not None else np.zeros(n) for p, n in zip(parts, counts, strict=True)]
+            [np.zeros(n) if f is None else f.astype(np.float64) for f, n in zip(firsts, counts, strict=True)]
         )
-        mask = np.concatenate([np.full(n, p is None) for p, n in zip(parts, counts, strict=True)])
-        return pa.array(values, type=pa.float64(), mask=mask if mask.any() else None)
-    flat: list[str | None] = []
-    for p, n in zip(parts, counts, strict=True):
-        flat.extend([None] * n if p is None else [None if x is None else str(x) for x in p.tolist()])
-    return pa.array(flat, type=pa.string())
+        mask = np.concatenate([np.full(n, f is None) for f, n in zip(firsts, counts, strict=True)])
+        return pa.array(values, type=pa.float64(), mask=mask)
+    text: list[str | None] = []
+    for f, n in zip(firsts, counts, strict=True):
+        text.extend([None] * int(n) if f is None else [str(x) for x in f.tolist()])
+    return pa.array(text, type=pa.string())
+
+
+def _group_table(names: tuple[str, ...], entries: list[_Entry]) -> Any:
+    """The rows of requests that share one input signature (`names`; none for failed requests), built with
+    a handful of array operations, not per request: the writer thread shares the interpreter with scoring."""
+    import pyarrow as pa
+
+    if names:
+        blocks = [e.rows for e in entries if e.rows is not None]
+        counts = np.fromiter((len(b) for b in blocks), dtype=np.int64, count=len(blocks))
+        matrix = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    else:
+        counts = np.ones(len(entries), dtype=np.int64)
+        matrix = None
+    starts = np.cumsum(counts) - counts
+    row = np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(starts, counts).astype(np.int32)
+
+    def per_row(values: list[Any], dtype: Any = object) -> np.ndarray:
+        return np.repeat(np.array(values, dtype=dtype), counts)
+
+    columns: dict[str, Any] = {
+        "request_id": pa.array(per_row([e.request_id for e in entries]), type=pa.string()),
+        "row": pa.array(row, type=pa.int32()),
+        "ts": pa.array(
+            (per_row([e.ts for e in entries], np.float64) * 1e6).astype(np.int64), pa.timestamp("us", "UTC")
+        ),
+        "slot": pa.array(per_row([e.slot for e in entries]), type=pa.string()),
+        "digest": pa.array(per_row([e.digest for e in entries]), type=pa.string()),
+        "version": pa.array(per_row([e.version for e in entries]), type=pa.int64()),
+        "status": pa.array(per_row([e.status for e in entries], np.int16)),
+        "latency_ms": pa.array(per_row([e.latency_ms for e in entries], np.float32)),
+    }
+    if matrix is not None:
+        for position, name in enumerate(names):
+            columns[FEATURE_PREFIX + name] = _values(matrix[:, position])
+        columns[PREDICTION] = _outputs([e.outputs for e in entries], counts)
+    return pa.table(columns)
 
 
 def _requests_table(entries: list[_Entry]) -> Any:
     import pyarrow as pa
 
-    counts = [len(e.rows) if e.rows is not None and len(e.rows) else 1 for e in entries]
-    total = sum(counts)
-
-    def repeat(values: list[Any]) -> list[Any]:
-        return [v for v, n in zip(values, counts, strict=True) for _ in range(n)]
-
-    row_index = np.concatenate([np.arange(n, dtype=np.int32) for n in counts])
-    columns: dict[str, Any] = {
-        "request_id": pa.array(repeat([e.request_id for e in entries]), type=pa.string()),
-        "row": pa.array(row_index, type=pa.int32()),
-        "ts": pa.array(
-            (np.repeat(np.array([e.ts for e in entries]), counts) * 1e6).astype(np.int64),
-            type=pa.timestamp("us", "UTC"),
-        ),
-        "slot": pa.array(repeat([e.slot for e in entries]), type=pa.string()),
-        "digest": pa.array(repeat([e.digest for e in entries]), type=pa.string()),
-        "version": pa.array(repeat([e.version for e in entries]), type=pa.int64()),
-        "status": pa.array(np.repeat(np.array([e.status for e in entries], dtype=np.int16), counts)),
-        "latency_ms": pa.array(np.repeat(np.array([e.latency_ms for e in entries], dtype=np.float32), counts)),
-    }
-    names = list(dict.fromkeys(name for e in entries for name in e.names))
-    for name in names:
-        parts = [
-            entry.rows[:, entry.names.index(name)]
-            if entry.rows is not None and len(entry.rows) and name in entry.names
-            else None
-            for entry in entries
-        ]
-        columns[FEATURE_PREFIX + name] = _column(parts, counts)
-    outputs = [
-        np.asarray(e.outputs).reshape(len(e.outputs), -1)[:, 0] if e.outputs is not None and len(e.outputs) else None
-        for e in entries
-    ]
-    columns[PREDICTION] = _column(outputs, counts)
-    table = pa.table(columns)
-    assert table.num_rows == total
-    return table
+    groups: dict[tuple[str, ...], list[_Entry]] = collections.defaultdict(list)
+    for entry in entries:
+        groups[entry.names if entry.rows is not None and len(entry.rows) else ()].append(entry)
+    tables = [_group_table(names, group) for names, group in groups.items()]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
 
 
 class RequestLog:
@@ -204,6 +219,8 @@ class RequestLog:
         return True
 
     def _run(self) -> None:
+        import pyarrow.parquet  # noqa: F401 - imported once here, not in the middle of the first flush
+
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()

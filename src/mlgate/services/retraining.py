@@ -363,11 +363,14 @@ def sweep(db: Database, settings: Settings, *, registry_for: RegistryFor, base_u
     succeeded jobs."""
     with db.read() as session:
         pending = session.execute(
-            select(MonitorAlert.id, MonitorAlert.retrain_state).where(
-                MonitorAlert.retrain_state.in_(["none", "starting", "submitted"])
-            )
+            select(MonitorAlert.id, MonitorAlert.retrain_state, Monitor.spec)
+            .join(Monitor, Monitor.id == MonitorAlert.monitor_id)
+            .where(MonitorAlert.retrain_state.in_(["none", "starting", "submitted"]))
+            .order_by(MonitorAlert.id)
         ).all()
-    for alert_id, state in pending:
+    for alert_id, state, spec in pending:
+        if state == "none" and (spec or {}).get("action") != "retrain":
+            continue  # a notify monitor's alerts stay `none`: no write transaction for each, every tick
         try:
             if state == "none":
                 start(db, settings, alert_id)
