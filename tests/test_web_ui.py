@@ -10,10 +10,10 @@ The route walker (tests/test_route_permissions.py) leaves the web pages out; the
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,7 @@ import pytest
 from mlgate.interfaces.sdk.client import Client
 from mlgate.interfaces.web import charts, views
 from tests.conftest import Project, stop_server
-from tests.web_world import ENDPOINT, WebWorld, build_web
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-WAIT_S = 30.0
-WINDOW = (1366, 900)  # a laptop screen
-
-NO_BROWSER = "needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): make system-deps"
+from tests.web_world import ENDPOINT, Browser, WebWorld, build_web, chromium, csrf_of, screenshots, signed_in
 
 
 @pytest.fixture(scope="module")
@@ -42,108 +35,18 @@ def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("web-ui-screenshots")
-    yield folder
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
-        print(f"\nweb UI screenshots: {folder}")
-
-
-class Browser:
-    """One headless Chromium; `page` opens a path, `shot` keeps a screenshot of what it shows."""
-
-    def __init__(self, driver: Any, base: str, shots: Path) -> None:
-        self.driver = driver
-        self.base = base
-        self.shots = shots
-
-    def page(self, path: str) -> None:
-        self.driver.get(self.base + path)
-
-    @property
-    def path(self) -> str:
-        url: str = self.driver.current_url
-        return url.removeprefix(self.base)
-
-    def text(self, css: str) -> str:
-        text: str = self.find(css).text
-        return text
-
-    def find(self, css: str) -> Any:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        return WebDriverWait(self.driver, WAIT_S).until(
-            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
-        )
-
-    def body(self) -> str:
-        return self.text("body")
-
-    def shot(self, name: str) -> None:
-        """The whole page, not just the window: the window grows to the page's height for the picture."""
-        height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
-        self.driver.set_window_size(WINDOW[0], max(WINDOW[1], min(height, 6000)))
-        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
-        self.driver.set_window_size(*WINDOW)
-
-    def sign_in(self, token: str, *, then: str = "/") -> None:
-        self.driver.delete_all_cookies()
-        self.page(f"/signin?next={then}")
-        field = self.find("#token")
-        field.send_keys(token)
-        self.find("#signin-button").click()
-        self.find("#signed-in-as")
-
-    def sign_out(self) -> None:
-        self.find("form.signout button").click()
-        self.find("#token")
+    with screenshots(tmp_path_factory, request, "web-ui-screenshots") as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")
 def browser(world: WebWorld, shots: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip(NO_BROWSER)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        yield Browser(driver, world.url, shots)
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium(world.url, shots, tmp_path_factory.mktemp("chromium-profile")) as opened:
+        yield opened
 
 
-@contextmanager
-def http_session(world: WebWorld, user: str) -> Iterator[tuple[httpx.Client, str]]:
-    """A signed-in session outside the browser: the client holds the cookie; also the session's CSRF token."""
-    with httpx.Client(base_url=world.url, timeout=30) as client:
-        csrf = csrf_of(client.get("/signin").text)
-        signed = client.post("/signin", data={"csrf": csrf, "token": world.tokens[user], "next": "/"})
-        assert signed.status_code == 303, signed.text
-        yield client, csrf_of(client.get("/").text)
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:500]
-    return found.group(1)
+def http_session(world: WebWorld, user: str) -> AbstractContextManager[tuple[httpx.Client, str]]:
+    return signed_in(world.url, world.tokens[user])
 
 
 def wait_for_state(world: WebWorld, request_id: int, states: set[str]) -> dict[str, Any]:
@@ -166,6 +69,7 @@ def test_a_request_link_signs_in_then_lee_approves_from_the_inbox(browser: Brows
     browser.shot("01-signin")
     browser.find("#token").send_keys(world.tokens["lee"])
     browser.find("#signin-button").click()
+    browser.find("#signed-in-as")  # the next page, not the sign-in form's h1 before it goes
     assert browser.text("h1").startswith(f"Request {request_id}:")  # back where the link pointed
     assert browser.path == f"/requests/{request_id}"
 
@@ -332,3 +236,11 @@ def test_model_cards_and_charts_escape_what_they_are_given() -> None:
     assert "<b>" not in chart and "<i>" not in chart and "&lt;b&gt;auc&lt;/b&gt;" in chart
     histogram = charts.profile_histogram({"name": "<age>", "bins": {"edges": [0.0, 1.0, 2.0], "counts": [3, 1]}})
     assert histogram is not None and "<age>" not in histogram and histogram.count("<rect") == 2
+    at = [datetime(2025, 3, 3, 10, minute, tzinfo=UTC) for minute in range(4)]
+    drawn = charts.lines(
+        "<psi>", [charts.Line("<age>", list(zip(at, [0.1, None, 0.3, 0.4], strict=True)))], threshold=0.2
+    )
+    assert "<psi>" not in drawn and "<age>" not in drawn and "&lt;age&gt;" in drawn
+    assert drawn.count("<circle") == 3 and drawn.count("<polyline") == 1  # a gap: one dot alone, then a line
+    assert drawn.count('class="threshold"') == 1 and "threshold 0.2" in drawn
+    assert 'class="threshold"' not in charts.lines("none", [charts.Line("x", [])], threshold=float("inf"))

@@ -1,11 +1,13 @@
-"""Small charts drawn on the server as inline SVG: grouped bars (metrics against the champion) and
-histograms (a baseline profile's bins). No JavaScript; every label is escaped; each chart has a title
-and a text description for screen readers."""
+"""Small charts drawn on the server as inline SVG: grouped bars (metrics against the champion),
+histograms (a baseline profile's bins) and lines over time against a threshold (a monitor's results).
+No JavaScript; every label is escaped; each chart has a title and a text description for screen readers."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from markupsafe import Markup, escape
 
@@ -112,3 +114,106 @@ def profile_histogram(column: dict[str, object]) -> Markup | None:
     else:
         labels = [str(c) for c in bins.get("categories") or []]
     return histogram(f"{name}: training data distribution", labels, counts)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One series over time; a None value is a gap (the signal had nothing to say in that window)."""
+
+    name: str
+    points: Sequence[tuple[datetime, float | None]]
+
+
+LINE_W = 420
+LINE_H = 150
+PAD_LEFT = 48
+PAD_RIGHT = 12
+PAD_TOP = 20
+PAD_BOTTOM = 20
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%m-%d %H:%M:%S")
+
+
+def lines(title: str, series: Sequence[Line], *, threshold: float | None = None) -> Markup:
+    """Lines over time (x scaled to the points' times), each point a dot with its time and value as its
+    tooltip, and the threshold as a dashed horizontal line; the y axis starts at zero unless a value is
+    below it. The description names each line's latest value against the threshold."""
+    finite = [v for s in series for _, v in s.points if v is not None and math.isfinite(v)]
+    limit = threshold if threshold is not None and math.isfinite(threshold) else None
+    bounds = [*finite, *([limit] if limit is not None else [])]
+    low = min([0.0, *bounds])
+    high = max(bounds, default=1.0)
+    high = high if high > low else low + 1.0  # the axis' labels are the largest value and zero
+    stamps = [at for s in series for at, _ in s.points]
+    first = min(stamps).timestamp() if stamps else 0.0
+    last = max(stamps).timestamp() if stamps else 0.0
+    plot_w, plot_h = LINE_W - PAD_LEFT - PAD_RIGHT, LINE_H - PAD_TOP - PAD_BOTTOM
+
+    def x_of(at: datetime) -> float:
+        share = (at.timestamp() - first) / (last - first) if last > first else 0.5
+        return PAD_LEFT + share * plot_w
+
+    def y_of(value: float) -> float:
+        return PAD_TOP + plot_h * (high - value) / (high - low)
+
+    described = [f"{s.name}: latest {_fmt(value)}" for s in series if (value := _latest(s)) is not None]
+    if limit is not None:
+        described.append(f"threshold {_fmt(limit)}")
+    parts = [
+        f'<svg class="chart lines" role="img" viewBox="0 0 {LINE_W} {LINE_H}" width="{LINE_W}" height="{LINE_H}" '
+        f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
+        f"<desc>{escape('; '.join(described) or 'no values yet')}</desc>",
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{PAD_LEFT + plot_w}" '
+        f'y2="{PAD_TOP + plot_h}"/>',
+        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 4}" text-anchor="end" class="axis">{_fmt(high)}</text>',
+        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + plot_h}" text-anchor="end" class="axis">{_fmt(low)}</text>',
+    ]
+    if stamps:
+        parts.append(f'<text x="{PAD_LEFT}" y="{LINE_H - 4}" class="axis">{_stamp(min(stamps))}</text>')
+        if last > first:
+            parts.append(
+                f'<text x="{PAD_LEFT + plot_w}" y="{LINE_H - 4}" text-anchor="end" class="axis">'
+                f"{_stamp(max(stamps))}</text>"
+            )
+    if limit is not None:
+        y = y_of(limit)
+        parts.append(
+            f'<line class="threshold" x1="{PAD_LEFT}" y1="{y:.1f}" x2="{PAD_LEFT + plot_w}" y2="{y:.1f}">'
+            f"<title>threshold {_fmt(limit)}</title></line>"
+            f'<text x="{PAD_LEFT + plot_w}" y="{y - 3:.1f}" text-anchor="end" class="threshold-label">'
+            f"threshold {_fmt(limit)}</text>"
+        )
+    for i, s in enumerate(series):
+        css = SERIES_CLASSES[i % len(SERIES_CLASSES)]
+        if len(series) > 1:
+            parts.append(
+                f'<rect class="{css}" x="{PAD_LEFT + i * 110}" y="3" width="10" height="10"/>'
+                f'<text x="{PAD_LEFT + i * 110 + 14}" y="12" class="legend">{escape(s.name)}</text>'
+            )
+        run: list[str] = []
+        dots: list[str] = []
+        for at, value in s.points:
+            if value is None or not math.isfinite(value):  # a gap ends the line drawn so far
+                parts.extend(_polyline(css, run))
+                run = []
+                continue
+            x, y = x_of(at), y_of(value)
+            run.append(f"{x:.1f},{y:.1f}")
+            dots.append(
+                f'<circle class="{css}" cx="{x:.1f}" cy="{y:.1f}" r="2.5">'
+                f"<title>{escape(s.name)} at {_stamp(at)}: {_fmt(value)}</title></circle>"
+            )
+        parts.extend([*_polyline(css, run), *dots])
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 (built from escaped labels and formatted numbers only)
+
+
+def _latest(series: Line) -> float | None:
+    values = [v for _, v in series.points if v is not None and math.isfinite(v)]
+    return values[-1] if values else None
+
+
+def _polyline(css: str, points: list[str]) -> list[str]:
+    return [f'<polyline class="line {css}" points="{" ".join(points)}"/>'] if len(points) > 1 else []

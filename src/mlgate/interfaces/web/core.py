@@ -24,6 +24,7 @@ from mlgate.domain.permissions import Action, Principal, denial_message
 from mlgate.errors import MlgateError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.web import session as sessions
+from mlgate.interfaces.web.monitoring import breach_text
 from mlgate.interfaces.web.session import Session, Signer
 
 HERE = Path(__file__).parent
@@ -58,6 +59,7 @@ def _templates() -> Environment:
     env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S") if at else ""
     env.filters["pct"] = lambda value: "n/a" if value is None else f"{100 * value:.2f}%"
     env.filters["num"] = lambda value: "n/a" if value is None else f"{value:.4g}"
+    env.filters["breaches"] = breach_text
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     return env
 

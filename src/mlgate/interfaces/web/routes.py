@@ -7,14 +7,13 @@ by the same service call; refusals come back as messages on the page.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 
 from mlgate.domain.endpoints import Mirror
 from mlgate.domain.gates import RequestState
 from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import AuthenticationError, MlgateError, NotFoundError
+from mlgate.interfaces.web import monitoring as monitoring_views
 from mlgate.interfaces.web import session as sessions
 from mlgate.interfaces.web import views
 from mlgate.interfaces.web.core import (
@@ -31,13 +30,14 @@ from mlgate.interfaces.web.core import (
     safe_next,
     set_session_cookie,
 )
-from mlgate.services import audit, identity, jobs, models, requests, rollouts
+from mlgate.services import audit, identity, jobs, models, monitors, requests, retraining, rollouts
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 RECENT_JOBS = 5
 AUDIT_LIMIT = 200
 LOG_LINES = 200
+CHART_RESULTS = 50  # the windows a monitor's charts span
 
 
 # --- signing in and out -----------------------------------------------------------------------------
@@ -87,6 +87,7 @@ def overview(request: Request, ctx: Ctx, user: User) -> Response:
                 "serving_note": note,
                 "open": [r for r in requests.list_requests(ctx.db, env=env, state="open") if r.target_env == env],
                 "jobs": jobs.list_jobs(ctx.db, env, limit=RECENT_JOBS),
+                "firing": monitors.list_alerts(ctx.db, env, state=monitoring_views.FIRING),
             }
         )
     waiting = requests.waiting_for(ctx.db, ctx.settings, user)
@@ -333,25 +334,44 @@ def audit_page(
 # --- monitoring -------------------------------------------------------------------------------------
 
 
-def monitors_of(ctx: Ctx, envs: list[str]) -> list[dict[str, Any]]:
-    """The monitors the policy declares, as far as it can be read without the monitoring service.
-
-    Hook: when `mlgate.services.monitoring` exists, list its monitors (with their last evaluation and
-    alerts) here instead of reading the raw config section.
-    """
-    raw = ctx.settings.raw.monitors
-    found: list[dict[str, Any]] = []
-    if isinstance(raw, dict):
-        for env, items in raw.items():
-            if str(env) in envs and isinstance(items, list):
-                found.extend({"environment": str(env), **item} for item in items if isinstance(item, dict))
-    elif isinstance(raw, list):
-        for item in raw:
-            if isinstance(item, dict) and str(item.get("environment", item.get("env", ""))) in envs:
-                found.append(dict(item))
-    return found
-
-
 @router.get("/monitoring")
 def monitoring(request: Request, ctx: Ctx, user: User) -> Response:
-    return render(request, "monitoring.html", user=user, monitors=monitors_of(ctx, readable(ctx, user)))
+    by_env = {env: monitoring_views.monitor_rows(ctx, env) for env in readable(ctx, user)}
+    return render(request, "monitoring.html", user=user, by_env=by_env)
+
+
+@router.get("/monitoring/{env}/{name}")
+def monitor_page(request: Request, ctx: Ctx, user: User, env: str, name: str) -> Response:
+    require(ctx, user, Action.READ, env)
+    monitor = monitors.get(ctx.db, env, name)
+    results = monitors.results(ctx.db, env, name, limit=CHART_RESULTS)  # newest first
+    latest = results[0] if results else None
+    return render(
+        request,
+        "monitor.html",
+        user=user,
+        m=monitor,
+        latest=latest,
+        drift=(latest.values.get("data-drift") if latest else None) or {},
+        sections=monitoring_views.sections(monitor, results[::-1]),
+        alerts=monitors.list_alerts(ctx.db, env, name=name),
+        can_run=may(ctx, user, Action.MANAGE_MONITORS, env),
+        train_env=ctx.settings.env_names[0],  # where retraining runs its jobs
+    )
+
+
+@router.post("/monitoring/{env}/{name}/run")
+def run_monitor(request: Request, ctx: Ctx, user: User, form: Form, env: str, name: str) -> Response:
+    """Evaluate the monitor's window now, as the API's run route does (an alert it fires starts the
+    retraining a `retrain` monitor asks for)."""
+    require(ctx, user, Action.MANAGE_MONITORS, env)
+    page = f"/monitoring/{env}/{name}"
+    try:
+        outcome = monitors.run(ctx.db, ctx.settings, env, name, base_url=ctx.base_url)
+        if outcome.change == "fire" and outcome.alert is not None:
+            retraining.start(ctx.db, ctx.settings, outcome.alert.id)
+    except MlgateError as exc:
+        return redirect(request, page, kind="error", text=exc.message)
+    result = outcome.result
+    change = {"fire": "; the alert fired", "resolve": "; the alert resolved"}.get(outcome.change or "", "")
+    return redirect(request, page, kind="ok", text=f"Ran {name}: {result.verdict} over {result.rows} rows{change}.")
