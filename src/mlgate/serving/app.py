@@ -66,6 +66,10 @@ class _Runtime:
     model: LoadedModel
     batcher: Batcher
     inflight: int = 0
+    names: tuple[str, ...] = ()  # the input columns, as the request log records them
+
+    def __post_init__(self) -> None:
+        self.names = tuple(self.model.signature.names)
 
 
 @dataclass(frozen=True)
@@ -381,7 +385,7 @@ class ServingHost:
             request_id=request.request_id,
             status=status,
             latency_ms=seconds * 1000,
-            names=tuple(model.signature.names) if x is not None else (),
+            names=slot.runtime.names if x is not None else (),
             rows=x,
             outputs=out,
         )
