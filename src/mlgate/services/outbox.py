@@ -154,37 +154,7 @@ def emit(
         "note": note,
         "text": _text(event, request, link, note),
     }
-    rows = []
-
-    def add(channel: str, recipient: str) -> None:
-        rows.append(
-            Notification(
-                delivery_id=str(uuid.uuid4()),
-                event=event,
-                channel=channel,
-                recipient=recipient,
-                request_id=request.id,
-                payload=payload,
-                # The inbox is the row itself: delivered as soon as it is written.
-                state="sent" if channel == "inbox" else "pending",
-                attempts=0,
-                next_attempt_at=utcnow(),
-                created_at=utcnow(),
-                sent_at=utcnow() if channel == "inbox" else None,
-            )
-        )
-
-    smtp = settings.raw.notifications.smtp
-    for person in sorted(_people(session, recipients), key=lambda u: u.name):
-        add("inbox", person.name)
-        if smtp is not None and person.email:
-            add("email", person.email)
-    for hook in settings.raw.notifications.webhooks:
-        if hook.events is None or event in hook.events:
-            add("webhook", hook.name)
-    session.add_all(rows)
-    session.flush()
-    return rows
+    return _fan_out(session, settings, event=event, payload=payload, recipients=recipients, request_id=request.id)
 
 
 def emit_rollout(
@@ -210,36 +180,9 @@ def emit_rollout(
         "links": {"endpoint": link, "model": f"{root}/models/{env}/{rollout['model']}/{rollout['version']}"},
         "text": f"{text}. {link}",
     }
-    rows: list[Notification] = []
-
-    def add(channel: str, recipient: str) -> None:
-        rows.append(
-            Notification(
-                delivery_id=str(uuid.uuid4()),
-                event=event,
-                channel=channel,
-                recipient=recipient,
-                request_id=rollout.get("request_id"),
-                payload=payload,
-                state="sent" if channel == "inbox" else "pending",
-                attempts=0,
-                next_attempt_at=utcnow(),
-                created_at=utcnow(),
-                sent_at=utcnow() if channel == "inbox" else None,
-            )
-        )
-
-    smtp = settings.raw.notifications.smtp
-    for person in sorted(_people(session, recipients), key=lambda u: u.name):
-        add("inbox", person.name)
-        if smtp is not None and person.email:
-            add("email", person.email)
-    for hook in settings.raw.notifications.webhooks:
-        if hook.events is None or event in hook.events:
-            add("webhook", hook.name)
-    session.add_all(rows)
-    session.flush()
-    return rows
+    return _fan_out(
+        session, settings, event=event, payload=payload, recipients=recipients, request_id=rollout.get("request_id")
+    )
 
 
 def emit_monitor(
@@ -264,33 +207,46 @@ def emit_monitor(
         name, _, version = str(alert["model"]).partition(":")
         links["model"] = f"{root}/models/{env}/{name}/{version}"
     payload: dict[str, Any] = {"event": event, "alert": alert, "links": links, "text": f"{text}. {link}"}
-    rows: list[Notification] = []
+    return _fan_out(session, settings, event=event, payload=payload, recipients=recipients, request_id=None)
 
-    def add(channel: str, recipient: str) -> None:
-        rows.append(
-            Notification(
-                delivery_id=str(uuid.uuid4()),
-                event=event,
-                channel=channel,
-                recipient=recipient,
-                request_id=None,
-                payload=payload,
-                state="sent" if channel == "inbox" else "pending",
-                attempts=0,
-                next_attempt_at=utcnow(),
-                created_at=utcnow(),
-                sent_at=utcnow() if channel == "inbox" else None,
-            )
+
+def _fan_out(
+    session: Session,
+    settings: Settings,
+    *,
+    event: str,
+    payload: dict[str, Any],
+    recipients: set[str],
+    request_id: int | None,
+) -> list[Notification]:
+    """One outbox row per channel: each recipient's inbox (delivered as it is written) and email where
+    they have an address, and each webhook that takes the event."""
+    now = utcnow()
+
+    def row(channel: str, recipient: str) -> Notification:
+        return Notification(
+            delivery_id=str(uuid.uuid4()),
+            event=event,
+            channel=channel,
+            recipient=recipient,
+            request_id=request_id,
+            payload=payload,
+            state="sent" if channel == "inbox" else "pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            sent_at=now if channel == "inbox" else None,
         )
 
+    rows: list[Notification] = []
     smtp = settings.raw.notifications.smtp
     for person in sorted(_people(session, recipients), key=lambda u: u.name):
-        add("inbox", person.name)
+        rows.append(row("inbox", person.name))
         if smtp is not None and person.email:
-            add("email", person.email)
+            rows.append(row("email", person.email))
     for hook in settings.raw.notifications.webhooks:
         if hook.events is None or event in hook.events:
-            add("webhook", hook.name)
+            rows.append(row("webhook", hook.name))
     session.add_all(rows)
     session.flush()
     return rows
