@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mlgate.monitoring.store import RequestLog, labelled, read_feedback, read_requests
+from mlgate.monitoring.store import COMPACT_EVERY, RequestLog, labelled, read_feedback, read_requests
 from tests.test_serving_host import ADMIN, COLUMNS, PRIMARY, Host, Models, _rows, models, spec
 
 __all__ = ["models"]  # the fixture, imported for pytest to find
@@ -144,24 +144,38 @@ def test_a_sample_rate_of_zero_records_nothing(host: MonitoredHost, models: Mode
 
 
 def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path: Path) -> None:
-    log = RequestLog(tmp_path, capacity_rows=10)  # not started: nothing drains the queue
+    log = RequestLog(tmp_path, capacity_rows=10)  # not started: nothing drains the buffers
+    stream = log.stream("e", "s", "d", 1, ("a", "b"))
     rows = np.zeros((4, 2))
-    kept = [
-        log.record(
-            endpoint="e",
-            slot="s",
-            digest="d",
-            version=1,
-            request_id=f"r{i}",
-            status=200,
-            latency_ms=1.0,
-            names=("a", "b"),
-            rows=rows,
-            outputs=np.zeros(4),
-        )
-        for i in range(5)
-    ]
+    kept = [log.record(stream, f"r{i}", 200, 1.0, rows, np.zeros(4)) for i in range(5)]
     assert kept == [True, True, False, False, False]
     assert log.stats()["dropped_rows"] == 12 and log.stats()["dropped_requests"] == 3
     log.flush()
     assert read_requests(tmp_path, "e").num_rows == 8 and log.stats()["pending_rows"] == 0
+
+
+def test_the_log_keeps_every_request_in_order_across_blocks_and_odd_ones(tmp_path: Path) -> None:
+    """Enough requests for several compacted blocks, some with several rows, one whose input does not stack
+    with the others, one whose model failed: every row is written once, in its request, in order."""
+    log = RequestLog(tmp_path)  # not started: flushed by hand
+    stream = log.stream("e", "blue", "d" * 64, 3, ("a", "b"))
+    sizes = [1 + (i % 7 == 0) * 2 for i in range(2 * COMPACT_EVERY + 9)]  # every 7th request has 3 rows
+    expected: list[tuple[str, int, float, float]] = []
+    for i, n in enumerate(sizes):
+        rows = np.array([[i, r] for r in range(n)], dtype=np.float64)
+        assert log.record(stream, f"q{i}", 200, 0.5, rows, rows[:, 0] * 10)
+        expected += [(f"q{i}", r, float(i), float(i) * 10) for r in range(n)]
+    wide = np.zeros((1, 3))  # an input of another signature: its outcome is written, not its input
+    assert log.record(stream, "wide", 200, 0.5, wide, np.zeros(1))
+    assert log.record(stream, "failed", 500, 0.5, np.ones((1, 2)), None)
+    assert log.recorded(["q0", f"q{len(sizes) - 1}", "failed", "never"]) == {"q0", f"q{len(sizes) - 1}", "failed"}
+    log.flush()
+
+    table = read_requests(tmp_path, "e").to_pylist()
+    assert log.stats()["written_rows"] == len(table) == len(expected) + 2 and log.stats()["pending_rows"] == 0
+    mine = [(r["request_id"], r["row"], r["in:a"], r["out:prediction"]) for r in table if r["request_id"][0] == "q"]
+    assert mine == expected
+    assert all(r["version"] == 3 and r["slot"] == "blue" for r in table)
+    assert [(r["status"], r["in:a"]) for r in table if r["request_id"] == "wide"] == [(200, None)]
+    failed = next(r for r in table if r["request_id"] == "failed")
+    assert failed["status"] == 500 and failed["out:prediction"] is None and failed["in:a"] == 1.0

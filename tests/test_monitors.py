@@ -153,21 +153,11 @@ class World:
     def score(self, rows: np.ndarray, *, requests: int, seed: int) -> list[str]:
         """Traffic as the serving host logs it: `requests` calls sharing `rows`; their request ids."""
         log = RequestLog(self.settings.environment(ENV).monitoring_dir)
+        stream = log.stream("web", "blue", "ab" * 32, 1, tuple(FEATURES))
         ids = []
         for i, chunk in enumerate(np.array_split(rows, requests)):
             request_id = f"req-{seed}-{i}"
-            log.record(
-                endpoint="web",
-                slot="blue",
-                digest="ab" * 32,
-                version=1,
-                request_id=request_id,
-                status=200,
-                latency_ms=5.0,
-                names=tuple(FEATURES),
-                rows=chunk,
-                outputs=predict(chunk),
-            )
+            log.record(stream, request_id, 200, 5.0, chunk, predict(chunk))
             ids.append(request_id)
         log.flush()
         return ids

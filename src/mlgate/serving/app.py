@@ -14,7 +14,6 @@ longer used once their in-flight requests have finished, so a deployment never d
 from __future__ import annotations
 
 import asyncio
-import collections
 import gc
 import hashlib
 import hmac
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from mlgate.monitoring.store import RequestLog, known_request_ids, write_feedback
+from mlgate.monitoring.store import RequestLog, Stream, known_request_ids, write_feedback
 from mlgate.serving.batching import Batcher
 from mlgate.serving.errors import AuthError, InputError, NotFound, ServingError
 from mlgate.serving.metrics import Metrics
@@ -54,7 +53,6 @@ DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 SPEC_FILE = "spec.json"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SLOT_HEADER = b"mlgate-deployment"
-RECENT_IDS = 1_000_000  # request ids kept in memory for ground truth; older ones are looked up in the store
 MAX_FEEDBACK = 100_000
 COLUMN_V2_TYPES = {"long": "INT64", "integer": "INT32", "double": "FP64", "float": "FP32", "boolean": "BOOL"}
 
@@ -76,6 +74,7 @@ class _Runtime:
 class _Slot:
     name: str
     runtime: _Runtime
+    stream: Stream | None = None  # where the request log keeps what this slot answers
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,6 @@ class ServingHost:
         self.state_dir = state_dir
         # What was scored, for monitoring: queued here, written to Parquet by a background thread.
         self.request_log = RequestLog(monitoring_dir) if monitoring_dir is not None else None
-        self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._admin_token = admin_token.encode()
         self._default_batching = batching or Batching()
         self._max_body = max_body_bytes
@@ -357,42 +355,15 @@ class ServingHost:
         finally:
             seconds = time.perf_counter() - started
             self.metrics.request(endpoint=endpoint_label, slot=slot_label, status=status, seconds=seconds)
+            request_log = self.request_log
             if (
-                self.request_log is not None
-                and endpoint is not None
+                request_log is not None
                 and slot is not None
+                and slot.stream is not None
+                and endpoint is not None
                 and (endpoint.spec.sample_rate >= 1.0 or random.random() < endpoint.spec.sample_rate)
             ):
-                self._log_request(request, endpoint, slot, status, seconds, x, out)
-
-    def _log_request(
-        self,
-        request: _Request,
-        endpoint: _Endpoint,
-        slot: _Slot,
-        status: int,
-        seconds: float,
-        x: np.ndarray | None,
-        out: np.ndarray | None,
-    ) -> None:
-        assert self.request_log is not None
-        model = slot.runtime.model
-        queued = self.request_log.record(
-            endpoint=endpoint.spec.name,
-            slot=slot.name,
-            digest=model.digest,
-            version=endpoint.spec.slots[slot.name].version if slot.name in endpoint.spec.slots else None,
-            request_id=request.request_id,
-            status=status,
-            latency_ms=seconds * 1000,
-            names=slot.runtime.names if x is not None else (),
-            rows=x,
-            outputs=out,
-        )
-        if queued:  # the ids ground truth may refer to, newest last, bounded
-            self._recent_ids[request.request_id] = None
-            if len(self._recent_ids) > RECENT_IDS:
-                self._recent_ids.popitem(last=False)
+                request_log.record(slot.stream, request.request_id, status, seconds * 1000, x, out)
 
     def _monitoring_metrics(self) -> bytes:
         if self.request_log is None:
@@ -417,7 +388,8 @@ class ServingHost:
         if self.request_log is None:
             raise ServingError("this serving host keeps no monitoring store", status=409, code="BAD_REQUEST")
         ids, labels = _feedback_pairs(payload)
-        unseen = [i for i in ids if i not in self._recent_ids]
+        recorded = self.request_log.recorded(ids)
+        unseen = [i for i in ids if i not in recorded]
         stored = await asyncio.to_thread(known_request_ids, self.request_log.root, name, unseen) if unseen else set()
         unknown = sorted({i for i in unseen if i not in stored})
         kept = [(i, label) for i, label in zip(ids, labels, strict=True) if i not in unknown]
@@ -628,7 +600,12 @@ class ServingHost:
                     key = _runtime_key(slot.model_dir, slot.digest, slot.signature, batching)
                     runtime = runtimes.get(key) or old.runtimes[key]
                     runtimes[key] = runtime
-                    slots[slot.name] = _Slot(slot.name, runtime)
+                    stream = None
+                    if self.request_log is not None:
+                        stream = self.request_log.stream(
+                            endpoint.name, slot.name, runtime.model.digest, slot.version, runtime.names
+                        )
+                    slots[slot.name] = _Slot(slot.name, runtime, stream)
                 weighted, upper = [], 0.0
                 for slot in endpoint.slots.values():
                     if slot.traffic > 0:
