@@ -19,12 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-
-from mlgate.adapters.sql.models import Decision, ModelVersion, utcnow
 from tests.conftest import Project, start_server
-from tests.serving_world import MANUAL_GATE_B, Served, clean_env
-from tests.test_promotion import _approved
+from tests.serving_world import MANUAL_GATE_B, Served, clean_env, through_gate_b
 
 ENDPOINT = "web"
 BAKE_S = 2
@@ -86,25 +82,7 @@ class RolloutWorld(Served):
 
     def through_gate_b(self, version: int) -> int:
         """An approved gate B request for staging's `diabetes` `version`, as lee's approval leaves it."""
-        settings = self.project.settings
-        db = self.project.db()
-        try:
-            with db.write() as session:
-                record = session.execute(
-                    select(ModelVersion).where(
-                        ModelVersion.environment == "staging",
-                        ModelVersion.name == "diabetes",
-                        ModelVersion.version == version,
-                    )
-                ).scalar_one()
-                gate = settings.gate_into("production")
-                request = _approved(record, gate=gate.name, target="production", approver_role=gate.approver_role.value)
-                session.add(request)
-                session.flush()
-                session.add(Decision(request_id=request.id, actor="sam", decision="approve", at=utcnow()))
-                return request.id
-        finally:
-            db.dispose()
+        return through_gate_b(self.project, version)
 
 
 def build(project_template: Project, root: Path) -> RolloutWorld:

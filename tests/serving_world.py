@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from mlgate.adapters.sql.models import Decision, ModelVersion, utcnow
 from mlgate.interfaces.sdk.client import Client
 from tests.conftest import MLGATE, LiveServer, Project, start_server
+from tests.test_promotion import _approved
 
 FEATURES = ["age", "bmi", "glucose", "pressure"]
 ENDPOINTS_CONFIG = "\nendpoints:\n  staging:\n    - name: diabetes\n      description: the web app's risk score\n"
@@ -132,6 +135,29 @@ def build(project_template: Project, root: Path) -> Served:
             world.digests[request["target_version"]] = registered["digest"]
     assert sorted(world.digests) == [1, 2]
     return world
+
+
+def through_gate_b(project: Project, version: int) -> int:
+    """An approved gate B request for staging's `diabetes` `version`, as sam's approval leaves it, for the
+    server's promotion worker to carry out (deciding requests and their checks are tested elsewhere)."""
+    db = project.db()
+    try:
+        with db.write() as session:
+            record = session.execute(
+                select(ModelVersion).where(
+                    ModelVersion.environment == "staging",
+                    ModelVersion.name == "diabetes",
+                    ModelVersion.version == version,
+                )
+            ).scalar_one()
+            gate = project.settings.gate_into("production")
+            request = _approved(record, gate=gate.name, target="production", approver_role=gate.approver_role.value)
+            session.add(request)
+            session.flush()
+            session.add(Decision(request_id=request.id, actor="sam", decision="approve", at=utcnow()))
+            return request.id
+    finally:
+        db.dispose()
 
 
 def score(url: str, key: str, data: list[list[Any]], *, slot: str | None = None) -> httpx.Response:

@@ -1,7 +1,8 @@
 """The web UI in a real browser (headless Chromium through Selenium) against a live `mlgate server`.
 
 The world (tests/web_world.py): diabetes:1 and :2 in staging, deployed side by side on the staging
-endpoint, and two gate A requests dana's registrations opened, waiting for lee. A screenshot of each page
+endpoint, the same two in production side by side on `web`, and two gate A requests dana's registrations
+opened, waiting for lee. A screenshot of each page
 visited is written under the pytest tmp folder; the folder is named in the test output.
 
 The route walker (tests/test_route_permissions.py) leaves the web pages out; their rules are checked here.
@@ -23,7 +24,18 @@ import pytest
 from mlgate.interfaces.sdk.client import Client
 from mlgate.interfaces.web import charts, views
 from tests.conftest import Project, stop_server
-from tests.web_world import ENDPOINT, Browser, WebWorld, build_web, chromium, csrf_of, screenshots, signed_in
+from tests.serving_world import FEATURES, rows
+from tests.web_world import (
+    ENDPOINT,
+    PRODUCTION_ENDPOINT,
+    Browser,
+    WebWorld,
+    build_web,
+    chromium,
+    csrf_of,
+    screenshots,
+    signed_in,
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +150,13 @@ def test_dana_sees_approve_disabled_with_the_reason(browser: Browser, world: Web
     assert wait_for_state(world, request_id, {"open"})["decisions"] == []
 
 
-def test_olu_changes_traffic_and_the_host_follows(browser: Browser, world: WebWorld) -> None:
-    browser.sign_in(world.tokens["olu"], then=f"/endpoints/staging/{ENDPOINT}")
-    assert "green" in browser.text("#slots")
-    browser.shot("09-endpoint")
+def test_olu_changes_traffic_in_production_and_the_host_follows(browser: Browser, world: WebWorld) -> None:
+    page = f"/endpoints/production/{PRODUCTION_ENDPOINT}"
+    browser.sign_in(world.tokens["olu"], then=page)
+    assert "diabetes:1" in browser.text('tr[data-slot="blue"]')
+    assert "diabetes:2" in browser.text('tr[data-slot="green"]')
+    assert browser.text('tr[data-slot="green"] td.traffic') == "0%"
+    browser.shot("09-endpoint-production")
     for slot, weight in (("blue", "30"), ("green", "70")):
         field = browser.find(f"#weight-{slot}")
         field.clear()
@@ -150,17 +165,34 @@ def test_olu_changes_traffic_and_the_host_follows(browser: Browser, world: WebWo
     browser.find("#traffic-button").click()
     assert "is now blue=30, green=70" in browser.text("#flash")
     assert browser.text('tr[data-slot="green"] td.traffic') == "70%"
-    browser.shot("10-endpoint-traffic-changed")
+    browser.shot("10-endpoint-production-traffic-changed")
     with Client(world.url, world.tokens["vic"]) as vic:
-        shown = vic.endpoint("staging", ENDPOINT)
+        shown = vic.endpoint("production", PRODUCTION_ENDPOINT)
     assert {s["slot"]: s["traffic"] for s in shown["slots"]} == {"blue": 30, "green": 70}
     assert shown["updated_by"] == "olu"
 
+    # The production host splits the web app's calls as the page said.
+    with Client(world.url, world.tokens["olu"]) as olu:
+        key = olu.rotate_key("production", PRODUCTION_ENDPOINT, "primary")["key"]
+    host = world.served.host_url("production")
+    answered = []
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as web_app:
+        for _ in range(200):
+            answer = web_app.post(
+                f"{host}/endpoints/{PRODUCTION_ENDPOINT}/invocations",
+                json={"dataframe_split": {"columns": FEATURES, "data": rows(1)}},
+            )
+            assert answer.status_code == 200, answer.text
+            answered.append(answer.headers["mlgate-deployment"])
+    assert 100 <= answered.count("green") <= 180 and answered.count("blue") == 200 - answered.count("green")
+    browser.page("/")  # the three environments side by side, production serving both versions
+    production = browser.find('section[aria-labelledby="env-production"]').text
+    assert "blue: diabetes:1 30%" in production and "green: diabetes:2 70%" in production, production
+    browser.shot("11-overview-olu")
+
     # A viewer sees the endpoint but not the forms, and is told why.
-    browser.sign_in(world.tokens["vic"], then=f"/endpoints/staging/{ENDPOINT}")
-    assert "'deploy' in 'staging' needs one of the roles: operator, software-developer" in browser.text(
-        "#deploy-reason"
-    )
+    browser.sign_in(world.tokens["vic"], then=page)
+    assert "'deploy' in 'production' needs one of the roles: operator" in browser.text("#deploy-reason")
     assert not browser.driver.find_elements("css selector", "#traffic-form")
 
 
@@ -185,7 +217,7 @@ def test_forms_without_their_csrf_token_are_refused(world: WebWorld) -> None:
 def test_pages_a_role_may_not_see_are_refused(browser: Browser, world: WebWorld) -> None:
     browser.sign_in(world.tokens["lee"], then="/audit")
     assert "lee may not do this: 'administer' needs one of the roles: admin" in browser.text("#error-message")
-    browser.shot("11-audit-refused")
+    browser.shot("12-audit-refused")
     assert not browser.driver.find_elements("css selector", 'a[href="/audit"]')  # not offered either
     with http_session(world, "dana") as (client, _):
         assert client.get("/audit").status_code == 403
@@ -198,7 +230,7 @@ def test_pages_a_role_may_not_see_are_refused(browser: Browser, world: WebWorld)
     for page in ("/", "/requests", "/models", "/endpoints", "/jobs", "/monitoring"):
         browser.page(page)
         browser.find("h1")
-        browser.shot(f"12-lee-{page.strip('/') or 'overview'}")
+        browser.shot(f"13-lee-{page.strip('/') or 'overview'}")
 
 
 def test_signing_out_and_revoking_the_token_end_the_session(browser: Browser, world: WebWorld) -> None:
@@ -224,7 +256,7 @@ def test_signing_out_and_revoking_the_token_end_the_session(browser: Browser, wo
     browser.find("#token").send_keys("mlg_" + "A" * 43)
     browser.find("#signin-button").click()
     assert "Not signed in: unknown token" in browser.text("#signin-error")
-    browser.shot("13-signin-refused")
+    browser.shot("14-signin-refused")
 
 
 def test_model_cards_and_charts_escape_what_they_are_given() -> None:

@@ -1,6 +1,7 @@
 """The web UI's world: the served world (two `diabetes` versions in staging, an endpoint there) with both
-versions deployed side by side on the staging endpoint, and two more versions registered in dev by dana,
-so two gate A requests wait for lee. And what browser tests share: a headless Chromium (`chromium`) with
+versions deployed side by side on the staging endpoint; both passed through gate B into production, where
+olu serves them side by side on the endpoint `web` (blue 100%, green 0%); and two more versions registered
+in dev by dana, so two gate A requests wait for lee. And what browser tests share: a headless Chromium (`chromium`) with
 screenshots, and a signed-in session outside the browser (`signed_in`)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -20,9 +22,10 @@ import httpx
 import pytest
 
 from tests.conftest import Project
-from tests.serving_world import SCRIPT, Served, build, clean_env
+from tests.serving_world import SCRIPT, Served, build, clean_env, through_gate_b
 
 ENDPOINT = "diabetes"
+PRODUCTION_ENDPOINT = "web"
 LOOP = "for c in (1.0, 1e-6):"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -52,6 +55,7 @@ def build_web(project_template: Project, root: Path) -> WebWorld:
     with served.client("olu") as olu:
         olu.deploy("staging", ENDPOINT, model="diabetes", version=1, slot="blue", traffic=100)
         olu.deploy("staging", ENDPOINT, model="diabetes", version=2, slot="green", traffic=0)
+    _into_production(served)
     assert LOOP in SCRIPT
     script = root / "log_more.py"
     script.write_text(SCRIPT.replace(LOOP, "for c in (0.3, 0.05):"))
@@ -66,6 +70,21 @@ def build_web(project_template: Project, root: Path) -> WebWorld:
             registered = dana.register_model("dev", name="diabetes", run_id=run_id)
             opened.append(int(registered["request_id"]))
     return WebWorld(served=served, requests=opened)
+
+
+def _into_production(served: Served) -> None:
+    """Both staging versions through gate B; olu serves them side by side on production's `web`."""
+    promotions = [through_gate_b(served.project, version) for version in (1, 2)]
+    deadline = time.monotonic() + 120
+    with served.client("admin") as admin:
+        for request_id in promotions:
+            while (request := admin.promotion_request(request_id, env="production"))["state"] != "promoted":
+                assert request["state"] != "failed" and time.monotonic() < deadline, request
+                time.sleep(0.3)
+    with served.client("olu") as olu:
+        olu.create_endpoint("production", PRODUCTION_ENDPOINT, description="the clinic's web app")
+        olu.deploy("production", PRODUCTION_ENDPOINT, model="diabetes", version=1, slot="blue", traffic=100)
+        olu.deploy("production", PRODUCTION_ENDPOINT, model="diabetes", version=2, slot="green", traffic=0)
 
 
 # --- the browser ------------------------------------------------------------------------------------
