@@ -178,6 +178,14 @@ def test_every_problem_of_a_file_is_reported_at_once() -> None:
     ]
 
 
+def test_a_value_the_validator_names_is_not_repeated() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("monitors:\n  - name: drift\n    endpoint: web\n    window: 5 fortnights\n")
+    assert caught.value.details["problems"] == [
+        "monitors[0].window: expected a lookback like 30m, 1h, 1d or '5000 rows', got '5 fortnights'"
+    ]
+
+
 def test_load_settings_names_the_file_in_its_errors(tmp_path: Path) -> None:
     config = write(tmp_path, "server:\n  port: 70000\n")
     with pytest.raises(ConfigError, match=r"server\.port") as caught:

@@ -478,7 +478,9 @@ def parse_config(text: str, *, source: str = CONFIG_FILE) -> FileConfig:
             got = err.get("input")
             shown = (
                 ""
-                if err["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict | list)
+                if err["type"] in {"extra_forbidden", "missing"}
+                or isinstance(got, dict | list)
+                or f"got {got!r}" in message  # the validator's own message names it already
                 else f" (got {got!r})"
             )
             problems.append(f"{where}: {message}{shown}")
