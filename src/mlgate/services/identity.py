@@ -299,24 +299,40 @@ def authenticate(db: Database, token: str) -> Principal:
         record = session.execute(select(ApiToken).where(ApiToken.token_hash == token_hash(token))).scalar_one_or_none()
         if record is None:
             raise AuthenticationError("unknown token")
-        if record.revoked_at is not None:
-            raise AuthenticationError("this token was revoked")
-        expires_at = _aware(record.expires_at)
-        if expires_at is not None and expires_at <= utcnow():
-            raise AuthenticationError("this token has expired")
-        user = record.user
-        system_job = user.kind == SYSTEM_USER and record.job_id is not None and record.scope is not None
-        if user.disabled_at is not None or (user.kind == SYSTEM_USER and not system_job):
-            raise AuthenticationError("this user cannot sign in")
-        principal = principal_of(user, token_id=record.id)
+        return _principal_of_token(record)
+
+
+def authenticate_token_id(db: Database, token_id: int, *, user: str) -> Principal:
+    """The principal of a person's token named by its id (a web session holds the id, never the token),
+    checked as `authenticate` checks a bearer token; a job's token is refused."""
+    with db.read() as session:
+        record = session.execute(select(ApiToken).where(ApiToken.id == token_id)).scalar_one_or_none()
+        if record is None or record.user.name != user:
+            raise AuthenticationError("unknown token")
         if record.scope is not None:
-            principal = dataclasses.replace(principal, scope=record.scope, job_id=record.job_id)
-        if system_job and record.scope is not None:
-            # A job the server started on its own (a retraining a monitor asked for) logs its runs as
-            # `system`, with a data scientist's rights in its environment's MLflow door, and nowhere else.
-            env = record.scope.removeprefix("mlflow:")
-            principal = dataclasses.replace(principal, bindings={env: frozenset({Role.DATA_SCIENTIST})})
-        return principal
+            raise AuthenticationError("a job's token cannot sign in")
+        return _principal_of_token(record)
+
+
+def _principal_of_token(record: ApiToken) -> Principal:
+    if record.revoked_at is not None:
+        raise AuthenticationError("this token was revoked")
+    expires_at = _aware(record.expires_at)
+    if expires_at is not None and expires_at <= utcnow():
+        raise AuthenticationError("this token has expired")
+    user = record.user
+    system_job = user.kind == SYSTEM_USER and record.job_id is not None and record.scope is not None
+    if user.disabled_at is not None or (user.kind == SYSTEM_USER and not system_job):
+        raise AuthenticationError("this user cannot sign in")
+    principal = principal_of(user, token_id=record.id)
+    if record.scope is not None:
+        principal = dataclasses.replace(principal, scope=record.scope, job_id=record.job_id)
+    if system_job and record.scope is not None:
+        # A job the server started on its own (a retraining a monitor asked for) logs its runs as
+        # `system`, with a data scientist's rights in its environment's MLflow door, and nowhere else.
+        env = record.scope.removeprefix("mlflow:")
+        principal = dataclasses.replace(principal, bindings={env: frozenset({Role.DATA_SCIENTIST})})
+    return principal
 
 
 def has_human_users(db: Database) -> bool:

@@ -13,16 +13,14 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
 
 from mlgate.adapters.sql.database import Database
-from mlgate.adapters.sql.models import ApiToken, utcnow
 from mlgate.domain.permissions import Principal
+from mlgate.errors import AuthenticationError
 from mlgate.services import identity
 
 COOKIE = "mlgate_session"
@@ -95,20 +93,11 @@ def csrf_matches(session: Session | None, sent: str | None) -> bool:
 
 
 def principal_of_session(db: Database, session: Session) -> Principal | None:
-    """The signed-in person, checked against the token's row as `identity.authenticate` checks a bearer
-    token: None if the token was revoked, has expired, is a job's, or its user may no longer sign in."""
-    if session.token_id is None:
+    """The signed-in person, checked against the token's row as a bearer token is: None if the token was
+    revoked, has expired, is a job's, or its user may no longer sign in."""
+    if session.token_id is None or session.user is None:
         return None
-    with db.read() as tx:
-        record = tx.execute(select(ApiToken).where(ApiToken.id == session.token_id)).scalar_one_or_none()
-        if record is None or record.revoked_at is not None or record.scope is not None:
-            return None
-        expires_at = record.expires_at
-        if expires_at is not None:
-            expires_at = expires_at.replace(tzinfo=UTC) if expires_at.tzinfo is None else expires_at
-            if expires_at <= utcnow():
-                return None
-        user = record.user
-        if user.name != session.user or user.disabled_at is not None or user.kind == identity.SYSTEM_USER:
-            return None
-        return identity.principal_of(user, token_id=record.id)
+    try:
+        return identity.authenticate_token_id(db, session.token_id, user=session.user)
+    except AuthenticationError:
+        return None
