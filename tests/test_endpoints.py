@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from mlgate.adapters.sql.models import Endpoint, ModelVersion, utcnow
+from mlgate.domain.digest import tree_digest
 from mlgate.interfaces.sdk.client import ApiError
 from tests.conftest import Project, start_server, stop_server
 from tests.load import WrkResult, run_wrk
@@ -294,6 +295,17 @@ def test_a_tampered_artifact_is_refused_and_the_live_version_keeps_serving(world
     finally:
         for path, data in originals.items():
             path.write_bytes(data)
+
+
+def test_a_placed_copy_changed_on_disk_is_placed_again_at_the_next_push(world: Served, key: str) -> None:
+    placed = world.project.settings.environment("staging").serving_dir / world.digests[1]
+    card = next(placed.rglob("MLmodel"))
+    original = card.read_text()
+    card.write_text(original.replace("flavors:", "flavors:  # edited by hand", 1))
+    with world.client("olu") as olu:
+        olu.set_traffic("staging", "diabetes", {"blue": 100})  # a push: every deployed folder is checked
+    assert card.read_text() == original and tree_digest(placed) == world.digests[1]
+    assert score(world.host_url(), key, rows(1)).status_code == 200
 
 
 def test_a_killed_host_is_restarted_with_its_deployments(world: Served, key: str) -> None:

@@ -38,3 +38,14 @@ def tree_listing(root: Path) -> list[tuple[str, str]]:
 
 def tree_digest(root: Path) -> str:
     return listing_digest(tree_listing(root))
+
+
+def tree_stat(root: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """(relative path, size, mtime in ns, inode) of every regular file under root: what changes when any
+    file is written, replaced, added or removed; a stat walk, no file read."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            st = path.stat()
+            found.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(sorted(found))

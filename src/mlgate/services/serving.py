@@ -28,7 +28,7 @@ from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout
 from mlgate.config import Environment, Settings
 from mlgate.domain import endpoints as allocations
 from mlgate.domain import rollouts
-from mlgate.domain.digest import tree_digest
+from mlgate.domain.digest import tree_digest, tree_stat
 from mlgate.domain.endpoints import Allocation, Mirror, SlotAllocation
 from mlgate.domain.gates import RequestState
 from mlgate.domain.tokens import token_hash
@@ -55,6 +55,7 @@ class Serving:
         # per server process, pushed with the endpoints' key hashes.
         self.internal_key = endpoints.new_key()
         self._locks = {env.name: threading.RLock() for env in settings.environments}
+        self._verified: dict[Path, tuple[tuple[tuple[str, int, int, int], ...], str]] = {}  # folder: (stat, digest)
         self._dirty: set[str] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -167,7 +168,7 @@ class Serving:
     def place(self, env: Environment, slot: SlotAllocation) -> Path:
         """The version's files under serving/<digest>/, from the environment's registry, digest checked."""
         target = env.serving_dir / slot.digest
-        if target.is_dir() and tree_digest(target) == slot.digest:
+        if target.is_dir() and self._placed_digest(target) == slot.digest:
             return target
         from mlgate.adapters.mlflow.copy import PromotionStore
 
@@ -187,6 +188,17 @@ class Serving:
                 shutil.rmtree(target)
             folder.rename(target)
         return target
+
+    def _placed_digest(self, folder: Path) -> str:
+        """A placed folder's digest, hashed again only when a stat walk shows a file changed: every push
+        checks every deployed folder."""
+        stat = tree_stat(folder)
+        known = self._verified.get(folder)
+        if known is not None and known[0] == stat:
+            return known[1]
+        digest = tree_digest(folder)
+        self._verified[folder] = (stat, digest)
+        return digest
 
     def _push(self, env: str, name: str, allocation: Allocation) -> None:
         self.backend.push(env, self._spec(env, {name: allocation}))
