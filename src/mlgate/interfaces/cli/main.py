@@ -21,6 +21,7 @@ from mlgate.interfaces.cli import (
     notification_commands,
     request_commands,
     rollout_commands,
+    score_commands,
     setup_commands,
 )
 from mlgate.interfaces.cli.demo_command import demo
@@ -44,7 +45,7 @@ app.command()(request_commands.promote)
 app.command()(request_commands.inbox)
 app.command()(check_commands.check)
 app.command()(endpoint_commands.deploy)
-app.command()(endpoint_commands.score)
+app.command()(score_commands.score)
 app.add_typer(env_commands.envs, name="env")
 app.add_typer(identity_commands.users, name="user")
 app.add_typer(identity_commands.tokens, name="token")
