@@ -239,6 +239,14 @@ def test_signing_out_and_revoking_the_token_end_the_session(browser: Browser, wo
     browser.page("/requests")
     assert browser.path == "/signin?next=/requests"
 
+    # Signing out ends the session itself: a copy of its cookie kept elsewhere is refused from then on.
+    with http_session(world, "vic") as (client, csrf):
+        copied = client.cookies["mlgate_session"]
+        assert client.post("/signout", data={"csrf": csrf}).status_code == 303
+    with httpx.Client(base_url=world.url, timeout=30, cookies={"mlgate_session": copied}) as elsewhere:
+        refused = elsewhere.get("/")
+        assert refused.status_code == 303 and refused.headers["location"] == "/signin?next=/"
+
     # A session stands on its token: revoking the token ends it on the next request.
     with Client(world.url, world.tokens["admin"]) as admin:
         issued = admin.create_token(user="vic", name="browser")

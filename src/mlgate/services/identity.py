@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mlgate.adapters.sql.database import Database
-from mlgate.adapters.sql.models import ApiToken, RoleBinding, User, utcnow
+from mlgate.adapters.sql.models import ApiToken, EndedSession, RoleBinding, User, utcnow
 from mlgate.domain.permissions import ALL_ENVIRONMENTS, Principal, Role
 from mlgate.domain.tokens import TOKEN_PREFIX, display_prefix, new_token, token_hash
 from mlgate.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
@@ -333,6 +333,21 @@ def _principal_of_token(record: ApiToken) -> Principal:
         env = record.scope.removeprefix("mlflow:")
         principal = dataclasses.replace(principal, bindings={env: frozenset({Role.DATA_SCIENTIST})})
     return principal
+
+
+def end_session(db: Database, session_hash: str, *, user: str, forget_after: timedelta) -> None:
+    """Record a web session as signed out; forget those ended longer ago than a session lives."""
+    with db.write() as session:
+        now = utcnow()
+        session.execute(delete(EndedSession).where(EndedSession.ended_at < now - forget_after))
+        if session.execute(select(EndedSession.id).where(EndedSession.session_hash == session_hash)).first() is None:
+            session.add(EndedSession(session_hash=session_hash, user=user, ended_at=now))
+
+
+def session_ended(db: Database, session_hash: str) -> bool:
+    with db.read() as session:
+        found = session.execute(select(EndedSession.id).where(EndedSession.session_hash == session_hash)).first()
+        return found is not None
 
 
 def has_human_users(db: Database) -> bool:

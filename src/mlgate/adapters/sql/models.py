@@ -63,6 +63,18 @@ class ApiToken(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+class EndedSession(Base):
+    """A web session signed out: its cookie names a token that may still be valid, so it is refused here
+    until the cookie would have expired anyway."""
+
+    __tablename__ = "ended_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the session's CSRF token
+    user: Mapped[str] = mapped_column(String(64))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
 

@@ -28,6 +28,7 @@ from mlgate.interfaces.web.core import (
     render,
     require,
     safe_next,
+    session_of,
     set_session_cookie,
 )
 from mlgate.services import audit, identity, jobs, models, monitors, requests, retraining, rollouts
@@ -66,7 +67,8 @@ def signin(request: Request, ctx: Ctx, form: Form) -> Response:
 
 
 @router.post("/signout")
-def signout(request: Request, form: Form) -> Response:
+def signout(request: Request, ctx: Ctx, form: Form) -> Response:
+    sessions.end(ctx.db, session_of(request))
     response = redirect(request, "/signin")
     set_session_cookie(request, response, sessions.new_session())
     return response

@@ -5,14 +5,17 @@ per-home secret kept in `<home>/web-secret` (0600, made on first use) and holds 
 user's name and a random CSRF token: never the token itself. Every request looks the token up again by
 id, so a revoked or expired token, or a disabled user, ends the session at once. A visitor who is not
 signed in gets a cookie with a CSRF token only, so the sign-in form is protected like every other.
+Signing out records the session as ended, so a copy of its cookie is refused too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,11 @@ class Session:
     csrf: str
     token_id: int | None = None
     user: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What names the session once it is signed out (its CSRF token is new with each sign-in)."""
+        return hashlib.sha256(self.csrf.encode()).hexdigest()
 
     def as_json(self) -> dict[str, Any]:
         return {"csrf": self.csrf, "tid": self.token_id, "user": self.user}
@@ -88,14 +96,21 @@ class Signer:
         return Session(csrf=data["csrf"], token_id=tid, user=user)
 
 
+def end(db: Database, session: Session | None) -> None:
+    """Sign a session out for good: its cookie is refused from now on, wherever a copy of it is."""
+    if session is not None and session.user is not None:
+        identity.end_session(db, session.key, user=session.user, forget_after=timedelta(seconds=MAX_AGE_S))
+
+
 def csrf_matches(session: Session | None, sent: str | None) -> bool:
     return session is not None and bool(sent) and hmac.compare_digest(session.csrf, sent or "")
 
 
 def principal_of_session(db: Database, session: Session) -> Principal | None:
     """The signed-in person, checked against the token's row as a bearer token is: None if the token was
-    revoked, has expired, is a job's, or its user may no longer sign in."""
-    if session.token_id is None or session.user is None:
+    revoked, has expired, is a job's, or its user may no longer sign in, or if the session was signed out
+    (a copy of its cookie kept elsewhere)."""
+    if session.token_id is None or session.user is None or identity.session_ended(db, session.key):
         return None
     try:
         return identity.authenticate_token_id(db, session.token_id, user=session.user)
