@@ -7,13 +7,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from mlgate.monitoring import store
 from mlgate.monitoring.store import COMPACT_EVERY, RequestLog, labelled, read_feedback, read_requests
 from tests.test_serving_host import ADMIN, COLUMNS, PRIMARY, Host, Models, _rows, models, spec
 
@@ -179,3 +182,22 @@ def test_the_log_keeps_every_request_in_order_across_blocks_and_odd_ones(tmp_pat
     assert [(r["status"], r["in:a"]) for r in table if r["request_id"] == "wide"] == [(200, None)]
     failed = next(r for r in table if r["request_id"] == "failed")
     assert failed["status"] == 500 and failed["out:prediction"] is None and failed["in:a"] == 1.0
+
+
+def test_a_flush_that_spans_midnight_writes_each_row_under_its_own_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    midnight = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
+    log = RequestLog(tmp_path)
+    blue, green = log.stream("e", "blue", "b" * 64, 1, ("a",)), log.stream("e", "green", "g" * 64, 2, ("a",))
+    one = np.ones((1, 1))
+    for stream, request_id, at in ((blue, "b1", -0.2), (green, "g1", -0.1), (blue, "b2", 0.1)):
+        monkeypatch.setattr(store.time, "time", lambda at=at: midnight + at)
+        log.record(stream, request_id, 200, 1.0, one, np.zeros(1))
+    monkeypatch.undo()
+    log.flush()
+    by_day = {
+        folder.name: sorted(pq.read_table(folder).column("request_id").to_pylist())
+        for folder in sorted((tmp_path / "requests" / "e").iterdir())
+    }
+    assert by_day == {"2026-03-01": ["b1", "g1"], "2026-03-02": ["b2"]}  # blue's rows come first, then green's

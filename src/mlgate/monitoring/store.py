@@ -300,8 +300,9 @@ def _by_day(table: Any) -> Iterable[tuple[date, Any]]:
     import pyarrow as pa
 
     days = table["ts"].cast(pa.int64()).to_numpy() // 86_400_000_000
-    for day in np.unique(days):
-        rows = table if days[0] == days[-1] else table.filter(pa.array(days == day))
+    unique = np.unique(days)
+    for day in unique:
+        rows = table if len(unique) == 1 else table.filter(pa.array(days == day))
         yield date(1970, 1, 1) + timedelta(days=int(day)), rows
 
 
