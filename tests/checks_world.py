@@ -8,7 +8,6 @@ the lead (held-out data in staging is the lead's to register; the data scientist
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.snapshot import pack, pack_data
 from tests.conftest import LiveServer, Project, start_server
-from tests.serving_world import clean_env
+from tests.serving_world import clean_env, log_runs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diabetes"
 CONFIG = """
@@ -131,20 +130,10 @@ def _diabetes_project(root: Path) -> Path:
 
 def build(project_template: Project, root: Path) -> ChecksWorld:
     folder = root / "project"
-    shutil.copytree(project_template.path, folder)
-    with (folder / "mlgate.yaml").open("a") as config:
-        config.write(CONFIG)
-    project = Project(folder, dict(project_template.tokens))
+    project = project_template.copy(folder, config=CONFIG)
     world = ChecksWorld(project=project, server=start_server(project), root=root)
-    script = root / "log_models.py"
-    script.write_text(SCRIPT)
-    env = clean_env(MLFLOW_TRACKING_URI=f"{world.url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=project.tokens["dana"])
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    runs = log_runs(world.url, project.tokens["dana"], SCRIPT, root)
     _register_holdout(world, root / "holdout.csv")
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
     # The diabetes model, trained by `mlgate train` from its code snapshot.
     code = _diabetes_project(root)
     data = root / "diabetes.csv"

@@ -60,6 +60,14 @@ class Project:
     def db(self) -> Database:
         return Database(self.settings.database_url)
 
+    def copy(self, folder: Path, *, config: str = "") -> Project:
+        """A copy of this project (its home included) in `folder`, with `config` appended to mlgate.yaml."""
+        shutil.copytree(self.path, folder)
+        if config:
+            with (folder / "mlgate.yaml").open("a") as handle:
+                handle.write(config)
+        return Project(folder, dict(self.tokens))
+
     def run(
         self, *args: str, token: str | None = None, url: str | None = None, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
@@ -100,9 +108,7 @@ def project_template(tmp_path_factory: pytest.TempPathFactory) -> Project:
 @pytest.fixture
 def project(project_template: Project, tmp_path: Path) -> Project:
     """A private copy of the template project for one test."""
-    folder = tmp_path / "project"
-    shutil.copytree(project_template.path, folder)
-    return Project(folder, dict(project_template.tokens))
+    return project_template.copy(tmp_path / "project")
 
 
 @pytest.fixture
@@ -178,8 +184,7 @@ def stop_server(server: LiveServer) -> None:
 def live_server(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One real server (with its MLflow tracking servers) per test session and worker."""
     folder = tmp_path_factory.mktemp("live") / "project"
-    shutil.copytree(project_template.path, folder)
-    server = start_server(Project(folder, dict(project_template.tokens)))
+    server = start_server(project_template.copy(folder))
     yield server
     stop_server(server)
 

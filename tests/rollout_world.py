@@ -11,16 +11,12 @@ promotion worker to carry out.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import Project, start_server
-from tests.serving_world import MANUAL_GATE_B, Served, clean_env, through_gate_b
+from tests import serving_world
+from tests.conftest import Project
+from tests.serving_world import MANUAL_GATE_B, Served, through_gate_b
 
 ENDPOINT = "web"
 BAKE_S = 2
@@ -78,42 +74,20 @@ print(json.dumps(runs))
 
 @dataclass
 class RolloutWorld(Served):
-    staging: list[int] = field(default_factory=list)  # staging's version of each logged model, in order
+    @property
+    def staging(self) -> list[int]:
+        """Staging's version of each logged model, in order."""
+        return self.promoted
 
     def through_gate_b(self, version: int) -> int:
-        """An approved gate B request for staging's `diabetes` `version`, as lee's approval leaves it."""
+        """An approved gate B request for staging's `diabetes` `version`, as sam's approval leaves it."""
         return through_gate_b(self.project, version)
 
 
 def build(project_template: Project, root: Path) -> RolloutWorld:
     """The world; the caller stops its server (`stop_server(world.server)`)."""
-    folder = root / "project"
-    shutil.copytree(project_template.path, folder)
-    with (folder / "mlgate.yaml").open("a") as config:
-        config.write(ENDPOINTS_CONFIG + MANUAL_GATE_B)
-    project = Project(folder, dict(project_template.tokens))
-    world = RolloutWorld(project=project, server=start_server(project), root=root)
-    script = root / "log_models.py"
-    script.write_text(SCRIPT)
-    env = clean_env(MLFLOW_TRACKING_URI=f"{world.url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=project.tokens["dana"])
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    world = serving_world.build(
+        project_template, root, config=ENDPOINTS_CONFIG + MANUAL_GATE_B, script=SCRIPT, kind=RolloutWorld
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
-    with world.client("dana") as dana, world.client("lee") as lee:
-        requests = []
-        for run_id in runs:
-            registered = dana.register_model("dev", name="diabetes", run_id=run_id)
-            lee.decide(registered["request_id"], approve=True, comment="fine")
-            requests.append(registered)
-        for registered in requests:
-            deadline = time.monotonic() + 120
-            while (request := lee.promotion_request(registered["request_id"]))["state"] != "promoted":
-                assert request["state"] not in ("failed", "rejected"), request
-                assert time.monotonic() < deadline, request
-                time.sleep(0.3)
-            world.digests[request["target_version"]] = registered["digest"]
-            world.staging.append(request["target_version"])
     assert sorted(world.digests) == [1, 2, 3]
     return world

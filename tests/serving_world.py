@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import select
@@ -78,7 +77,8 @@ class Served:
     project: Project
     server: LiveServer
     root: Path
-    digests: dict[int, str] = field(default_factory=dict)
+    digests: dict[int, str] = field(default_factory=dict)  # staging version -> digest
+    promoted: list[int] = field(default_factory=list)  # staging's version of each logged model, in order
 
     @property
     def url(self) -> str:
@@ -107,33 +107,48 @@ def rows(n: int = 5, seed: int = 7) -> list[list[Any]]:
     return [[int(rng.integers(20, 80)), *(float(v) for v in rng.normal(size=3))] for _ in range(n)]
 
 
-def build(project_template: Project, root: Path) -> Served:
-    """The served world; the caller stops its server (`stop_server(world.server)`)."""
-    folder = root / "project"
-    shutil.copytree(project_template.path, folder)
-    with (folder / "mlgate.yaml").open("a") as config:
-        config.write(ENDPOINTS_CONFIG + MANUAL_GATE_B)
-    project = Project(folder, dict(project_template.tokens))
-    world = Served(project=project, server=start_server(project), root=root)
-    script = root / "log_models.py"
-    script.write_text(SCRIPT)
-    env = clean_env(MLFLOW_TRACKING_URI=f"{world.url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=project.tokens["dana"])
+def log_runs(url: str, token: str, script: str, root: Path, *, name: str = "log_models.py") -> list[str]:
+    """Run a plain MLflow script against dev's door as the token's owner; the run ids it prints last."""
+    path = root / name
+    path.write_text(script)
+    env = clean_env(MLFLOW_TRACKING_URI=f"{url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=token)
     done = subprocess.run(
-        [sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, str(path)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    runs: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return runs
+
+
+World = TypeVar("World", bound=Served)
+
+
+def build(
+    project_template: Project,
+    root: Path,
+    *,
+    config: str = ENDPOINTS_CONFIG + MANUAL_GATE_B,
+    script: str = SCRIPT,
+    kind: type[World] = Served,  # type: ignore[assignment]
+) -> World:
+    """The served world; the caller stops its server (`stop_server(world.server)`). Each model the script
+    logs is registered by dana and approved by lee, in order: staging's versions 1, 2, ..."""
+    project = project_template.copy(root / "project", config=config)
+    world = kind(project=project, server=start_server(project), root=root)
+    runs = log_runs(world.url, project.tokens["dana"], script, root)
     with world.client("dana") as dana, world.client("lee") as lee:
-        for run_id in runs:
-            registered = dana.register_model("dev", name="diabetes", run_id=run_id)
-            lee.decide(registered["request_id"], approve=True, comment="fine")
+        registered = [dana.register_model("dev", name="diabetes", run_id=run_id) for run_id in runs]
+        for entry in registered:  # the promotion worker carries them out in this order
+            lee.decide(entry["request_id"], approve=True, comment="fine")
+        for entry in registered:
             deadline = time.monotonic() + 120
-            while (request := lee.promotion_request(registered["request_id"]))["state"] != "promoted":
+            while (request := lee.promotion_request(entry["request_id"]))["state"] != "promoted":
                 assert request["state"] not in ("failed", "rejected"), request
                 assert time.monotonic() < deadline, request
                 time.sleep(0.3)
-            world.digests[request["target_version"]] = registered["digest"]
-    assert sorted(world.digests) == [1, 2]
+            world.digests[request["target_version"]] = entry["digest"]
+            world.promoted.append(request["target_version"])
+    assert world.promoted == list(range(1, len(runs) + 1)), world.promoted
     return world
 
 

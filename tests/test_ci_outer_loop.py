@@ -5,7 +5,6 @@ the two, as the workflows' comments say a person does."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -34,10 +33,7 @@ endpoints:
 @pytest.fixture(scope="module")
 def server(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp("outer-loop") / "project"
-    shutil.copytree(project_template.path, folder)
-    with (folder / "mlgate.yaml").open("a") as config:
-        config.write(POLICY)
-    running = start_server(Project(folder, dict(project_template.tokens)))
+    running = start_server(project_template.copy(folder, config=POLICY))
     try:
         yield running
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +23,7 @@ from tests.conftest import LiveServer, Project, bearer, start_server, stop_serve
 @pytest.fixture(scope="module")
 def server(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp("data-assets") / "project"
-    shutil.copytree(project_template.path, folder)
-    live = start_server(Project(folder, dict(project_template.tokens)))
+    live = start_server(project_template.copy(folder))
     yield live
     stop_server(live)
 

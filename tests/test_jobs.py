@@ -32,8 +32,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diabetes"
 @pytest.fixture(scope="module")
 def server(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp("jobs") / "project"
-    shutil.copytree(project_template.path, folder)
-    live = start_server(Project(folder, dict(project_template.tokens)))
+    live = start_server(project_template.copy(folder))
     yield live
     stop_server(live)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -217,10 +216,7 @@ def _serve_a_profiled_version(world: World) -> None:
 @pytest.fixture(scope="module")
 def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("monitors") / "project"
-    shutil.copytree(project_template.path, folder)
-    with (folder / "mlgate.yaml").open("a") as config:
-        config.write(CONFIG)
-    project = Project(folder, dict(project_template.tokens))
+    project = project_template.copy(folder, config=CONFIG)
     server = start_server(project)
     built = World(project, server)
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import shutil
 import ssl
 import threading
 import time
@@ -257,8 +256,7 @@ class Stage:
 @pytest.fixture(scope="module")
 def stage(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
     folder = tmp_path_factory.mktemp("notify") / "project"
-    shutil.copytree(project_template.path, folder)
-    project = Project(folder, dict(project_template.tokens))
+    project = project_template.copy(folder)
     sink = SmtpSink()
     controller = smtp_server(sink)
     ops = WebhookReceiver(OPS_SECRET).start()

@@ -260,8 +260,7 @@ def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
     """A server whose worker pauses before each record; MODELS registered in dev, one version each."""
     root = tmp_path_factory.mktemp("promotion")
     folder = root / "project"
-    shutil.copytree(project_template.path, folder)
-    project = Project(folder, dict(project_template.tokens))
+    project = project_template.copy(folder)
     server = start_server(project, env={TEST_DELAY_VARIABLE: str(DELAY_S)})
     code = root / "code"
     code.mkdir()

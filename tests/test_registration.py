@@ -135,8 +135,7 @@ def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
     """A server; the example trained in dev by dana through `mlgate train`, on a registered data asset."""
     root = tmp_path_factory.mktemp("registration")
     folder = root / "project"
-    shutil.copytree(project_template.path, folder)
-    server = start_server(Project(folder, dict(project_template.tokens)))
+    server = start_server(project_template.copy(folder))
     try:
         code = root / "diabetes"
         shutil.copytree(EXAMPLE, code, ignore=shutil.ignore_patterns("ci", "data", "mlruns", "__pycache__", ".*cache"))

@@ -100,11 +100,8 @@ def _add_people(project: Project) -> None:
 
 @pytest.fixture(scope="module")
 def gates(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gates]:
-    import shutil
-
     folder = tmp_path_factory.mktemp("gates") / "project"
-    shutil.copytree(project_template.path, folder)
-    project = Project(folder, dict(project_template.tokens))
+    project = project_template.copy(folder)
     _add_people(project)
     server = start_server(project)
     yield Gates(server)

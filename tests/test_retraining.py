@@ -200,10 +200,7 @@ def _in_production(world: World) -> None:
 def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("retraining")
     folder = root / "project"
-    shutil.copytree(project_template.path, folder)
-    with (folder / "mlgate.yaml").open("a") as config:
-        config.write(CONFIG + MANUAL_GATE_B)
-    project = Project(folder, dict(project_template.tokens))
+    project = project_template.copy(folder, config=CONFIG + MANUAL_GATE_B)
     code = root / "diabetes"
     shutil.copytree(EXAMPLE, code, ignore=shutil.ignore_patterns("data", "mlruns", "__pycache__", ".*_cache"))
     built = World(project=project, server=start_server(project), root=root, code=code)

@@ -10,7 +10,6 @@ breaching window fires the alert). Screenshots are kept under the pytest tmp fol
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,10 +44,7 @@ def _results(world: World) -> None:
 @pytest.fixture(scope="module")
 def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("web-monitoring") / "project"
-    shutil.copytree(project_template.path, folder)
-    with (folder / "mlgate.yaml").open("a") as config:
-        config.write(CONFIG)
-    project = Project(folder, dict(project_template.tokens))
+    project = project_template.copy(folder, config=CONFIG)
     server = start_server(project)
     built = World(project, server)
     try:

@@ -6,11 +6,8 @@ screenshots, and a signed-in session outside the browser (`signed_in`)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -22,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import Project
-from tests.serving_world import SCRIPT, Served, build, clean_env, through_gate_b
+from tests.serving_world import SCRIPT, Served, build, log_runs, through_gate_b
 
 ENDPOINT = "diabetes"
 PRODUCTION_ENDPOINT = "web"
@@ -57,16 +54,10 @@ def build_web(project_template: Project, root: Path) -> WebWorld:
         olu.deploy("staging", ENDPOINT, model="diabetes", version=2, slot="green", traffic=0)
     _into_production(served)
     assert LOOP in SCRIPT
-    script = root / "log_more.py"
-    script.write_text(SCRIPT.replace(LOOP, "for c in (0.3, 0.05):"))
-    env = clean_env(MLFLOW_TRACKING_URI=f"{served.url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=served.project.tokens["dana"])
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    more = SCRIPT.replace(LOOP, "for c in (0.3, 0.05):")
     opened = []
     with served.client("dana") as dana:
-        for run_id in json.loads(done.stdout.strip().splitlines()[-1]):
+        for run_id in log_runs(served.url, served.project.tokens["dana"], more, root, name="log_more.py"):
             registered = dana.register_model("dev", name="diabetes", run_id=run_id)
             opened.append(int(registered["request_id"]))
     return WebWorld(served=served, requests=opened)
