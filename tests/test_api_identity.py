@@ -12,8 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from mlgate.adapters.sql.models import ApiToken, User
+from mlgate.adapters.sql.models import ApiToken, Job, User
+from mlgate.domain.permissions import Role
 from mlgate.domain.tokens import new_token, token_hash
+from mlgate.services import identity
 from tests.conftest import Project, bearer
 
 TRAIN_IN_DEV = "/mlflow/dev/api/2.0/mlflow/runs/create"
@@ -331,6 +333,46 @@ def test_the_system_principal_cannot_have_or_use_a_token(api: httpx.Client, proj
         assert refused.status_code == 401, (path, refused.text)
         assert "cannot sign in" in error_of(refused)["message"]
     assert api.get("/mlflow/dev/api/2.0/mlflow/experiments/search", headers=bearer(value)).status_code == 401
+
+
+def test_a_job_token_of_system_acts_with_its_own_role_in_its_door_only(api: httpx.Client, project: Project) -> None:
+    """A job the server starts on its own (a retraining) acts as `system` with the role its token names;
+    one whose token names none (an outer-loop check) has no way in."""
+    db = project.db()
+    try:
+        with db.write() as session:
+            job = Job(
+                environment="dev",
+                kind="train",
+                state="running",
+                command="python train.py",
+                spec={},
+                data_versions={},
+                run_ids=[],
+                requested_by="system",
+                timeout_s=60,
+                backend="local",
+                cancel_requested=False,
+            )
+            session.add(job)
+            session.flush()
+            job_id = job.id
+        minted = {
+            role: identity.mint_job_token(
+                db, job_id=job_id, user_name="system", environment="dev", ttl=timedelta(minutes=5), role=role
+            )
+            for role in (Role.DATA_SCIENTIST, None)
+        }
+    finally:
+        db.dispose()
+    search = "/mlflow/{}/api/2.0/mlflow/experiments/search"
+    acting = bearer(minted[Role.DATA_SCIENTIST])
+    let_through = api.get(search.format("dev"), params={"max_results": 1}, headers=acting)
+    assert let_through.status_code == 502  # past the door: no tracking server runs behind the in-process app
+    assert api.get(search.format("staging"), params={"max_results": 1}, headers=acting).status_code == 403
+    assert api.get("/api/v1/whoami", headers=acting).status_code == 403
+    refused = api.get(search.format("dev"), params={"max_results": 1}, headers=bearer(minted[None]))
+    assert refused.status_code == 401 and "cannot sign in" in error_of(refused)["message"]
 
 
 # ---------------------------------------------------------------------------------------------------

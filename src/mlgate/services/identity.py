@@ -321,17 +321,16 @@ def _principal_of_token(record: ApiToken) -> Principal:
     if expires_at is not None and expires_at <= utcnow():
         raise AuthenticationError("this token has expired")
     user = record.user
-    system_job = user.kind == SYSTEM_USER and record.job_id is not None and record.scope is not None
-    if user.disabled_at is not None or (user.kind == SYSTEM_USER and not system_job):
+    acts_with_own_role = record.role is not None and record.scope is not None and record.job_id is not None
+    if user.disabled_at is not None or (user.kind == SYSTEM_USER and not acts_with_own_role):
         raise AuthenticationError("this user cannot sign in")
     principal = principal_of(user, token_id=record.id)
     if record.scope is not None:
         principal = dataclasses.replace(principal, scope=record.scope, job_id=record.job_id)
-    if system_job and record.scope is not None:
-        # A job the server started on its own (a retraining a monitor asked for) logs its runs as
-        # `system`, with a data scientist's rights in its environment's MLflow door, and nowhere else.
-        env = record.scope.removeprefix("mlflow:")
-        principal = dataclasses.replace(principal, bindings={env: frozenset({Role.DATA_SCIENTIST})})
+        if record.role is not None:
+            # The role the job was started with, in its environment's MLflow door, and nowhere else.
+            env = record.scope.removeprefix("mlflow:")
+            principal = dataclasses.replace(principal, bindings={env: frozenset({Role(record.role)})})
     return principal
 
 
@@ -355,8 +354,12 @@ def has_human_users(db: Database) -> bool:
         return session.execute(select(User.id).where(User.kind == "human")).first() is not None
 
 
-def mint_job_token(db: Database, *, job_id: int, user_name: str, environment: str, ttl: timedelta) -> str:
-    """A short-lived token for one job: it acts as the job's requester, on `environment`'s MLflow door only."""
+def mint_job_token(
+    db: Database, *, job_id: int, user_name: str, environment: str, ttl: timedelta, role: Role | None = None
+) -> str:
+    """A short-lived token for one job: it acts as the job's requester, on `environment`'s MLflow door only,
+    with the requester's bindings there, or with `role` alone when given (a job the server starts on its
+    own: its requester, `system`, is bound nowhere)."""
     value = new_token()
     with db.write() as session:
         user = _get_user(session, user_name)
@@ -370,6 +373,7 @@ def mint_job_token(db: Database, *, job_id: int, user_name: str, environment: st
                 expires_at=utcnow() + ttl,
                 job_id=job_id,
                 scope=f"mlflow:{environment}",
+                role=role.value if role is not None else None,
             )
         )
     return value

@@ -31,6 +31,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, utcnow
 from mlgate.config import Settings
 from mlgate.domain.jobs import DataRef, JobState, render_command
+from mlgate.domain.permissions import Role
 from mlgate.errors import MlgateError
 from mlgate.services import audit, data_assets, identity, jobs
 from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
@@ -184,6 +185,7 @@ class JobRunner:
                 user_name=user,
                 environment=env_name,
                 ttl=timedelta(seconds=timeout_s) + TOKEN_GRACE,
+                role=Role(spec["acts_as"]) if spec.get("acts_as") else None,
             )
             launch = JobLaunch(
                 job_id=job_id,

@@ -23,6 +23,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CodeSnapshot, Job, utcnow
 from mlgate.config import Settings
 from mlgate.domain.jobs import DataRef, JobState
+from mlgate.domain.permissions import Role
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.project import train_spec
 from mlgate.services import audit, data_assets
@@ -173,10 +174,13 @@ def submit_train(
     backend: str = "local",
     versions: dict[str, int] | None = None,
     origin: dict[str, Any] | None = None,
+    acts_as: Role | None = None,
 ) -> JobView:
     """Queue the snapshot's `train` command; its data references are pinned to versions now (`versions`
     pins some to given versions instead: a retraining on data made for it). `origin` is kept in the job's
-    spec: what automation submitted it for (a monitor's alert), so that a restart can find it again."""
+    spec: what automation submitted it for (a monitor's alert), so that a restart can find it again.
+    `acts_as`: the role the job's token has in its environment instead of the actor's bindings (for jobs
+    the server submits as `system`); kept in the spec too."""
     with db.read() as session:
         snapshot = session.execute(
             select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == snapshot_sha256)
@@ -198,6 +202,8 @@ def submit_train(
     for name, version in (versions or {}).items():
         pinned[name] = data_assets.resolve(db, env, DataRef(name, version)).version
     stored = dataclasses.asdict(spec) | {"data": [str(r) for r in spec.data]} | ({"origin": origin} if origin else {})
+    if acts_as is not None:
+        stored["acts_as"] = acts_as.value
     with db.write() as session:
         job = Job(
             environment=env,

@@ -31,6 +31,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, ModelVersion, Monitor, MonitorAlert, MonitorResult, utcnow
 from mlgate.config import MonitorConfig, Settings
 from mlgate.domain.jobs import DataRef, JobState
+from mlgate.domain.permissions import Role
 from mlgate.errors import ConflictError, MlgateError
 from mlgate.monitoring import store
 from mlgate.services import audit, data_assets, jobs, models, requests
@@ -283,6 +284,7 @@ def _submit(
                 snapshot_sha256=plan.snapshot,
                 versions={data.name: version} if version is not None else None,
                 origin={"monitor": monitor.name, "environment": monitor.environment, "alert": alert_id},
+                acts_as=Role.DATA_SCIENTIST,  # what it does in dev is what a data scientist does
             )
     except MlgateError as exc:
         _set(db, alert_id, retrain_state="failed", retrain_note=exc.message)

@@ -59,6 +59,9 @@ class ApiToken(Base):
     # A job token: minted for one job, good only for the MLflow door of `scope`'s environment.
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     scope: Mapped[str | None] = mapped_column(String(64))
+    # A job token's own role in `scope`'s environment, instead of its user's bindings (a job the server
+    # starts on its own acts as `system`, which is bound nowhere).
+    role: Mapped[str | None] = mapped_column(String(32))
 
     user: Mapped[User] = relationship(lazy="joined")
 
