@@ -29,13 +29,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from mlgate.adapters.sql.models import Decision, Job, ModelVersion, Monitor, MonitorAlert, MonitorResult, utcnow
+from mlgate.adapters.sql.models import Job, Monitor, MonitorAlert, MonitorResult, utcnow
 from mlgate.interfaces.sdk.client import Client
 from mlgate.monitoring import store
 from mlgate.snapshot import pack, pack_data
 from tests.conftest import LiveServer, Project, start_server, stop_server
-from tests.serving_world import MANUAL_GATE_B, clean_env
-from tests.test_promotion import _approved
+from tests.serving_world import MANUAL_GATE_B, clean_env, through_gate_b
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diabetes"
 ENV = "production"
@@ -139,27 +138,6 @@ def _until(what: str, probe: Any, *, timeout_s: float = WAIT_S) -> Any:
     return found
 
 
-def _through_gate_b(world: World, version: int) -> None:
-    """An approved gate B request for staging's `diabetes` `version`, as sam's approval leaves it."""
-    db = world.project.db()
-    try:
-        with db.write() as session:
-            record = session.execute(
-                select(ModelVersion).where(
-                    ModelVersion.environment == "staging",
-                    ModelVersion.name == "diabetes",
-                    ModelVersion.version == version,
-                )
-            ).scalar_one()
-            gate = world.project.settings.gate_into(ENV)
-            request = _approved(record, gate=gate.name, target=ENV, approver_role=gate.approver_role.value)
-            session.add(request)
-            session.flush()
-            session.add(Decision(request_id=request.id, actor="sam", decision="approve", at=utcnow()))
-    finally:
-        db.dispose()
-
-
 def _in_production(world: World) -> None:
     """Train `diabetes` in dev from the example, and carry it through both gates onto `web`."""
     data = world.root / "diabetes.csv"
@@ -180,7 +158,7 @@ def _in_production(world: World) -> None:
         promoted = _until(
             "gate A", lambda: (r := lee.promotion_request(registered["request_id"]))["state"] == "promoted" and r
         )
-    _through_gate_b(world, int(promoted["target_version"]))
+    through_gate_b(world.project, int(promoted["target_version"]))
     with world.client("olu") as olu:
 
         def rolled_out() -> dict[str, Any] | None:

@@ -373,13 +373,9 @@ class RequestLog:
         """Queue one request; False (and counted) when the buffers are full. Never blocks on I/O."""
         if rows is None or outputs is None or not len(rows):
             return self._record_odd(stream, request_id, status, latency_ms, rows, outputs)
-        n = len(rows)
         with self._lock:
-            if self.pending_rows + n > self._capacity:
-                self.dropped_rows += n
-                self.dropped_requests += 1
+            if not self._admit(len(rows)):
                 return False
-            self.pending_rows += n
             stream.ids.append(request_id)
             stream.ts.append(time.time())
             stream.status.append(status)
@@ -406,13 +402,19 @@ class RequestLog:
         n = len(rows) if names else 1  # type: ignore[arg-type]
         entry = _Entry(*stream.meta, request_id, time.time(), status, latency_ms, names, rows, outputs)
         with self._lock:
-            if self.pending_rows + n > self._capacity:
-                self.dropped_rows += n
-                self.dropped_requests += 1
+            if not self._admit(n):
                 return False
-            self.pending_rows += n
             self._odd.append(entry)
             self._remember([request_id])
+        return True
+
+    def _admit(self, rows: int) -> bool:
+        """Under the lock: room for `rows` more, counted as pending; else the request is dropped and counted."""
+        if self.pending_rows + rows > self._capacity:
+            self.dropped_rows += rows
+            self.dropped_requests += 1
+            return False
+        self.pending_rows += rows
         return True
 
     def _compact(self, stream: Stream) -> None:
