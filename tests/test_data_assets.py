@@ -145,19 +145,21 @@ def _parquet() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(
-    ("name", "archive", "status", "message"),
-    [
-        ("notes", _tgz({"notes.txt": b"a,b\n1,2\n"}), 422, "'notes.txt' is neither CSV nor Parquet"),
-        ("mixed", _tgz({"a.csv": b"a\n1\n", "b.parquet": _parquet()}), 422, "all CSV or all Parquet, not both"),
-        ("broken", _tgz({"broken.parquet": b"PAR1 this is not parquet"}), 422, "cannot read broken.parquet as parquet"),
-        ("empty", _tgz({"empty.csv": b""}), 422, "cannot read empty.csv as csv"),
-        ("escape", _tgz({"../escape.csv": b"a\n1\n"}), 422, "refused data upload: '../escape.csv' points outside"),
-        ("garbage", b"not a tarball", 422, "not a valid data upload"),
-        ("Patients", _tgz({"p.csv": b"a\n1\n"}), 422, "invalid data asset name 'Patients'"),
-        ("nothing", b"", 422, "the data upload is empty"),
-    ],
-)
+# (asset name, upload, status, message); the test ids are the names (an archive's gzip header holds a time,
+# which would make the ids differ between two collections).
+BAD_UPLOADS = [
+    ("notes", _tgz({"notes.txt": b"a,b\n1,2\n"}), 422, "'notes.txt' is neither CSV nor Parquet"),
+    ("mixed", _tgz({"a.csv": b"a\n1\n", "b.parquet": _parquet()}), 422, "all CSV or all Parquet, not both"),
+    ("broken", _tgz({"broken.parquet": b"PAR1 this is not parquet"}), 422, "cannot read broken.parquet as parquet"),
+    ("empty", _tgz({"empty.csv": b""}), 422, "cannot read empty.csv as csv"),
+    ("escape", _tgz({"../escape.csv": b"a\n1\n"}), 422, "refused data upload: '../escape.csv' points outside"),
+    ("garbage", b"not a tarball", 422, "not a valid data upload"),
+    ("Patients", _tgz({"p.csv": b"a\n1\n"}), 422, "invalid data asset name 'Patients'"),
+    ("nothing", b"", 422, "the data upload is empty"),
+]
+
+
+@pytest.mark.parametrize(("name", "archive", "status", "message"), BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS])
 def test_bad_uploads_get_a_clear_error_and_register_nothing(
     server: LiveServer, name: str, archive: bytes, status: int, message: str
 ) -> None:
