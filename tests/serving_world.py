@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import select
 
-from mlgate.adapters.sql.models import Decision, ModelVersion, utcnow
 from mlgate.interfaces.sdk.client import Client
 from tests.conftest import MLGATE, LiveServer, Project, start_server
-from tests.test_promotion import _approved
+from tests.test_promotion import write_approved_request
 
 FEATURES = ["age", "bmi", "glucose", "pressure"]
 ENDPOINTS_CONFIG = "\nendpoints:\n  staging:\n    - name: diabetes\n      description: the web app's risk score\n"
@@ -155,24 +153,7 @@ def build(
 def through_gate_b(project: Project, version: int) -> int:
     """An approved gate B request for staging's `diabetes` `version`, as sam's approval leaves it, for the
     server's promotion worker to carry out (deciding requests and their checks are tested elsewhere)."""
-    db = project.db()
-    try:
-        with db.write() as session:
-            record = session.execute(
-                select(ModelVersion).where(
-                    ModelVersion.environment == "staging",
-                    ModelVersion.name == "diabetes",
-                    ModelVersion.version == version,
-                )
-            ).scalar_one()
-            gate = project.settings.gate_into("production")
-            request = _approved(record, gate=gate.name, target="production", approver_role=gate.approver_role.value)
-            session.add(request)
-            session.flush()
-            session.add(Decision(request_id=request.id, actor="sam", decision="approve", at=utcnow()))
-            return request.id
-    finally:
-        db.dispose()
+    return write_approved_request(project, "diabetes", version, source="staging", target="production", approver="sam")
 
 
 def score(url: str, key: str, data: list[list[Any]], *, slot: str | None = None) -> httpx.Response:

@@ -142,24 +142,7 @@ class World:
         self, name: str, version: int, *, source: str = "dev", target: str = "staging", state: str = "approved"
     ) -> int:
         """A request in state `approved`, as the final approval leaves it (lee approved it)."""
-        settings = self.project.settings
-        db = self.project.db()
-        try:
-            with db.write() as session:
-                record = session.execute(
-                    select(ModelVersion).where(
-                        ModelVersion.environment == source, ModelVersion.name == name, ModelVersion.version == version
-                    )
-                ).scalar_one()
-                gate = settings.gate_into(target)
-                request = _approved(record, gate=gate.name, target=target, approver_role=gate.approver_role.value)
-                request.state = state
-                session.add(request)
-                session.flush()
-                session.add(Decision(request_id=request.id, actor="lee", decision="approve", at=utcnow()))
-                return request.id
-        finally:
-            db.dispose()
+        return write_approved_request(self.project, name, version, source=source, target=target, state=state)
 
     def set_state(self, request_id: int, state: str) -> None:
         db = self.project.db()
@@ -232,6 +215,37 @@ class World:
                 return request
             assert time.monotonic() < deadline, f"request {request_id} is still {request.state}"
             time.sleep(0.2)
+
+
+def write_approved_request(
+    project: Project,
+    name: str,
+    version: int,
+    *,
+    source: str,
+    target: str,
+    state: str = "approved",
+    approver: str = "lee",
+) -> int:
+    """A request for `source`'s `name`:`version` into `target`, as its final approval by `approver` leaves it
+    (in `state`), written for the server's promotion worker to carry out."""
+    db = project.db()
+    try:
+        with db.write() as session:
+            record = session.execute(
+                select(ModelVersion).where(
+                    ModelVersion.environment == source, ModelVersion.name == name, ModelVersion.version == version
+                )
+            ).scalar_one()
+            gate = project.settings.gate_into(target)
+            request = _approved(record, gate=gate.name, target=target, approver_role=gate.approver_role.value)
+            request.state = state
+            session.add(request)
+            session.flush()
+            session.add(Decision(request_id=request.id, actor=approver, decision="approve", at=utcnow()))
+            return request.id
+    finally:
+        db.dispose()
 
 
 def _approved(record: ModelVersion, *, gate: str, target: str, approver_role: str) -> PromotionRequest:
