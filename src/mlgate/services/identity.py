@@ -302,10 +302,12 @@ def authenticate(db: Database, token: str) -> Principal:
         return _principal_of_token(record)
 
 
-def authenticate_token_id(db: Database, token_id: int, *, user: str) -> Principal:
-    """The principal of a person's token named by its id (a web session holds the id, never the token),
-    checked as `authenticate` checks a bearer token; a job's token is refused."""
+def authenticate_session(db: Database, token_id: int, *, user: str, session_hash: str) -> Principal:
+    """The person a web session stands for: it names their token by id (never the token), which is checked
+    as `authenticate` checks a bearer token, in the same read as whether the session was signed out."""
     with db.read() as session:
+        if session.execute(select(EndedSession.id).where(EndedSession.session_hash == session_hash)).first():
+            raise AuthenticationError("this session was signed out")
         record = session.execute(select(ApiToken).where(ApiToken.id == token_id)).scalar_one_or_none()
         if record is None or record.user.name != user:
             raise AuthenticationError("unknown token")
@@ -341,12 +343,6 @@ def end_session(db: Database, session_hash: str, *, user: str, forget_after: tim
         session.execute(delete(EndedSession).where(EndedSession.ended_at < now - forget_after))
         if session.execute(select(EndedSession.id).where(EndedSession.session_hash == session_hash)).first() is None:
             session.add(EndedSession(session_hash=session_hash, user=user, ended_at=now))
-
-
-def session_ended(db: Database, session_hash: str) -> bool:
-    with db.read() as session:
-        found = session.execute(select(EndedSession.id).where(EndedSession.session_hash == session_hash)).first()
-        return found is not None
 
 
 def has_human_users(db: Database) -> bool:

@@ -110,9 +110,9 @@ def principal_of_session(db: Database, session: Session) -> Principal | None:
     """The signed-in person, checked against the token's row as a bearer token is: None if the token was
     revoked, has expired, is a job's, or its user may no longer sign in, or if the session was signed out
     (a copy of its cookie kept elsewhere)."""
-    if session.token_id is None or session.user is None or identity.session_ended(db, session.key):
+    if session.token_id is None or session.user is None:
         return None
     try:
-        return identity.authenticate_token_id(db, session.token_id, user=session.user)
+        return identity.authenticate_session(db, session.token_id, user=session.user, session_hash=session.key)
     except AuthenticationError:
         return None
