@@ -72,6 +72,16 @@ serving:
   max_wait_ms: 0
   max_body_bytes: 5242880
 
+# How jobs, checks and serving hosts run. sandbox: bwrap gives each a bubblewrap sandbox (its own
+# folder, a read-only Python, no view of the home or of other processes); none runs them with the
+# server's powers and is meant for a one-person laptop only. limits apply to every sandboxed process.
+execution:
+  sandbox: bwrap
+  limits:
+    cpu_seconds: 14400
+    memory_mb: 16384
+    processes: 512
+
 # Endpoints the server creates at start, per environment (more with `mlgate endpoints create`).
 # Their first keys are shown to nobody: take one with `mlgate endpoints rotate-key NAME --env ENV`.
 # endpoints:
@@ -190,6 +200,21 @@ class NotificationsConfig(_Strict):
         if duplicates:
             raise ValueError(f"expected unique names, got duplicate name(s) {', '.join(duplicates)}")
         return value
+
+
+class LimitsConfig(_Strict):
+    """What one sandboxed process may use; null leaves a limit off."""
+
+    cpu_seconds: int | None = Field(default=4 * 3600, ge=1, strict=True)
+    memory_mb: int | None = Field(default=16 * 1024, ge=64, strict=True)
+    processes: int | None = Field(default=512, ge=16, strict=True)  # enforced when the server is not root
+
+
+class ExecutionConfig(_Strict):
+    """How jobs, checks and serving hosts run: `bwrap` isolates each; `none` is for a one-person laptop."""
+
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    limits: LimitsConfig = LimitsConfig()
 
 
 class ServingConfig(_Strict):
@@ -351,6 +376,7 @@ class FileConfig(_Strict):
     gates: list[GateConfig] | None = None
     checks: ChecksConfig = ChecksConfig()
     serving: ServingConfig = ServingConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     endpoints: dict[str, list[EndpointConfig]] = Field(default_factory=dict)
     monitors: list[MonitorConfig] = Field(default_factory=list)
     notifications: NotificationsConfig = NotificationsConfig()
@@ -397,6 +423,7 @@ class Settings:
     environments: tuple[Environment, ...]
     gates: tuple[Gate, ...]
     serving: ServingConfig
+    execution: ExecutionConfig
     endpoints: dict[str, tuple[EndpointConfig, ...]]
     checks: ChecksConfig
     raw: FileConfig
@@ -597,6 +624,7 @@ def resolve(config: FileConfig, config_path: Path) -> Settings:
         environments=tuple(environments),
         gates=_gates(config, [env.name for env in environments]),
         serving=config.serving,
+        execution=config.execution,
         endpoints=_endpoints(config, [env.name for env in environments]),
         checks=config.checks,
         raw=config,

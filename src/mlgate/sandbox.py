@@ -31,9 +31,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mlgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlgate.config import Settings
 
 SandboxMode = Literal["bwrap", "none"]
 SANDBOX_UID = 65534  # nobody, inside the sandbox's user namespace
@@ -258,3 +261,16 @@ def _probe(bwrap: str | None) -> str | None:
         reason = done.stderr.decode(errors="replace").strip().splitlines()
         return f"bwrap could not make a sandbox ({reason[-1] if reason else f'exit code {done.returncode}'})"
     return None
+
+
+def from_settings(settings: Settings) -> Sandbox:
+    """The sandbox the policy's `execution` section asks for."""
+    limits = settings.execution.limits
+    return Sandbox(
+        settings.execution.sandbox,
+        limits=Limits(
+            cpu_seconds=limits.cpu_seconds,
+            memory_bytes=limits.memory_mb * 1024 * 1024 if limits.memory_mb is not None else None,
+            processes=limits.processes,
+        ),
+    )
