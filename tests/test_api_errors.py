@@ -203,9 +203,8 @@ def test_the_openapi_document_is_public_and_lists_the_api(api: httpx.Client) -> 
 def test_health_is_public(api: httpx.Client) -> None:
     response = api.get("/api/v1/health")
     assert response.status_code == 200, response.text
-    health = response.json()
-    assert health["status"] == "ok" and health["version"]
-    assert set(health["tracking"]) == {"dev", "staging", "production"}
+    # Anonymous callers learn whether it is up, nothing about where the internal services run.
+    assert response.json() == {"status": "ok"}
     # A bad credential does not break a public route either.
     assert api.get("/api/v1/health", headers={"Authorization": "Bearer nonsense"}).status_code == 200
 

@@ -34,6 +34,7 @@ class MonitoredHost(Host):
         env = {**os.environ, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
         command = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(self.state_dir)]
         command += ["--port", str(self.port), "--monitoring-dir", str(self.monitoring_dir)]
+        command += ["--admin-socket", str(self.admin_socket)]
         self.process = subprocess.Popen(command, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

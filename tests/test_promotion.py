@@ -192,10 +192,14 @@ class World:
         found: list[dict[str, Any]] = reply.json().get("models", [])
         return found
 
-    def upstream(self, env: str) -> str:
-        """The environment's tracking server itself, behind the door (as only the server reaches it)."""
-        health = httpx.get(f"{self.url}/api/v1/health", timeout=30).json()
-        return f"http://127.0.0.1:{health['tracking'][env]['port']}"
+    def upstream(self, env: str) -> httpx.Client:
+        """The environment's tracking server itself, behind the door: on its Unix socket in the home's
+        private folder, which only the server's user reaches (as the server does)."""
+        from mlgate.adapters.mlflow.unix_transport import pseudo_host
+        from mlgate.sockets import tracking_socket
+
+        transport = httpx.HTTPTransport(uds=str(tracking_socket(self.project.settings.home, env)))
+        return httpx.Client(base_url=f"http://{pseudo_host(env)}", transport=transport, timeout=30)
 
     def request(self, request_id: int) -> PromotionRequest:
         db = self.project.db()
@@ -500,7 +504,7 @@ def test_what_an_interrupted_attempt_left_is_removed_and_the_copy_made_again(
     staging = world.project.settings.environment("staging").artifact_root
 
     def mlflow_api(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        reply = httpx.request(method, f"{upstream}/api/2.0/mlflow/{path}", json=body, timeout=30)
+        reply = upstream.request(method, f"/api/2.0/mlflow/{path}", json=body)
         assert reply.status_code == 200, reply.text
         answer: dict[str, Any] = reply.json()
         return answer
@@ -513,9 +517,7 @@ def test_what_an_interrupted_attempt_left_is_removed_and_the_copy_made_again(
         model_id, location = info["model"]["info"]["model_id"], info["model"]["info"]["artifact_uri"]
         location = location.removeprefix("mlflow-artifacts:/")
         for n in range(files):
-            put = httpx.put(
-                f"{upstream}/api/2.0/mlflow-artifacts/artifacts/{location}/part-{n}.bin", content=b"\0" * 64
-            )
+            put = upstream.put(f"/api/2.0/mlflow-artifacts/artifacts/{location}/part-{n}.bin", content=b"\0" * 64)
             assert put.status_code == 200, put.text
         planted.append((model_id, staging / location))
     mlflow_api("POST", "registered-models/create", {"name": "leftover"})
@@ -524,6 +526,7 @@ def test_what_an_interrupted_attempt_left_is_removed_and_the_copy_made_again(
         "POST", "model-versions/create", {"name": "leftover", "source": source, "model_id": planted[1][0], "tags": tags}
     )
     assert [v["source"] for v in world.versions("staging", "leftover")] == [source]
+    upstream.close()
 
     world.set_state(request_id, "approved")
     request = world.wait(request_id, "promoted", "failed")

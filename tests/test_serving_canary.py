@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
 from mlgate.domain import rollouts as rules
 from mlgate.domain.digest import tree_digest
-from tests.test_serving_host import ADMIN, COLUMNS, PRIMARY, SECONDARY, TYPES, Host, _patients, _save_model, _sha
+from tests.test_serving_host import COLUMNS, PRIMARY, SECONDARY, TYPES, Host, _patients, _save_model, _sha
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
@@ -86,7 +85,8 @@ def host(slots: dict[str, tuple[Path, str]], tmp_path_factory: pytest.TempPathFa
 
 
 def _stats(host: Host) -> dict[str, Any]:
-    answer = httpx.get(f"{host.url}/admin/stats", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+    with host.admin() as admin:
+        answer = admin.get("/admin/stats")
     assert answer.status_code == 200, answer.text
     stats: dict[str, Any] = answer.json()
     return stats
@@ -142,8 +142,10 @@ def test_the_spec_names_an_existing_stable_slot_and_stats_need_the_admin_token(
 ) -> None:
     refused = host.push(_spec(slots, {"blue": 100, "green": 0}, stable="red"))
     assert refused.status_code == 422 and "endpoints.diabetes.stable" in refused.text
-    assert httpx.get(f"{host.url}/admin/stats", timeout=10).status_code == 401
-    wrong = httpx.get(f"{host.url}/admin/stats", headers={"Authorization": "Bearer nope"}, timeout=10)
+    with host.admin(token=None) as admin:
+        assert admin.get("/admin/stats").status_code == 401
+    with host.admin(token="nope") as admin:
+        wrong = admin.get("/admin/stats")
     assert wrong.status_code == 401
 
 

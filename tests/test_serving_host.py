@@ -96,6 +96,8 @@ class Host:
         self.state_dir = state_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # the admin API answers only here (beside the state folder: each host of a session has its own)
+        self.admin_socket = state_dir.with_name(f"{state_dir.name}.admin.sock")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -109,6 +111,8 @@ class Host:
                 str(self.state_dir),
                 "--port",
                 str(self.port),
+                "--admin-socket",
+                str(self.admin_socket),
                 "--max-body-bytes",
                 str(MAX_BODY),
             ],
@@ -128,8 +132,15 @@ class Host:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
+    def admin(self, *, token: str | None = ADMIN) -> httpx.Client:
+        """A client of the admin API, over the host's Unix socket."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.HTTPTransport(uds=str(self.admin_socket))
+        return httpx.Client(base_url="http://host", transport=transport, headers=headers, timeout=60)
+
     def push(self, spec: dict[str, Any]) -> httpx.Response:
-        return httpx.put(f"{self.url}/admin/spec", json=spec, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+        with self.admin() as admin:
+            return admin.put("/admin/spec", json=spec)
 
     def score(self, payload: Any, *, key: str = PRIMARY, slot: str | None = None, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}", **kw.pop("headers", {})}
@@ -273,9 +284,15 @@ def test_a_tampered_model_is_refused_and_the_old_spec_keeps_serving(host: Host, 
             host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).headers["mlgate-deployment"] == "blue"
         )
     assert host.push({"endpoints": {"diabetes": {"slots": {}}}}).status_code == 422
-    assert (
-        httpx.put(f"{host.url}/admin/spec", json=spec(models), headers={"Authorization": "Bearer x"}).status_code == 401
-    )
+    with host.admin(token="x") as admin:
+        assert admin.put("/admin/spec", json=spec(models)).status_code == 401
+    # On the scoring port the admin API does not exist, whatever the token.
+    for method in ("GET", "PUT"):
+        for path in ("/admin/spec", "/admin/stats"):
+            answer = httpx.request(
+                method, f"{host.url}{path}", json=spec(models), headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            assert answer.status_code == 404, (method, path, answer.text)
 
 
 def test_traffic_split_slot_header_and_mirror(host: Host, models: Models) -> None:
@@ -365,3 +382,39 @@ def test_a_killed_host_restarts_from_its_saved_spec(models: Models, tmp_path: Pa
         assert httpx.get(f"{again.url}/v2/health/ready").json() == {"ready": True}
     finally:
         again.kill()
+
+
+def _escaping(models: Models, name: str, *, pickled_model: str | None = None, symlink: bool = False) -> Path:
+    """A copy of green whose MLmodel names a file outside it, or whose model file is a symlink out."""
+    import yaml
+
+    folder = models.root / "serving" / name
+    shutil.copytree(models.green_dir, folder)
+    conf = yaml.safe_load((folder / "MLmodel").read_text())
+    model_file = conf["flavors"]["sklearn"]["pickled_model"]
+    if pickled_model is not None:
+        conf["flavors"]["sklearn"]["pickled_model"] = pickled_model
+        (folder / "MLmodel").write_text(yaml.safe_dump(conf))
+    if symlink:
+        outside = models.root / "elsewhere" / model_file
+        outside.parent.mkdir(exist_ok=True)
+        (folder / model_file).rename(outside)
+        (folder / model_file).symlink_to(outside)
+    return folder
+
+
+def test_a_model_naming_files_outside_its_folder_is_refused_before_loading(host: Host, models: Models) -> None:
+    assert host.push(spec(models)).status_code == 200
+    for name, kwargs, said in (
+        ("climbs", {"pickled_model": "../elsewhere/model.pkl"}, "../elsewhere/model.pkl"),
+        ("absolute", {"pickled_model": str(models.blue_dir / "model.skops")}, str(models.blue_dir)),
+        ("symlinked", {"symlink": True}, "is a symlink that points outside it"),
+    ):
+        folder = _escaping(models, name, **kwargs)
+        bad = spec(models, 50, green_digest=tree_digest(folder))
+        bad["endpoints"]["diabetes"]["slots"]["green"]["model_dir"] = str(folder)
+        answer = host.push(bad)
+        assert answer.status_code == 409, answer.text
+        assert said in answer.json()["message"] and "refusing to load it" in answer.json()["message"]
+    _, rows = _rows(1)  # the spec in force (blue 100%) still serves
+    assert host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).headers["mlgate-deployment"] == "blue"

@@ -52,6 +52,8 @@ class WorkersHost(Host):
                 str(self.state_dir),
                 "--port",
                 str(self.port),
+                "--admin-socket",
+                str(self.admin_socket),
                 "--max-body-bytes",
                 str(MAX_BODY),
                 "--workers",
@@ -81,11 +83,14 @@ class WorkersHost(Host):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
-    def on_each_connection(self, n: int, call: Callable[[httpx.Client], httpx.Response]) -> list[tuple[Any, int]]:
-        """``n`` calls, each on a new connection (8 at a time): (response, the worker that answered)."""
+    def on_each_connection(
+        self, n: int, call: Callable[[httpx.Client], httpx.Response], *, admin: bool = False
+    ) -> list[tuple[Any, int]]:
+        """``n`` calls, each on a new connection (8 at a time): (response, the worker that answered).
+        ``admin``: connections to the admin socket (which answers ``/health`` too) instead of the port."""
 
         def once(_: int) -> tuple[Any, int]:
-            with httpx.Client(base_url=self.url, timeout=30, verify=TLS) as client:
+            with self.admin() if admin else httpx.Client(base_url=self.url, timeout=30, verify=TLS) as client:
                 answer = call(client)
                 return answer, client.get("/health").json()["worker"]
 
@@ -107,7 +112,7 @@ def _score(client: httpx.Client, rows: list[list[Any]]) -> httpx.Response:
 
 
 def _admin(client: httpx.Client) -> httpx.Response:
-    return client.get("/admin/spec", headers={"Authorization": f"Bearer {ADMIN}"})
+    return client.get("/admin/spec")
 
 
 def _ended(pid: int) -> bool:
@@ -162,7 +167,7 @@ def test_a_pushed_spec_is_served_by_every_worker_when_the_put_answers(host: Work
         for answer, worker in answers:
             assert answer.headers["mlgate-deployment"] == slot, worker
             assert answer.json() == {"predictions": model.predict(frame).tolist()}
-        admin = host.on_each_connection(20, _admin)
+        admin = host.on_each_connection(20, _admin, admin=True)
         assert {worker for _, worker in admin} == set(range(WORKERS))
         assert all(a.json()["spec"] == pushed for a, _ in admin)
 
@@ -187,7 +192,7 @@ def test_a_worker_that_cannot_apply_the_spec_fails_the_put(host: WorkersHost, mo
     pushed["endpoints"]["diabetes"]["slots"]["green"]["model_dir"] = str(copy)
     saved = host.state_dir / "spec.json"
     pids = host.workers()
-    with httpx.Client(base_url=host.url, timeout=30) as client:
+    with host.admin() as client:  # one connection to the admin socket: the PUT reaches `receiver`
         receiver = client.get("/health").json()["worker"]
         (sibling,) = set(pids) - {receiver}
         # The sibling is paused while the PUT is applied and saved, and its model changes before it looks.
@@ -205,7 +210,7 @@ def test_a_worker_that_cannot_apply_the_spec_fails_the_put(host: WorkersHost, mo
         thread = threading.Thread(target=tamper_then_resume)
         thread.start()
         started = time.monotonic()
-        answer = client.put("/admin/spec", json=pushed, headers={"Authorization": f"Bearer {ADMIN}"})
+        answer = client.put("/admin/spec", json=pushed)
         thread.join()
     assert answer.status_code == 500, answer.text
     assert time.monotonic() - started < 30  # reported, not waited for until the 60 s timeout

@@ -205,15 +205,17 @@ class Demo:
             if self.server.poll() is not None:
                 raise MlgateError(f"the server exited with code {self.server.returncode}; see {log_path}")
             try:
-                health = Client(self.url).health()
+                Client(self.url).health()
                 break
             except MlgateError:
                 if time.monotonic() > deadline:
                     raise MlgateError(f"the server did not answer in time; see {log_path}") from None
                 time.sleep(0.5)
         console.print(f"  server at {self.url} (log: {log_path})")
-        for env, state in health["tracking"].items():
-            console.print(f"  {env}: MLflow tracking server on loopback port {state['port']}")
+        console.print(
+            "  one MLflow tracking server per environment, on a Unix socket only the server opens; "
+            f"jobs, checks and serving hosts in the sandbox ({settings.execution.sandbox})"
+        )
 
     def create_accounts(self) -> None:
         self.step("Setup: the team's accounts, each bound to its environments")

@@ -1,12 +1,15 @@
 """Content digests: a file's sha256, and a tree's sha256 over its canonical listing.
 
 A tree's digest covers each relative path and its file's digest, sorted, so the same bytes give the
-same digest wherever and however they are stored (folder, tarball, object store).
+same digest wherever and however they are stored (folder, tarball, object store). A symlink is listed
+as itself (`symlink:` and the digest of its target's text), never followed: pointing it at another file changes the
+digest. Symlinks that leave a model folder are refused before digesting (`domain.model_files`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,12 +30,17 @@ def listing_digest(entries: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+def symlink_entry(path: Path) -> str:
+    """A symlink's listing entry: `symlink:` and the sha256 of its target as written; never a file's digest."""
+    return "symlink:" + hashlib.sha256(os.fsencode(os.readlink(path))).hexdigest()
+
+
 def tree_listing(root: Path) -> list[tuple[str, str]]:
-    """(relative path, sha256) of every regular file under root."""
+    """(relative path, sha256) of every regular file and symlink under root (symlinked folders not entered)."""
     return sorted(
-        (path.relative_to(root).as_posix(), file_sha256(path))
+        (path.relative_to(root).as_posix(), symlink_entry(path) if path.is_symlink() else file_sha256(path))
         for path in root.rglob("*")
-        if path.is_file() and not path.is_symlink()
+        if path.is_symlink() or path.is_file()
     )
 
 
@@ -41,11 +49,11 @@ def tree_digest(root: Path) -> str:
 
 
 def tree_stat(root: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """(relative path, size, mtime in ns, inode) of every regular file under root: what changes when any
-    file is written, replaced, added or removed; a stat walk, no file read."""
+    """(relative path, size, mtime in ns, inode) of every regular file and symlink under root: what changes
+    when any file is written, replaced, added or removed, or a symlink re-pointed; a stat walk, no file read."""
     found = []
     for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            st = path.stat()
+        if path.is_symlink() or path.is_file():
+            st = path.lstat()
             found.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(sorted(found))

@@ -1,8 +1,10 @@
-"""``python -m mlgate.serving --state-dir DIR --port N [--workers W]``: run one serving host on 127.0.0.1.
+"""``python -m mlgate.serving --state-dir DIR --port N [--admin-socket PATH] [--workers W]``: one serving host.
 
-The admin token that authenticates ``PUT /admin/spec`` comes from ``MLGATE_HOST_ADMIN_TOKEN``. With
-``--workers`` above 1 this process supervises that many worker processes on the port (see
-``mlgate.serving.workers``); each loads every model.
+Scoring answers on 127.0.0.1:N; the admin API (``/admin/spec``, ``/admin/stats``) only on the Unix socket
+``--admin-socket`` (default: ``admin.sock`` beside the state folder), see ``mlgate.serving.listeners``.
+The admin token it also checks comes from ``MLGATE_HOST_ADMIN_TOKEN``. With ``--workers`` above 1 this
+process supervises that many worker processes on both sockets (see ``mlgate.serving.workers``); each
+loads every model.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mlgate.serving", description=__doc__)
     parser.add_argument("--state-dir", type=Path, required=True, help="where the last applied spec is kept")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--admin-socket", type=Path, help="the Unix socket of the admin API (default: <state-dir>/../admin.sock)"
+    )
     parser.add_argument("--max-batch-size", type=int, default=64, help="rows per model call (the spec may override)")
     parser.add_argument(
         "--max-wait-ms", type=float, default=0.0, help="how long a batch waits for company (0: batch what is queued)"
@@ -44,8 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Given by the supervisor of --workers W > 1 to each worker it starts.
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--admin-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.admin_socket is None:
+        args.admin_socket = args.state_dir.parent / "admin.sock"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,21 +106,38 @@ def main(argv: list[str] | None = None) -> int:
         "loop": "auto",
         "http": "auto",
     }
-    if worker:  # the supervisor's socket, already listening
-        uvicorn.Server(uvicorn.Config(host, **options)).run(sockets=[socket.socket(fileno=args.listen_fd)])
-    else:
-        uvicorn.run(host, host="127.0.0.1", port=args.port, **options)
+    server = uvicorn.Server(uvicorn.Config(host, **options))
+    if worker:  # the supervisor's sockets, already listening
+        server.run(sockets=[socket.socket(fileno=args.listen_fd), socket.socket(fileno=args.admin_fd)])
+        return 0
+    from mlgate.serving.listeners import listen_tcp, listen_unix, remove_socket_file
+
+    try:
+        sockets = [listen_tcp(args.port), listen_unix(args.admin_socket)]
+    except OSError as exc:
+        logging.getLogger("mlgate.serving").error("cannot listen (port %d, %s): %s", args.port, args.admin_socket, exc)
+        return 1
+    try:
+        server.run(sockets=sockets)
+    finally:
+        remove_socket_file(args.admin_socket)
     return 0
 
 
 def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
     from mlgate.serving.workers import supervise
 
-    def command(index: int, fd: int) -> list[str]:
-        hidden = ["--worker-index", str(index), "--listen-fd", str(fd), "--parent-pid", str(os.getpid())]
-        return [sys.executable, "-m", "mlgate.serving", *argv, *hidden]
+    def command(index: int, fd: int, admin_fd: int) -> list[str]:
+        hidden = ["--worker-index", str(index), "--listen-fd", str(fd), "--admin-fd", str(admin_fd)]
+        return [sys.executable, "-m", "mlgate.serving", *argv, *hidden, "--parent-pid", str(os.getpid())]
 
-    return supervise(state_dir=args.state_dir, port=args.port, workers=args.workers, command=command)
+    return supervise(
+        state_dir=args.state_dir,
+        port=args.port,
+        admin_socket=args.admin_socket,
+        workers=args.workers,
+        command=command,
+    )
 
 
 if __name__ == "__main__":

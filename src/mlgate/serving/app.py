@@ -1,5 +1,8 @@
 """The serving host's ASGI app: routing, keys, traffic split, mirroring, request ids and the admin API.
 
+The admin API (`/admin/*`) answers only requests that came in on the host's Unix socket (see
+`mlgate.serving.listeners`), and checks the admin token there too.
+
 During a rollout the spec names an endpoint's `stable` slot: a request the traffic split sent to another
 slot whose model fails (not an input error) is counted against that slot and answered by the stable one,
 so callers never see a canary's failures. A request that names its slot (header or OIP version) is not
@@ -35,6 +38,7 @@ import orjson
 from mlgate.monitoring.store import RequestLog, Stream, known_request_ids, write_feedback
 from mlgate.serving.batching import Batcher
 from mlgate.serving.errors import AuthError, InputError, NotFound, ServingError
+from mlgate.serving.listeners import on_admin_socket
 from mlgate.serving.metrics import Metrics
 from mlgate.serving.models import LoadedModel, load_model
 from mlgate.serving.signature import rows_from_mlflow, rows_from_v2, to_matrix, v2_datatype
@@ -176,9 +180,9 @@ class ServingHost:
             await self._send(send, request, 200, body, b"text/plain; version=0.0.4")
         elif path in ("/ping", "/health") and method == "GET":
             await self._send_json(send, request, 200, self._health)
-        elif path == "/admin/spec":
+        elif path == "/admin/spec" and on_admin_socket(scope):  # on the TCP port: an unknown route
             await self._guard(self._admin, path, request, receive, send, v2=False, allowed=("GET", "PUT"))
-        elif path == "/admin/stats":
+        elif path == "/admin/stats" and on_admin_socket(scope):
             await self._guard(self._admin_stats, path, request, receive, send, v2=False, allowed=("GET",))
         else:
             await self._send_error(send, request, NotFound(f"no route {method} {path}"), v2=False)

@@ -2,8 +2,10 @@
 
 The server already verified the copy it placed under ``serving/<digest>/``; the host checks again
 before loading, with the same algorithm (``mlgate.domain.digest``), so a byte changed in between is
-refused. Loading a scikit-learn model does not import MLflow or pandas: the array built from the JSON
-goes straight to the estimator's ``predict``. Other flavors go through ``mlflow.pyfunc`` (imported then).
+refused. It loads nothing from outside the folder: a path MLmodel names, or a symlink, that leaves it
+is refused before anything is unpickled (``mlgate.domain.model_files``). Loading a scikit-learn model
+does not import MLflow or pandas: the array built from the JSON goes straight to the estimator's
+``predict``. Other flavors go through ``mlflow.pyfunc`` (imported then).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import yaml
 
 from mlgate.domain.digest import tree_digest
+from mlgate.domain.model_files import check_references, check_symlinks
+from mlgate.errors import ValidationError
 from mlgate.serving.errors import ServingError, SpecRejected
 from mlgate.serving.linear import linear_predict
 from mlgate.serving.signature import Signature, parse_signature, rows_from_mlflow, to_matrix, v2_datatype
@@ -116,7 +120,12 @@ def load_model(*, model_dir: str, digest: str, signature: Any | None) -> LoadedM
             f"digest mismatch for {model_dir}: the spec expects {digest} but the folder's content is {actual}; "
             "refusing to load it"
         )
-    mlmodel = yaml.safe_load((root / "MLmodel").read_text())
+    try:
+        check_symlinks(root)
+        mlmodel = yaml.safe_load((root / "MLmodel").read_text())
+        check_references(root, mlmodel)
+    except ValidationError as exc:
+        raise SpecRejected(f"{model_dir}: {exc.message}; refusing to load it") from exc
     try:
         sig = parse_signature(signature if signature is not None else (mlmodel.get("signature") or {}))
     except (ValueError, TypeError) as exc:

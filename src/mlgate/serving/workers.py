@@ -1,12 +1,12 @@
 """Several worker processes behind one port: the supervisor, and each worker's link to its siblings.
 
-``python -m mlgate.serving --workers N`` (N > 1) runs a supervisor, not a server. It binds the port once
-and starts N ``python -m mlgate.serving`` workers that inherit the listening socket and accept from it
-(the kernel hands each new connection to one of them). It forwards SIGTERM and SIGINT to the workers and
-exits 0 once they have ended, and starts a worker again when one dies. A worker asks the kernel for
-SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG`` on Linux) and also notices a new parent pid, so
-no worker outlives it. The workers share the supervisor's process group: a supervisor that started the
-host with ``start_new_session=True`` stops all of it with one ``killpg``.
+``python -m mlgate.serving --workers N`` (N > 1) runs a supervisor, not a server. It binds the port and
+the admin Unix socket once and starts N ``python -m mlgate.serving`` workers that inherit both listening
+sockets and accept from them (the kernel hands each new connection to one of them). It forwards SIGTERM
+and SIGINT to the workers and exits 0 once they have ended, and starts a worker again when one dies. A
+worker asks the kernel for SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG`` on Linux) and also
+notices a new parent pid, so no worker outlives it. The workers share the supervisor's process group: a
+supervisor that started the host with ``start_new_session=True`` stops all of it with one ``killpg``.
 
 Every worker serves the same spec. ``PUT /admin/spec`` reaches one worker, which verifies, applies and
 saves ``spec.json`` exactly as a single-process host does (a refused spec is never saved, so the others
@@ -38,7 +38,6 @@ import hashlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlgate.serving.errors import ServingError, SpecRejected
+from mlgate.serving.listeners import listen_tcp, listen_unix, remove_socket_file
 from mlgate.serving.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, SLOT_LATENCY_BUCKETS, Histogram, Metrics
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlgate.serving.workers")
 
 RECORDS_DIR = "workers"
-BACKLOG = 2048
 POLL_S = 0.15  # how often a worker looks at spec.json (and at its parent)
 SETTLE_POLL_S = 0.05
 SETTLE_TIMEOUT_S = 60.0
@@ -83,20 +82,25 @@ class _Child:
     restart_at: float | None = None
 
 
-def supervise(*, state_dir: Path, port: int, workers: int, command: Callable[[int, int], list[str]]) -> int:
-    """Bind 127.0.0.1:port, run ``workers`` processes on it until SIGTERM or SIGINT; returns the exit code.
+def supervise(
+    *, state_dir: Path, port: int, admin_socket: Path, workers: int, command: Callable[[int, int, int], list[str]]
+) -> int:
+    """Bind 127.0.0.1:port and the admin socket, run ``workers`` processes on them until SIGTERM or SIGINT;
+    returns the exit code.
 
-    ``command(index, fd)`` is the command line of worker ``index``, which inherits the listening socket as
-    file descriptor ``fd``.
+    ``command(index, fd, admin_fd)`` is the command line of worker ``index``, which inherits the listening
+    sockets as file descriptors ``fd`` (TCP) and ``admin_fd`` (the admin API's Unix socket).
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.listen(BACKLOG)
+        sock = listen_tcp(port)
+    except OSError as exc:
+        log.error("cannot listen on 127.0.0.1:%d: %s", port, exc)
+        return 1
+    try:
+        admin = listen_unix(admin_socket)
     except OSError as exc:
         sock.close()
-        log.error("cannot listen on 127.0.0.1:%d: %s", port, exc)
+        log.error("cannot listen on %s: %s", admin_socket, exc)
         return 1
     _clear_records(state_dir / RECORDS_DIR)  # a new host: no sibling's record or counters carry over
 
@@ -109,7 +113,8 @@ def supervise(*, state_dir: Path, port: int, workers: int, command: Callable[[in
     signal.signal(signal.SIGINT, on_signal)
 
     def start(index: int, quick_exits: int = 0) -> _Child:
-        process = subprocess.Popen(command(index, sock.fileno()), pass_fds=(sock.fileno(),))
+        fds = (sock.fileno(), admin.fileno())
+        process = subprocess.Popen(command(index, *fds), pass_fds=fds)
         log.info("worker %d started (pid %d)", index, process.pid)
         return _Child(index, process, time.monotonic(), quick_exits)
 
@@ -139,6 +144,8 @@ def supervise(*, state_dir: Path, port: int, workers: int, command: Callable[[in
     finally:
         _stop(children)
         sock.close()
+        admin.close()
+        remove_socket_file(admin_socket)
     return 0
 
 

@@ -1,8 +1,10 @@
-"""One MLflow tracking server per environment on loopback, started and supervised by mlgate's server.
+"""One MLflow tracking server per environment on a Unix socket, started and supervised by mlgate's server.
 
-Each serves its environment's artifacts (`--serve-artifacts`) from that environment's root; nobody
-reaches it except through the control plane's `/mlflow/<env>/` door. A supervisor thread restarts a
-server that died, on the same port.
+Each serves its environment's artifacts (`--serve-artifacts`) from that environment's root and listens
+on `mlflow-<env>.sock` in the home's private socket folder (`mlgate.sockets`), never on TCP: nobody
+reaches it except the control plane, whose clients (the `/mlflow/<env>/` door, MLflow's Python client)
+name it by the pseudo URL `upstream(env)` that `unix_transport` routes to the socket. A supervisor
+thread restarts a server that died, on the same socket.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,9 +24,10 @@ from typing import Protocol
 
 import httpx
 
+from mlgate.adapters.mlflow import unix_transport
 from mlgate.config import Environment, Settings
 from mlgate.errors import BackendError, NotFoundError
-from mlgate.ports import free_port
+from mlgate.sockets import remove_stale, tracking_socket
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +42,17 @@ class TrackingServers(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def upstream(self, env: str) -> str: ...
-    def status(self) -> dict[str, dict[str, object]]: ...
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per environment: `pid`, `ready`, `restarts` (and, locally, the `socket` path). For the control
+        plane's own use (process records, logs): the anonymous health route publishes none of it."""
+        ...
 
 
 @dataclass
 class _Server:
     env: Environment
-    port: int
+    socket: Path
+    upstream: str  # the pseudo URL unix_transport routes to `socket`
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
@@ -65,6 +73,8 @@ def kill_group(pid: int, *, grace_s: float = STOP_GRACE_S) -> None:
             os.killpg(pid, 0)
         except (ProcessLookupError, PermissionError):
             return
+        if not _group_running(pid):
+            return  # only zombies left (a sandboxed host's bwrap, reaped later by its parent): it has ended
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -75,10 +85,15 @@ class LocalTrackingServers:
 
     def __init__(self, settings: Settings, *, python: str = sys.executable) -> None:
         self._python = python
-        self._servers = {
-            env.name: _Server(env=env, port=free_port(), log_path=settings.logs_dir / f"mlflow-{env.name}.log")
-            for env in settings.environments
-        }
+        self._servers = {}
+        for env in settings.environments:
+            path = tracking_socket(settings.home, env.name)
+            self._servers[env.name] = _Server(
+                env=env,
+                socket=path,
+                upstream=unix_transport.route(env.name, path),
+                log_path=settings.logs_dir / f"mlflow-{env.name}.log",
+            )
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -88,10 +103,13 @@ class LocalTrackingServers:
             "-m",
             "mlflow",
             "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(server.port),
+            # uvicorn binds --uds instead of the --host/--port mlflow also passes it (and chmods the
+            # socket 0666: the folder's 0700 is what keeps others out).
+            "--uvicorn-opts",
+            f"--uds {shlex.quote(str(server.socket))}",
+            # the Host header our clients send: the pseudo host of `upstream`
+            "--allowed-hosts",
+            unix_transport.pseudo_host(server.env.name),
             "--backend-store-uri",
             server.env.tracking_store,
             "--serve-artifacts",
@@ -104,6 +122,7 @@ class LocalTrackingServers:
     def _spawn(self, server: _Server) -> None:
         server.log_path.parent.mkdir(parents=True, exist_ok=True)
         server.env.artifact_root.mkdir(parents=True, exist_ok=True)
+        remove_stale(server.socket)  # a server killed hard leaves its socket file behind
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with server.log_path.open("ab") as out:
@@ -118,8 +137,11 @@ class LocalTrackingServers:
         server.started_at, server.ready = time.monotonic(), False
 
     def _healthy(self, server: _Server) -> bool:
+        if not server.socket.exists():  # not listening yet (and httpcore leaks a socket on that refusal)
+            return False
         try:
-            return httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=2.0).status_code == 200
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(server.socket)), timeout=2.0) as client:
+                return client.get(f"{server.upstream}/health").status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -193,18 +215,35 @@ class LocalTrackingServers:
         server = self._servers.get(env)
         if server is None:
             raise NotFoundError(f"unknown environment '{env}'", details={"environment": env})
-        return f"http://127.0.0.1:{server.port}"
+        return server.upstream
 
     def status(self) -> dict[str, dict[str, object]]:
         return {
             name: {
                 "pid": s.process.pid if s.process else None,
-                "port": s.port,
+                "socket": str(s.socket),
                 "ready": s.ready and s.process is not None and s.process.poll() is None,
                 "restarts": s.restarts,
             }
             for name, s in self._servers.items()
         }
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the group still runs (is not a zombie); True when /proc cannot tell."""
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return True
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                state, _, group = stat.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -1,11 +1,17 @@
 """The `local` serving backend: one detached `python -m mlgate.serving` process per environment.
 
-A host runs in its own session, so restarting the server does not interrupt scoring. What a later
-server needs to adopt it is in `envs/<env>/serving/host.json` (owner-only): its `pid:start-time`
-handle, port and admin token. A host is adopted when that process still runs and answers its admin
-API with that token; otherwise a new one starts on the same port (a configured port, or the one first
-picked) and restores its last applied spec from its state folder before the server pushes the
-authoritative one.
+A host runs in its own session, so restarting the server does not interrupt scoring. It runs in the
+sandbox (`mlgate.sandbox`, bwrap by default): it sees its environment's placed model folders read-only,
+its state, monitoring and admin-socket folders read-write, and nothing else of the home; it gets only the
+environment variables `_host_env` names. It scores on 127.0.0.1:<port> and answers its admin API (push,
+spec, stats) only on a Unix socket in its private folder `<run>/serving-<env>/` (`mlgate.sockets`),
+which is what this backend talks to.
+
+What a later server needs to adopt it is in `envs/<env>/serving/host.json` (owner-only): its
+`pid:start-time` handle, port, admin socket and admin token. A host is adopted when that process still
+runs and answers its admin API with that token; otherwise a new one starts on the same port (a
+configured port, or the one first picked) and restores its last applied spec from its state folder
+before the server pushes the authoritative one.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from mlgate.config import Environment, Settings
 from mlgate.errors import BackendError, NotFoundError, ValidationError
 from mlgate.ports import free_port
 from mlgate.processes import handle, handle_alive, parse_handle
+from mlgate.sandbox import Limits, Mount, Wrapped, from_settings
+from mlgate.sockets import host_socket
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,11 @@ STATE_DIR = "state"
 START_TIMEOUT_S = 60.0
 PUSH_TIMEOUT = httpx.Timeout(300.0, connect=5.0)  # loading and warming up models takes its time
 STATS_TIMEOUT_S = 10.0
+PORT_RELEASE_WAIT_S = 5.0
 ADMIN_TOKEN_ENV = "MLGATE_HOST_ADMIN_TOKEN"  # noqa: S105 - the variable's name
+ADMIN_URL = "http://serving-host.mlgate.invalid"  # the admin API's URL over its socket (never resolved)
+# What a host inherits of the server's environment: locale and the numeric libraries' thread settings.
+PASSED_ENV_PREFIXES = ("LANG", "LC_", "OPENBLAS_", "OMP_")
 
 
 @dataclass
@@ -48,6 +60,7 @@ class HostRecord:
     token: str
     restarts: int = 0
     started_at: str | None = None
+    admin_socket: str | None = None  # None: a host started before the admin API moved to a socket
 
     @property
     def pid(self) -> int | None:
@@ -56,6 +69,17 @@ class HostRecord:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def admin(self, timeout: float | httpx.Timeout) -> httpx.Client:
+        """A client of the host's admin API, over its Unix socket, with the admin token."""
+        if self.admin_socket is None:
+            raise httpx.ConnectError("this host's record names no admin socket")
+        return httpx.Client(
+            base_url=ADMIN_URL,
+            transport=httpx.HTTPTransport(uds=self.admin_socket),
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=timeout,
+        )
 
     @classmethod
     def read(cls, path: Path) -> HostRecord | None:
@@ -67,6 +91,7 @@ class HostRecord:
                 token=str(raw["token"]),
                 restarts=int(raw.get("restarts", 0)),
                 started_at=raw.get("started_at"),
+                admin_socket=raw.get("admin_socket"),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -110,6 +135,10 @@ class LocalServingBackend:
         self._settings = settings
         self._python = python
         self._envs = {env.name: env for env in settings.environments}
+        self._sandbox = from_settings(settings)
+        # A host serves for weeks: the policy's CPU-time limit (meant for a job) would kill it; memory
+        # and process limits apply as to every sandboxed process.
+        self._limits = Limits(memory_bytes=self._sandbox.limits.memory_bytes, processes=self._sandbox.limits.processes)
         serving = settings.serving
         self._options = [
             "--max-batch-size",
@@ -133,14 +162,15 @@ class LocalServingBackend:
             log.warning("the serving host of %s (pid %s) does not answer; replacing it", env.name, record.pid)
             self._kill(record)
         restarts = record.restarts + 1 if record is not None and record.handle else 0
-        port = env.serving_port or (record.port if record is not None and _port_free(record.port) else free_port())
+        port = env.serving_port or (record.port if record is not None and _port_freed(record.port) else free_port())
         record = self._spawn(env, port, restarts)
         return self._status(env.name, record), True
 
     def push(self, env: str, spec: dict[str, Any]) -> dict[str, Any]:
         record = self._record(env)
         try:
-            answer = httpx.put(f"{record.url}/admin/spec", json=spec, headers=_auth(record), timeout=PUSH_TIMEOUT)
+            with record.admin(PUSH_TIMEOUT) as admin:
+                answer = admin.put("/admin/spec", json=spec)
         except httpx.HTTPError as exc:
             raise BackendError(
                 f"the serving host of '{env}' did not take the deployment: {exc}", details={"environment": env}
@@ -172,7 +202,8 @@ class LocalServingBackend:
     def stats(self, env: str) -> dict[str, Any]:
         record = self._record(env)
         try:
-            answer = httpx.get(f"{record.url}/admin/stats", headers=_auth(record), timeout=STATS_TIMEOUT_S)
+            with record.admin(STATS_TIMEOUT_S) as admin:
+                answer = admin.get("/admin/stats")
         except httpx.HTTPError as exc:
             raise BackendError(
                 f"the serving host of '{env}' did not give its stats: {exc}", details={"environment": env}
@@ -187,30 +218,21 @@ class LocalServingBackend:
     # --- processes ----------------------------------------------------------------------------
 
     def _spawn(self, env: Environment, port: int, restarts: int) -> HostRecord:
+        self._sandbox.check()  # SandboxUnavailable (a ConfigError) as it is: the policy asks for what is not here
         log_path = self._settings.logs_dir / f"serving-{env.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         token = secrets.token_urlsafe(32)
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_TRACKING"))}
-        child_env[ADMIN_TOKEN_ENV] = token
-        command = [
-            self._python,
-            "-m",
-            "mlgate.serving",
-            "--state-dir",
-            str(env.serving_dir / STATE_DIR),
-            "--port",
-            str(port),
-            "--monitoring-dir",
-            str(env.monitoring_dir),
-            *self._options,
-        ]
+        admin_socket = host_socket(self._settings.home, env.name)
+        state_dir = env.serving_dir / STATE_DIR
+        wrapped = self._sandboxed(env, port, admin_socket, token)
         with log_path.open("ab") as out:
             process = subprocess.Popen(
-                command,
+                wrapped.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=child_env,
+                env=wrapped.env,
+                cwd=state_dir,
                 start_new_session=True,
             )
         record = HostRecord(
@@ -219,6 +241,7 @@ class LocalServingBackend:
             token=token,
             restarts=restarts,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            admin_socket=str(admin_socket),
         )
         record.write(record_path(env))
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -235,9 +258,52 @@ class LocalServingBackend:
         log.info("serving host of %s started (pid %s) at %s", env.name, process.pid, record.url)
         return record
 
+    def _sandboxed(self, env: Environment, port: int, admin_socket: Path, token: str) -> Wrapped:
+        """The host's command line, wrapped in the sandbox with its mounts and environment."""
+        state_dir = env.serving_dir / STATE_DIR
+        for folder in (state_dir, env.monitoring_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        command = [
+            self._python,
+            "-m",
+            "mlgate.serving",
+            "--state-dir",
+            str(state_dir),
+            "--port",
+            str(port),
+            "--admin-socket",
+            str(admin_socket),
+            "--monitoring-dir",
+            str(env.monitoring_dir),
+            *self._options,
+        ]
+        # env.serving_dir holds the placed model folders (<digest>/) and host.json, read-only: the host
+        # can read its own admin token there, which it holds anyway (it is in its environment).
+        mounts = [
+            Mount(env.serving_dir),
+            Mount(state_dir, writable=True),
+            Mount(env.monitoring_dir, writable=True),
+            Mount(admin_socket.parent, writable=True),  # 0700 (mlgate.sockets): the host must listen there
+        ]
+        return self._sandbox.wrap(
+            command,
+            env=self._host_env(token),
+            mounts=mounts,
+            workdir=state_dir,
+            limits=self._limits,
+            die_with_parent=False,  # hosts outlive the server; `kill_group` stops them gracefully
+        )
+
+    def _host_env(self, token: str) -> dict[str, str]:
+        """All a host gets of the environment: PATH (the venv first), locale, thread settings, its token."""
+        path = os.pathsep.join([str(Path(self._python).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+        passed = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
+        return {**passed, "PATH": path, ADMIN_TOKEN_ENV: token}
+
     def _answering(self, record: HostRecord) -> bool:
         try:
-            return httpx.get(f"{record.url}/admin/spec", headers=_auth(record), timeout=2.0).status_code == 200
+            with record.admin(2.0) as admin:
+                return admin.get("/admin/spec").status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -259,8 +325,8 @@ class LocalServingBackend:
         running = record.handle is not None and handle_alive(record.handle)
         applied = None
         if running:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                answer = httpx.get(f"{record.url}/admin/spec", headers=_auth(record), timeout=5.0)
+            with contextlib.suppress(httpx.HTTPError, ValueError), record.admin(5.0) as admin:
+                answer = admin.get("/admin/spec")
                 if answer.status_code == 200:
                     applied = answer.json().get("spec")
         return HostStatus(
@@ -285,16 +351,23 @@ class LocalServingBackend:
         return record
 
 
-def _auth(record: HostRecord) -> dict[str, str]:
-    return {"Authorization": f"Bearer {record.token}"}
-
-
 def _json(answer: httpx.Response) -> dict[str, Any]:
     try:
         body = answer.json()
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _port_freed(port: int, *, wait_s: float = PORT_RELEASE_WAIT_S) -> bool:
+    """Whether the port is free, or becomes free within `wait_s`: a host whose keeper just died is still
+    being torn down (its sandbox dies with the keeper, a few milliseconds later) and holds the port."""
+    deadline = time.monotonic() + wait_s
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _port_free(port: int) -> bool:

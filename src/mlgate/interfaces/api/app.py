@@ -17,6 +17,7 @@ import mlgate
 from mlgate.adapters.execution.base import ExecutionBackend, backend
 from mlgate.adapters.mlflow.registry import MlflowRegistry
 from mlgate.adapters.mlflow.tracking_servers import LocalTrackingServers, TrackingServers
+from mlgate.adapters.mlflow.unix_transport import AsyncUnixRoutes
 from mlgate.adapters.serving.base import ServingBackend
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
@@ -99,7 +100,8 @@ def create_app(
         if migrate.upgrade(db):
             log.info("control database migrated to %s", migrate.head_revision())
         ctx.tracking.start()
-        ctx.proxy = httpx.AsyncClient(timeout=PROXY_TIMEOUT)
+        # the door's client: a tracking server's pseudo URL goes over its Unix socket
+        ctx.proxy = httpx.AsyncClient(timeout=PROXY_TIMEOUT, transport=AsyncUnixRoutes())
         runner = JobRunner(settings=settings, db=db, backend=execution or backend("local"), base_url=ctx.base_url)
         runner.start()
         promotion = PromotionWorker(settings, db, ctx.tracking, ctx.base_url)  # copies approved versions

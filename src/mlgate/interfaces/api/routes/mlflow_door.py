@@ -194,6 +194,8 @@ async def mlflow_door(
             lineage = await anyio.to_thread.run_sync(lambda: jobs.lineage_tags(ctx.db, job_id))
         body = _attribute_run(body, principal, lineage)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    # A pseudo URL: ctx.proxy's transport (unix_transport.AsyncUnixRoutes) sends it over the tracking
+    # server's Unix socket, which only the control plane can reach.
     upstream = ctx.tracking.upstream(env)
     outgoing = ctx.proxy.build_request(
         request.method,

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-import mlgate
 from mlgate.interfaces.api.deps import Authenticated, ContextDep, Public
 from mlgate.interfaces.api.schemas import BindingPublic, Health, WhoAmI
 
@@ -15,7 +14,9 @@ router = APIRouter(prefix="/api/v1", tags=["system"])
 
 @router.get("/health", response_model=Health)
 def health(_: Public, ctx: ContextDep) -> Health:
-    return Health(status="ok", version=mlgate.__version__, tracking=ctx.tracking.status())
+    # Anonymous: no pids, sockets or ports of the internal services, only whether they are up.
+    ready = all(state.get("ready") for state in ctx.tracking.status().values())
+    return Health(status="ok" if ready else "degraded")
 
 
 @router.get("/openapi.json", include_in_schema=False)
