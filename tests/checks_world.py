@@ -1,6 +1,8 @@
 """A live server whose staging holds three versions for the checks: two of `risk` logged by plain
-MLflow (no code snapshot; version 1 good, version 2 trained on shuffled labels) and one of `diabetes`
-trained by `mlgate train` from a copy of examples/diabetes with a lint error and a failing test.
+MLflow (no code snapshot; version 1 good, version 2 trained on shuffled labels), one of `diabetes`
+trained by `mlgate train` from a copy of examples/diabetes with a lint error and a failing test, and
+one of `forger`, a pickled pyfunc model that predicts noise and tries to write its own passing verdict.
+The policy gives lint its own ruff configuration; the snapshot ships a lenient one that must not count.
 
 The config asks for model validation on `holdout` (roc_auc at least 0.85), registered in staging by lee,
 the lead (held-out data in staging is the lead's to register; the data scientist is refused).
@@ -24,6 +26,12 @@ from tests.serving_world import clean_env, log_runs
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diabetes"
 CONFIG = """
 checks:
+  lint:
+    command: ruff check .
+    config: |
+      line-length = 100
+      [lint]
+      select = ["F"]
   model-validation:
     data: holdout
     min: 0.85
@@ -55,6 +63,51 @@ holdout = pd.DataFrame(rng.normal(size=(300, 3)), columns=["bmi", "glucose", "pr
 holdout["outcome"] = (holdout["glucose"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
 holdout.to_csv("holdout.csv", index=False)
 print(json.dumps(runs))
+"""
+# A model that tries to pass model-validation by forging its verdict: when loaded and when predicting it
+# writes a passing result into every writable folder it can find (and under the home, if it can reach
+# it) and prints one, while its predictions are noise.
+FORGER_SCRIPT = """
+import json, os
+from pathlib import Path
+import mlflow, numpy as np, pandas as pd
+from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
+
+VERDICT = {"status": "passed", "summary": "roc_auc 1.0000 on 300 held-out rows", "value": 1.0}
+
+
+class Forger(PythonModel):
+    def _forge(self):
+        here = Path.cwd()
+        places = {here, *list(here.parents)[:3], Path("/tmp"), Path(os.environ.get("HOME", "/tmp"))}
+        home = Path(self.home)
+        places |= {home, *home.glob("jobs/*"), *home.glob("envs/*/checks/*")}
+        for folder in places:
+            for name in ("result.json", "validation.json", "verdict.json"):
+                try:
+                    (folder / name).write_text(json.dumps(VERDICT))
+                except OSError:
+                    pass
+        print(json.dumps(VERDICT), flush=True)
+
+    def load_context(self, context):
+        self._forge()
+
+    def predict(self, context, model_input, params=None):
+        self._forge()
+        return np.random.default_rng().random(len(model_input))
+
+
+model = Forger()
+model.home = "@HOME@"  # the server's home, filled in by build()
+X = pd.DataFrame(np.zeros((5, 3)), columns=["bmi", "glucose", "pressure"])
+mlflow.set_experiment("forger")
+with mlflow.start_run() as run:
+    mlflow.pyfunc.log_model(
+        name="model", python_model=model, signature=infer_signature(X, np.zeros(5)), pip_requirements=[]
+    )
+print(json.dumps([run.info.run_id]))
 """
 BROKEN_TESTS = """
 def test_passes():
@@ -117,7 +170,8 @@ def _register_holdout(world: ChecksWorld, csv: Path) -> None:
 
 
 def _diabetes_project(root: Path) -> Path:
-    """examples/diabetes with an unused import (lint) and a failing unit test, as a git repository."""
+    """examples/diabetes with an unused import (lint) that its own ruff.toml lets through, and a failing
+    unit test, as a git repository."""
     folder = root / "diabetes"
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("data", "mlruns", "__pycache__", ".*_cache"))
     train = folder / "src" / "diabetes" / "train.py"
@@ -125,6 +179,7 @@ def _diabetes_project(root: Path) -> Path:
     shutil.rmtree(folder / "tests")
     (folder / "tests").mkdir()
     (folder / "tests" / "test_quick.py").write_text(BROKEN_TESTS)
+    (folder / "ruff.toml").write_text('[lint]\nignore = ["ALL"]\n')  # the author's lenient lint; policy wins
     return folder
 
 
@@ -133,6 +188,8 @@ def build(project_template: Project, root: Path) -> ChecksWorld:
     project = project_template.copy(folder, config=CONFIG)
     world = ChecksWorld(project=project, server=start_server(project), root=root)
     runs = log_runs(world.url, project.tokens["dana"], SCRIPT, root)
+    forger_script = FORGER_SCRIPT.replace("@HOME@", str(project.settings.home))
+    forger = log_runs(world.url, project.tokens["dana"], forger_script, root, name="log_forger.py")
     _register_holdout(world, root / "holdout.csv")
     # The diabetes model, trained by `mlgate train` from its code snapshot.
     code = _diabetes_project(root)
@@ -152,6 +209,7 @@ def build(project_template: Project, root: Path) -> ChecksWorld:
         assert job["state"] == "succeeded", job
         registered = [dana.register_model("dev", name="risk", run_id=run_id) for run_id in runs]
         registered.append(dana.register_model("dev", name="diabetes", run_id=job["run_ids"][0]))
+        registered.append(dana.register_model("dev", name="forger", run_id=forger[0]))
     for entry in registered:
         version = _promote(world, entry)
         world.requests[f"{entry['name']}:{version}"] = entry["request_id"]

@@ -59,6 +59,7 @@ def test_gate_b_opens_by_itself_for_gate_a_requester_and_model_without_snapshot_
     assert "no code snapshot" in checks["lint"]["summary"]
     assert checks["unit-tests"]["status"] == "failed"
     assert checks["model-validation"]["status"] == "passed", checks["model-validation"]
+    assert "in the sandbox" in checks["model-validation"]["log_excerpt"]
     assert checks["endpoint-tests"]["status"] == "passed", checks["endpoint-tests"]
     assert "same answers" in checks["endpoint-tests"]["log_excerpt"]
     with world.client("sam") as sam, pytest.raises(ApiError) as refused:
@@ -78,14 +79,35 @@ def test_shuffled_labels_fail_model_validation(world: ChecksWorld) -> None:
     assert "below the bar 0.85" in validation["summary"]
 
 
+def test_a_model_that_forges_its_own_verdict_fails_model_validation_on_its_real_metric(world: ChecksWorld) -> None:
+    request = _gate_b(world, "forger", 1)
+    validation = request["evidence"]["checks"]["model-validation"]
+    assert validation["status"] == "failed", validation
+    assert "below the bar 0.85" in validation["summary"] and "forged" not in validation["log_excerpt"]
+    assert validation["job_id"] is None  # judged by the server; the model only scored the features
+    (evidence,) = [a for a in validation["artifacts"] if a["name"] == "validation.json"]
+    figures = json.loads(Path(evidence["path"]).read_text())
+    assert figures["status"] == "failed" and figures["scored_in"] == "sandbox" and figures["label"] == "outcome"
+    assert 0.35 < figures["value"] < 0.65 and figures["rows"] == 300  # noise scores about 0.5
+    # The verdict files it wrote went only where a sandbox let it write: its scoring folder (gone), and
+    # the staging serving host's own state folder (the endpoint tests served it), which no check reads.
+    home = world.project.settings.home
+    state = world.project.settings.env_dir("staging") / "serving" / "state"
+    forged = [p for p in home.rglob("*.json") if p.name in ("result.json", "verdict.json")]
+    assert [p for p in forged if state not in p.parents] == []
+
+
 def test_snapshot_checks_run_the_models_own_code_and_block_gate_b(world: ChecksWorld) -> None:
     request = _gate_b(world, "diabetes", 1)
     checks = request["evidence"]["checks"]
     lint, tests = checks["lint"], checks["unit-tests"]
     assert lint["status"] == "failed" and lint["job_id"], lint
+    # The snapshot's ruff.toml ignores every rule; the policy's configuration is the one that counts.
     assert "F401" in lint["log_excerpt"] and "os" in lint["log_excerpt"]
+    assert "--isolated" in lint["summary"] and "configuration: the policy's" in lint["summary"]
     assert tests["status"] == "failed", tests
     assert "1 failed" in tests["summary"] and "test_fails_on_purpose" in tests["log_excerpt"]
+    assert "verdict source: the author's tests" in tests["summary"]
     junit = [a for a in tests["artifacts"] if a["name"] == "junit.xml"]
     assert junit and "test_fails_on_purpose" in Path(junit[0]["path"]).read_text()
     shown = world.cli("requests", "show", str(request["id"]), user="sam")

@@ -388,3 +388,112 @@ def test_a_registration_that_fails_after_mlflow_created_its_version_is_undone(
     assert (kept / "profile.json").read_bytes() == profile_file
     assert json.loads(profile_file) == first["profile"]
     assert (kept / "sample.csv").read_text().splitlines()[0] == ",".join([*FEATURES, "Diabetic", "prediction"])
+
+
+# Plain MLflow: two logged models whose MLmodel is rewritten after logging to name a file outside the model.
+ESCAPING_SCRIPT = """
+import json, sys, tempfile, pathlib
+import mlflow, mlflow.artifacts, mlflow.sklearn, yaml
+from mlflow.models import infer_signature
+from diabetes.data import read
+from diabetes.train import fit, split
+
+parts = split(read(sys.argv[1]))
+model = fit(parts.X_train, parts.y_train)
+signature = infer_signature(parts.X_test, model.predict(parts.X_test))
+mlflow.set_experiment("escapes")
+ids = {}
+with mlflow.start_run():
+    for name, target in (("climbs", "../elsewhere/model.pkl"), ("absolute", "/etc/passwd")):
+        info = mlflow.sklearn.log_model(model, name=name, signature=signature, pip_requirements=["scikit-learn"])
+        where = mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tempfile.mkdtemp())
+        local = pathlib.Path(where)
+        conf = yaml.safe_load((local / "MLmodel").read_text())
+        conf["flavors"]["sklearn"]["pickled_model"] = target
+        (local / "MLmodel").write_text(yaml.safe_dump(conf))
+        mlflow.MlflowClient().log_model_artifact(info.model_id, str(local / "MLmodel"))
+        ids[name] = info.model_id
+print(json.dumps(ids))
+"""
+
+
+def test_a_model_whose_mlmodel_names_a_file_outside_it_is_refused(world: World) -> None:
+    script = world.code.parent / "escapes.py"
+    script.write_text(ESCAPING_SCRIPT)
+    door = {"MLFLOW_TRACKING_URI": f"{world.url}/mlflow/dev", "MLFLOW_TRACKING_TOKEN": world.tokens["dana"]}
+    out = _python(world.code, str(script), str(world.data), env=door)
+    ids: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+    for name, said in (("climbs", "../elsewhere/model.pkl"), ("absolute", "/etc/passwd")):
+        done = world.cli("register", "--model-uri", f"models:/{ids[name]}", "--name", f"escape-{name}")
+        assert done.returncode == 1, done.stdout
+        assert "422" in done.stderr and "flavors.sklearn.pickled_model" in done.stderr and said in done.stderr
+        assert world.versions_in_registry(f"escape-{name}") == []
+
+
+# A pickled pyfunc model (its class pickled by value, from the logging script's __main__) that reaches,
+# when loaded, for what only the server may touch: a marker written outside any folder it was given,
+# and the control database, on which it reports in its predictions.
+SNEAKY_SCRIPT = """
+import json, sys
+import mlflow, numpy as np, pandas as pd
+from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
+
+MARKER, DATABASE = sys.argv[2], sys.argv[3]
+
+
+def _can_read(path):
+    try:
+        with open(path, "rb") as handle:
+            return bool(handle.read(1))
+    except OSError:
+        return False
+
+
+class Sneaky(PythonModel):
+    def load_context(self, context):
+        try:
+            with open(self.marker, "w") as handle:
+                handle.write("loaded in this process")
+        except OSError:
+            pass
+
+    def predict(self, context, model_input, params=None):
+        return [float(_can_read(self.database))] * len(model_input)
+
+
+model = Sneaky()
+model.marker, model.database = MARKER, DATABASE
+X = pd.read_csv(sys.argv[1])[{features!r}]
+mlflow.set_experiment("sneaky")
+with mlflow.start_run() as run:
+    mlflow.pyfunc.log_model(
+        name="model", python_model=model, signature=infer_signature(X, np.zeros(len(X))), pip_requirements=[]
+    )
+print(json.dumps({{"run": run.info.run_id}}))
+"""
+
+
+def test_registration_scores_the_baseline_in_the_sandbox_and_never_loads_the_model(
+    world: World, registered: dict[str, Any]
+) -> None:
+    home = world.server.project.settings.home
+    marker = world.code.parent / "pwned"
+    script = world.code.parent / "sneaky.py"
+    script.write_text(SNEAKY_SCRIPT.format(features=FEATURES))
+    tracking = {"MLFLOW_TRACKING_URI": f"{world.url}/mlflow/dev", "MLFLOW_TRACKING_TOKEN": world.tokens["dana"]}
+    out = _python(world.code, str(script), str(world.data), str(marker), str(home / "control.db"), env=tracking)
+    run_id = json.loads(out.strip().splitlines()[-1])["run"]
+    assert not marker.exists()  # logging the model did not load it
+
+    version = world.register("--run", run_id, "--name", "sneaky", "--data", "diabetes-train@1", "--label", "Diabetic")
+    # Registered with its baseline profile, predictions included: the model ran, in the sandbox.
+    assert version["created"] and version["profile"]["label"]["name"] == "Diabetic"
+    (predictions,) = version["profile"]["predictions"]
+    assert predictions["name"] == "prediction" and predictions["count"] == version["profile"]["sample"]["rows"]
+    # Nothing of it ran in the server (no marker), and from where it ran the control DB was out of reach.
+    assert not marker.exists()
+    assert (home / "control.db").is_file()
+    sample = (home / "envs" / "dev" / "models" / "sneaky" / "1" / "sample.csv").read_text().splitlines()
+    assert sample[0].endswith(",prediction")
+    assert {line.rsplit(",", 1)[1] for line in sample[1:]} == {"0.0"}

@@ -1,1 +1,1 @@
-"""Check programs the server runs as jobs: each reads its inputs from files and writes a JSON result."""
+"""Programs the server runs in the sandbox: each reads its inputs from files and writes one result file."""

@@ -4,6 +4,7 @@ The data asset's rows are read with pandas; the features are the model's signatu
 is the one named (`--label`, or the project's `train.label`), else the one data column that is neither
 an input nor an id, if there is exactly one. Predictions come from the model itself, on a seeded sample
 of up to 10,000 rows, which is kept beside the profile (`sample.csv`) for checks that need raw values.
+The model scores that sample in the sandbox (`services.scoring`): this process reads data, never a model.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from typing import Any
 
 from mlgate.config import Environment
 from mlgate.domain import profile as profiles
-from mlgate.errors import MlgateError, ValidationError
+from mlgate.errors import ValidationError
 from mlgate.services import data_assets
+from mlgate.services.scoring import Predictions
 
 SAMPLE_FILE = "sample.csv"
 PROFILE_FILE = "profile.json"
 # PatientID, patient_id, ID, customer-id; not "paid" or "valid".
 ID_NAME = re.compile(r"^(id|ID|Id)$|[_\-\s.](id|ID|Id)$|[a-z0-9](ID|Id)$")
 
-Predict = Callable[[Path, Any], Any]
+# The model folder's predictions on a frame of its inputs: `services.scoring.SandboxScorer`, bound to the model.
+Predict = Callable[[Path, Any], Predictions]
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class Baseline:
     label: str | None
 
 
-def _read(env: Environment, asset: data_assets.DataAssetView) -> Any:
+def read_frame(env: Environment, asset: data_assets.DataAssetView) -> Any:
+    """A data asset's rows as one pandas frame (CSV or Parquet files, concatenated)."""
     import pandas as pd
 
     with tempfile.TemporaryDirectory(prefix="mlgate-baseline-") as tmp:
@@ -87,20 +91,16 @@ def choose_label(frame: Any, *, features: list[str], named: str | None) -> tuple
     return None, f"no label profiled: {reason}; name it with --label or `train.label` in mlgate.yaml"
 
 
-def _prediction_columns(result: Any, rows: int) -> dict[str, Any]:
-    import numpy as np
+def _prediction_columns(result: Predictions, rows: int) -> dict[str, Any]:
     import pandas as pd
 
-    if isinstance(result, pd.DataFrame):
-        columns = {f"prediction.{c}": result[c] for c in result.columns}
+    if result.names is not None:
+        names = [f"prediction.{name}" for name in result.names]
+    elif result.ndim == 1:
+        names = ["prediction"]
     else:
-        array = np.asarray(result)
-        if array.ndim == 1:
-            columns = {"prediction": pd.Series(array)}
-        elif array.ndim == 2:
-            columns = {f"prediction[{i}]": pd.Series(array[:, i]) for i in range(array.shape[1])}
-        else:
-            raise ValidationError(f"the model's predictions have {array.ndim} dimensions; profiled are 1 or 2")
+        names = [f"prediction[{i}]" for i in range(len(result.columns))]
+    columns = {name: pd.Series(values) for name, values in zip(names, result.columns, strict=True)}
     for name, series in columns.items():
         if len(series) != rows:
             raise ValidationError(f"the model returned {len(series)} values of {name} for {rows} rows")
@@ -119,7 +119,7 @@ def make_baseline(
     """Profile the training data asset: the model's inputs, the label, and the model's predictions."""
     import pandas as pd
 
-    frame = _read(env, asset)
+    frame = read_frame(env, asset)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if inputs:
@@ -142,7 +142,7 @@ def make_baseline(
     predictions: dict[str, Any] | None = None
     try:
         predictions = _prediction_columns(predict(model_folder, sample[features]), len(sample))
-    except MlgateError as exc:
+    except ValidationError as exc:  # the model failed, was too slow or answered nonsense; not the sandbox
         notes.append(f"no prediction profile: the model could not score the training sample: {exc.message}")
 
     kept = sample[[*features, *([label_column] if label_column else [])]]

@@ -7,9 +7,12 @@ starts what was waiting and collects what ran.
 
 - `lint`, `unit-tests` and the project's named commands run as `check` jobs on the code snapshot that
   trained the model: the job runner unpacks it and runs the command there, like a training job.
-  A model without a snapshot (logged from a notebook) fails them: there is no code to check.
-- `model-validation` runs as a job (`python -m mlgate.checks.model_validation`) over verified copies
-  of the candidate and the production champion and a held-out data asset registered in staging.
+  A model without a snapshot (logged from a notebook) fails them: there is no code to check. Lint runs
+  with the policy's ruff configuration when it gives one (`domain.command_checks`), and the evidence says
+  whose configuration was used and when the author's own tests decided the verdict.
+- `model-validation` is judged by the server (`services.validation`): verified copies of the candidate
+  and the production champion each score the held-out features of a data asset registered in staging
+  in their own sandbox (`services.scoring`); the labels, the metric and the verdict stay in the server.
 - `endpoint-tests` runs in the server (`services.endpoint_tests`): it needs the serving host and key.
 
 The gate reads the latest record of each name (`services.requests.check_results`), so running a
@@ -31,6 +34,7 @@ from sqlalchemy.orm import Session
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CheckRecord, CodeSnapshot, Job, ModelVersion, PromotionRequest, utcnow
 from mlgate.config import CommandCheckConfig, Settings
+from mlgate.domain.command_checks import evidence_notes, runs_pytest, with_policy_config
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.gates import RequestState
 from mlgate.domain.jobs import JobState
@@ -46,8 +50,10 @@ NO_SNAPSHOT = (
     "so there is no code to check"
 )
 LOG_EXCERPT_BYTES = 8 * 1024
-JUNIT_FILE = "junit.xml"  # in the job's folder, beside its log
-RESULT_FILE = "result.json"
+JUNIT_FILE = "junit.xml"  # in the job's working folder: the only one its sandbox may write
+# model-validation once ran as a job that wrote its own verdict, which its model could forge: a record
+# still waiting on such a job is never passed on what that job says.
+LEGACY_VALIDATION_JOB = "model-validation no longer runs as a job (its model could write its own verdict); run it again"
 JUNIT_HEAD_BYTES = 64 * 1024
 TESTSUITE = re.compile(r"<testsuite\s[^>]*>")
 ATTRIBUTE = re.compile(r'(tests|failures|errors|skipped)="(\d+)"')
@@ -297,13 +303,9 @@ def finish(
 
 
 def _with_junit(command: str) -> str:
-    """pytest leaves a JUnit XML report beside the job's log, as the check's artifact."""
-    words = shlex.split(command)
-    runs_pytest = bool(words) and (
-        Path(words[0]).name == "pytest" or (len(words) > 2 and words[1:3] == ["-m", "pytest"])
-    )
-    if runs_pytest and not any(w.startswith("--junitxml") for w in words):
-        return f"{command} --junitxml=../{JUNIT_FILE}"
+    """pytest leaves a JUnit XML report in the job's working folder, as the check's artifact."""
+    if runs_pytest(command) and not any(w.startswith("--junitxml") for w in shlex.split(command)):
+        return f"{command} --junitxml={JUNIT_FILE}"
     return command
 
 
@@ -364,11 +366,13 @@ def start_command(
     if not pending.snapshot_sha256:
         finish(db, settings, pending.record_id, status=FAILED, summary=NO_SNAPSHOT, base_url=base_url)
         return
+    # The policy's lint configuration goes on the command line: no file in the snapshot can replace it.
+    command = config.command if config.config is None else with_policy_config(config.command, config.config)
     submit_job(
         db,
         record_id=pending.record_id,
         env=pending.environment,
-        command=_with_junit(config.command),
+        command=_with_junit(command),
         timeout_s=config.timeout_minutes * 60,
         snapshot_sha256=pending.snapshot_sha256,
     )
@@ -399,7 +403,8 @@ def _junit_counts(path: Path) -> str | None:
     """Totals from the report's <testsuite> attributes; read as text, never as XML: the job's code
     wrote the file and an XML parser would expand whatever entities it declares."""
     try:
-        text = path.read_text(errors="replace")[:JUNIT_HEAD_BYTES]
+        with path.open("rb") as report:  # the job decided its size: read no more than the head
+            text = report.read(JUNIT_HEAD_BYTES).decode(errors="replace")
     except OSError:
         return None
     suites = [dict(ATTRIBUTE.findall(tag)) for tag in TESTSUITE.findall(text)]
@@ -415,8 +420,6 @@ def _junit_counts(path: Path) -> str | None:
 def collect(db: Database, settings: Settings, record_id: int, job_id: int, *, base_url: str) -> bool:
     """If the record's job has ended, record its result: exit code 0 passes; a command that could not
     run (no start, time-out, lost, cancelled) is an error, not a failure of the code."""
-    import json
-
     with db.read() as session:
         job = session.get(Job, job_id)
         row = session.get(CheckRecord, record_id)
@@ -429,19 +432,13 @@ def collect(db: Database, settings: Settings, record_id: int, job_id: int, *, ba
     logfile = jobs.log_path(settings, job_id)
     excerpt = log_tail(logfile)
     artifacts = [_artifact("job.log", logfile)] if logfile.is_file() else []
-    junit = folder / JUNIT_FILE
-    if junit.is_file():
+    junit = folder / "work" / JUNIT_FILE
+    # the job wrote it: a symlink could point at any file of the server's
+    has_junit = junit.is_file() and not junit.is_symlink()
+    if has_junit:
         artifacts.append(_artifact(JUNIT_FILE, junit))
-    result_file = folder / RESULT_FILE
-    if check == MODEL_VALIDATION and result_file.is_file():
-        try:
-            result = json.loads(result_file.read_text())
-        except ValueError:
-            result = {}
-        artifacts.append(_artifact(RESULT_FILE, result_file))
-        status = str(result.get("status") or ERROR)
-        summary = str(result.get("summary") or f"the validation job {state.value}: {error}")
-        status = status if status in (PASSED, FAILED, ERROR) else ERROR
+    if check == MODEL_VALIDATION:
+        status, summary = ERROR, LEGACY_VALIDATION_JOB
     elif state is JobState.SUCCEEDED:
         status, summary = PASSED, f"`{command}` passed: {_last_line(excerpt)}"
     elif exit_code is not None:
@@ -449,9 +446,12 @@ def collect(db: Database, settings: Settings, record_id: int, job_id: int, *, ba
         summary = f"`{command}` exited with code {exit_code}: {_last_line(excerpt)}"
     else:
         status, summary = ERROR, f"job {job_id} {state.value}: {error or 'no exit status'}"
-    counts = _junit_counts(junit) if junit.is_file() else None
+    counts = _junit_counts(junit) if has_junit else None
     if counts:
         summary = f"{summary} [{counts}]"
+    policy_config = "--isolated" in shlex.split(command or "")
+    for key, note in evidence_notes(command or "", policy_config=policy_config).items():
+        summary = f"{summary} [{key.replace('_', ' ')}: {note}]"
     return finish(
         db,
         settings,

@@ -3,16 +3,13 @@ through the slot header with the server's own key: smoke, every payload format a
 input refused, predictions equal to the staging copy's own, and the p95 latency within its budget.
 
 It runs in the server (on the staging pipeline's thread) because it needs the serving object and key;
-the model's local predictions come from a subprocess, so the server never loads the model itself.
+the model's local predictions come from the sandbox (`services.scoring`), so the server never loads
+the model itself and the model's code never runs with the server's powers.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +21,9 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion
 from mlgate.config import EndpointTestsConfig, Settings
 from mlgate.domain.endpoints import SlotAllocation
-from mlgate.errors import MlgateError, NotFoundError
+from mlgate.errors import NotFoundError, ValidationError
 from mlgate.services import endpoints
+from mlgate.services.scoring import SandboxScorer
 from mlgate.services.serving import Serving
 
 SLOT_HEADER = "mlgate-deployment"
@@ -110,23 +108,12 @@ def _example(row: ModelVersion) -> tuple[list[str], list[list[Any]]] | None:
     return None
 
 
-def _local_predictions(model_dir: Path, columns: list[str], data: list[list[Any]]) -> list[Any]:
-    """The staging copy's own answers, from a subprocess (the server never loads a model)."""
-    with tempfile.TemporaryDirectory(prefix="mlgate-endpoint-tests-") as tmp:
-        rows, out = Path(tmp) / "rows.json", Path(tmp) / "out.json"
-        rows.write_text(json.dumps({"columns": columns, "data": data}))
-        command = [sys.executable, "-m", "mlgate.checks.model_validation", "predict"]
-        done = subprocess.run(
-            [*command, "--model", str(model_dir), "--rows", str(rows), "--out", str(out)],
-            capture_output=True,
-            text=True,
-            timeout=LOCAL_PREDICT_TIMEOUT_S,
-            check=False,
-        )
-        result = json.loads(out.read_text()) if out.is_file() else {}
-        if "predictions" not in result:
-            raise MlgateError(f"the local predictions failed: {result.get('summary') or done.stderr[-500:]}")
-        return _flat(result["predictions"])
+def _local_predictions(
+    settings: Settings, model_dir: Path, columns: list[str], data: list[list[Any]], *, what: str
+) -> list[Any]:
+    """The staging copy's own answers, scored in the sandbox (the server never loads a model)."""
+    scorer = SandboxScorer(settings, timeout_s=LOCAL_PREDICT_TIMEOUT_S)
+    return scorer(model_dir, {"columns": columns, "data": data}, what=what).flat()
 
 
 def run(
@@ -209,7 +196,13 @@ def run(
             else:
                 outcome.fail(f"malformed input ({label}) got {answer.status_code}, expected a 4xx")
         slot = SlotAllocation(config.slot, model_version_id, model, version, digest, 0)
-        local = _local_predictions(serving.place(settings.environment(env), slot), columns, data)
+        try:
+            local = _local_predictions(
+                settings, serving.place(settings.environment(env), slot), columns, data, what=f"{model}:{version}"
+            )
+        except ValidationError as exc:
+            outcome.fail(f"the staging copy's own predictions failed: {exc.message}")
+            return outcome
         if _same(local, reference):
             outcome.note(f"predictions equal the staging copy's own on {len(data)} rows")
         else:

@@ -5,7 +5,8 @@ signature and input example, lineage (run, code snapshot, data versions), a base
 model card. Registration is ordered so that nothing is half-registered: everything that can fail on
 bad input (finding, downloading, digesting, profiling) happens first; then the MLflow version is
 created; then mlgate's row and audit event are written in one transaction, and the MLflow version is
-deleted again if that fails.
+deleted again if that fails. The baseline's predictions come from the sandbox (`services.scoring`):
+this process downloads, digests and reads the model's files as data, and never loads the model.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mlgate.domain.jobs import DataRef
 from mlgate.domain.model_card import CardFacts, render
 from mlgate.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from mlgate.services import audit, baseline, model_lineage
+from mlgate.services.scoring import Predictions, SandboxScorer
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -58,7 +60,6 @@ class ModelRegistry(Protocol):
         self, *, name: str, model: LoggedModel, run_id: str | None, tags: dict[str, str], description: str
     ) -> tuple[int, bool]: ...
     def delete_version(self, *, name: str, version: int, drop_model: bool) -> None: ...
-    def predict(self, folder: Path, frame: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ class _Prepared:
 
 
 def _prepare(
-    db: Database, registry: ModelRegistry, environment: Environment, request: RegisterRequest
+    db: Database, registry: ModelRegistry, environment: Environment, request: RegisterRequest, scorer: SandboxScorer
 ) -> _Prepared | ModelVersionView:
     """Find, download, check, digest and profile the model; the existing version if it has one."""
     env = environment.name
@@ -269,13 +270,17 @@ def _prepare(
         if training is None:
             notes.append("no baseline profile: the run recorded no training data asset and none was given with --data")
         else:
+
+            def predict(model_folder: Path, frame: Any) -> Predictions:
+                return scorer(model_folder, frame, what=f"the model {model.uri} ('{model.name}')")
+
             made = baseline.make_baseline(
                 environment,
                 training,
                 inputs=[str(s["name"]) for s in signature.get("inputs") or [] if s.get("name")],
                 label=request.label or (job.label if job else None),
                 model_folder=folder,
-                predict=registry.predict,
+                predict=predict,
             )
     return _Prepared(
         model=model,
@@ -355,7 +360,7 @@ def register(
     The same logged model with the same bytes, registered again under the same name, returns the
     version it already has.
     """
-    prepared = _prepare(db, registry, settings.environment(env), request)
+    prepared = _prepare(db, registry, settings.environment(env), request, SandboxScorer(settings))
     if isinstance(prepared, ModelVersionView):
         return prepared, False
     version, created_model = registry.create_version(

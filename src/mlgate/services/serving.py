@@ -56,6 +56,10 @@ class Serving:
         self.internal_key = endpoints.new_key()
         self._locks = {env.name: threading.RLock() for env in settings.environments}
         self._verified: dict[Path, tuple[tuple[tuple[str, int, int, int], ...], str]] = {}  # folder: (stat, digest)
+        # One placement of a folder at a time: a check placing a version while a deploy places it too
+        # must not replace the folder the other is reading.
+        self._placing: dict[Path, threading.Lock] = {}
+        self._placing_guard = threading.Lock()
         self._dirty: set[str] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,8 +172,14 @@ class Serving:
     def place(self, env: Environment, slot: SlotAllocation) -> Path:
         """The version's files under serving/<digest>/, from the environment's registry, digest checked."""
         target = env.serving_dir / slot.digest
-        if target.is_dir() and self._placed_digest(target) == slot.digest:
-            return target
+        with self._placing_guard:
+            lock = self._placing.setdefault(target, threading.Lock())
+        with lock:
+            if target.is_dir() and self._placed_digest(target) == slot.digest:
+                return target
+            return self._download_to(env, slot, target)
+
+    def _download_to(self, env: Environment, slot: SlotAllocation, target: Path) -> Path:
         from mlgate.adapters.mlflow.copy import PromotionStore
 
         env.serving_dir.mkdir(parents=True, exist_ok=True)

@@ -4,13 +4,13 @@ A periodic sweep (idempotent, so nothing is lost when the server stops half-way)
 staging that came through gate A and has no request at the gate out of staging gets one (opened by
 `system`, requested by gate A's requester); every open request whose required checks have no record
 yet gets them asked for; every check record waiting to start is started (as a job, or on a thread of
-this server for the endpoint tests); every record whose job has ended gets its result.
+this server for the endpoint tests and model validation, whose models score in the sandbox); every
+record whose job has ended gets its result.
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 
 from sqlalchemy import and_, select
@@ -20,19 +20,16 @@ from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CheckRecord, ModelVersion, PromotionRequest
 from mlgate.config import Settings
-from mlgate.domain.endpoints import SlotAllocation
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.gates import RequestState
-from mlgate.domain.jobs import DataRef
 from mlgate.errors import ConflictError, MlgateError
-from mlgate.services import checks, data_assets, endpoint_tests, requests
+from mlgate.services import checks, endpoint_tests, requests, validation
 from mlgate.services.serving import Serving
 
 log = logging.getLogger(__name__)
 
 SWEEP_S = 1.0
 SYSTEM = "system"
-VALIDATION_PYTHON = "python"  # the job's PATH starts with the server's interpreter
 
 
 class StagingPipeline:
@@ -50,7 +47,9 @@ class StagingPipeline:
         # Records being started (or, for endpoint tests, run) by a thread of this server.
         self._busy: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
-        # One endpoint test at a time: two candidates in one slot would answer for each other.
+        # One endpoint test at a time: two candidates in one slot would answer for each other. Model
+        # validation takes it too: both place a version's folder (`Serving.place`, which replaces a
+        # folder another thread is placing at the same time), and validation's sandbox reads it.
         self._endpoint_lock = threading.Lock()
 
     def start(self) -> None:
@@ -199,66 +198,19 @@ class StagingPipeline:
             base_url=self.base_url,
         )
 
-    def _slot(self, pending: checks.Pending) -> SlotAllocation:
-        return SlotAllocation(
-            "check", pending.model_version_id, pending.model_name, pending.model_version, pending.digest, 0
-        )
-
-    def _champion(self, name: str, source: str) -> tuple[str, str] | None:
-        """The production champion's verified copy and NAME:VERSION, if the registry has one."""
-        from mlgate.adapters.mlflow.aliases import CHAMPION_ALIAS, Aliases
-
-        gate = self.settings.gate_from(source)
-        if gate is None:
-            return None
-        number = Aliases(self.tracking.upstream(gate.target), env=gate.target).get(name, CHAMPION_ALIAS)
-        if number is None:
-            return None
-        with self.db.read() as session:
-            row = session.execute(
-                select(ModelVersion).where(
-                    ModelVersion.environment == gate.target, ModelVersion.name == name, ModelVersion.version == number
-                )
-            ).scalar_one_or_none()
-            if row is None:
-                return None
-            slot = SlotAllocation("check", row.id, name, number, row.digest, 0)
-        folder = self.serving.place(self.settings.environment(gate.target), slot)
-        return str(folder), f"{name}:{number} in {gate.target}"
-
     def _start_validation(self, pending: checks.Pending) -> None:
-        config = self.settings.checks.model_validation
-        if config.data is None:
-            self._finish(
-                pending,
-                checks.FAILED,
-                "no held-out data configured: set checks.model-validation.data to a data asset registered in "
-                f"{pending.environment} (NAME or NAME@VERSION)",
-            )
-            return
-        asset = data_assets.resolve(self.db, pending.environment, DataRef.parse(config.data))
-        candidate = self.serving.place(self.settings.environment(pending.environment), self._slot(pending))
-        words = [VALIDATION_PYTHON, "-m", "mlgate.checks.model_validation", "validate", "--model", str(candidate)]
-        words += ["--metric", config.metric, "--out", f"../{checks.RESULT_FILE}"]
-        label = config.label or pending.label
-        if label:
-            words += ["--label", label]
-        if config.min is not None:
-            words += ["--min", repr(config.min)]
-        if config.max_regression is not None:
-            words += ["--max-regression", repr(config.max_regression)]
-        champion = self._champion(pending.model_name, pending.environment)
-        if champion is not None:
-            words += ["--champion", champion[0], "--champion-name", champion[1]]
-        # The data placeholder stays outside the quoting: the runner substitutes a quoted path for it.
-        command = f"{shlex.join(words)} --data ${{data.{asset.name}}}"
-        checks.submit_job(
+        """Judged here (`services.validation`): the models only score features, each in its sandbox."""
+        with self._endpoint_lock:
+            outcome = validation.run(self.db, self.settings, self.serving, self.tracking, pending)
+        checks.finish(
             self.db,
-            record_id=pending.record_id,
-            env=pending.environment,
-            command=command,
-            timeout_s=config.timeout_minutes * 60,
-            data_versions={asset.name: asset.version},
+            self.settings,
+            pending.record_id,
+            status=outcome.status,
+            summary=outcome.summary,
+            log_excerpt="\n".join(outcome.log),
+            artifacts=outcome.artifacts,
+            base_url=self.base_url,
         )
 
     def _endpoint_tests(self, pending: checks.Pending) -> None:

@@ -2,7 +2,9 @@
 
 The server talks to the environment's tracking server directly (`upstream`, no mlgate door), with
 explicit clients, never MLflow's process-wide tracking URI: requests for several environments run
-side by side in one process. MLflow errors become `mlgate.errors` here.
+side by side in one process. MLflow errors become `mlgate.errors` here. Nothing here loads a model:
+its files are downloaded and read as data (`read_model_folder`); predictions come from the sandbox
+(`services.scoring`, `checks.score_rows`).
 
 MLflow 3 keeps a model logged with `log_model(name=...)` as a *logged model* (`models:/m-...`) linked
 to its source run, not among the run's artifacts: it is found by source run and name.
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from mlgate.domain.model_files import check_references, check_symlinks
 from mlgate.errors import BackendError, ConflictError, MlgateError, NotFoundError, ValidationError
 
 MODEL_ID_URI = re.compile(r"^models:/(?P<id>m-[0-9a-f]{8,64})$")
@@ -215,33 +218,6 @@ class MlflowRegistry:
             if drop_model:
                 client.delete_registered_model(name)
 
-    def predict(self, folder: Path, frame: Any) -> Any:
-        """The model's predictions on a pandas frame, loaded from its downloaded folder as a pyfunc."""
-        import mlflow.pyfunc
-
-        try:
-            model = mlflow.pyfunc.load_model(str(folder))
-            return model.predict(frame)
-        except Exception as exc:  # whatever the model's own code raises
-            raise ValidationError(f"{type(exc).__name__}: {exc}") from exc
-
-
-def scores(folder: Path, frame: Any, *, probabilities: bool) -> Any:
-    """A model folder's answers on a pandas frame, loaded without a registry: the positive class's
-    probability when asked and the model is a scikit-learn classifier, else its pyfunc predictions."""
-    import mlflow.pyfunc
-
-    try:
-        if probabilities and (folder / "MLmodel").is_file() and "sklearn:" in (folder / "MLmodel").read_text():
-            import mlflow.sklearn
-
-            native = mlflow.sklearn.load_model(str(folder))
-            if hasattr(native, "predict_proba"):
-                return native.predict_proba(frame)[:, -1]
-        return mlflow.pyfunc.load_model(str(folder)).predict(frame)
-    except Exception as exc:  # whatever the model's own code raises
-        raise ValidationError(f"{type(exc).__name__}: {exc}") from exc
-
 
 # -- the downloaded model folder: read without importing MLflow ---------------------------------------
 
@@ -254,11 +230,14 @@ def _schema(text: Any) -> list[dict[str, Any]] | None:
 
 
 def read_model_folder(folder: Path) -> ModelFolder:
-    """The signature (inputs, outputs, params as lists of column or tensor specs) and input example."""
+    """The signature (inputs, outputs, params as lists of column or tensor specs) and input example;
+    ValidationError when a symlink or a path MLmodel names leaves the folder."""
+    check_symlinks(folder)
     try:
         mlmodel = yaml.safe_load((folder / MLMODEL).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValidationError(f"the model's {MLMODEL} file cannot be read: {exc}") from exc
+    check_references(folder, mlmodel)
     raw = mlmodel.get("signature")
     signature = None
     if isinstance(raw, dict) and raw.get("inputs"):
