@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +46,8 @@ def test_init_then_server_then_stop(tmp_path: Path) -> None:
         assert (home / "envs" / env / "mlflow.db").is_file()
         for sub in ("artifacts", "data", "serving", "monitoring"):
             assert (home / "envs" / env / sub).is_dir(), f"{env}/{sub}"
+    assert_private(home)
+    assert "tightened" not in first.stdout  # created private: nothing to tighten
     tokens = TOKEN.findall(first.stdout)
     assert len(tokens) == 1, first.stdout
     admin = tokens[0]
@@ -64,6 +68,7 @@ def test_init_then_server_then_stop(tmp_path: Path) -> None:
         "wrote_config": False,
         "created": [],
         "admin_token": None,
+        "tightened": 0,
     }
 
     # --- the token is stored only as its hash, anywhere under the home (WAL files included)
@@ -78,6 +83,7 @@ def test_init_then_server_then_stop(tmp_path: Path) -> None:
         assert url == record["url"]
         assert len(record["children"]) == len(ENVS)
         assert all(alive(pid) for pid in [record["pid"], *record["children"]])
+        assert_private(home)  # what the server and its tracking servers wrote too
 
         me = user.run("whoami", token=admin)
         assert me.returncode == 0, me.stderr
@@ -108,6 +114,57 @@ def test_init_then_server_then_stop(tmp_path: Path) -> None:
     gone = user.run("whoami", token=admin)
     assert gone.returncode == 1
     assert "no mlgate server found" in gone.stderr
+
+
+def assert_private(home: Path) -> None:
+    """Nothing under the home (itself included) is open to group or others; symlinks are not followed.
+    A Unix socket's own mode is whatever its server set (uvicorn makes them 0666): the 0700 folder it is
+    in is what keeps others out, so that folder is checked instead."""
+    shared = [
+        f"{path}: {oct(path.lstat().st_mode & 0o777)}"
+        for path in [home, *home.rglob("*")]
+        if not path.is_symlink() and not path.is_socket() and path.lstat().st_mode & 0o077
+    ]
+    assert shared == [], shared
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert all(path.parent.stat().st_mode & 0o077 == 0 for path in home.rglob("*") if path.is_socket())
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["runuser", "-u", "nobody", "--", *args], capture_output=True, check=False)
+
+
+def test_init_tightens_a_loosened_home_and_then_nobody_else_reads_it(project_template: Project) -> None:
+    # Under /tmp rather than pytest's private folder, so another user is kept out by the home alone.
+    folder = Path(tempfile.mkdtemp(prefix="mlgate-private-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        user = project_template.copy(folder / "project")
+        home = user.settings.home
+        (home / "outside-link").symlink_to("/etc/hostname")  # a symlink is never followed
+        loosened = 0
+        for path in [folder / "project", home, *home.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o077)
+                loosened += path != folder / "project"
+        can_check = shutil.which("runuser") is not None and os.geteuid() == 0
+        if can_check:  # the check below is meaningful: loosened, another user reads the database
+            assert _as_nobody("cat", str(home / "control.db")).returncode == 0
+
+        done = user.run("init")
+        assert done.returncode == 0, done.stderr
+        said = f"tightened permissions of {loosened} files and folders under {home.resolve()}: group and others"
+        assert said in " ".join(done.stdout.split())
+        assert "already initialized" not in done.stdout
+        assert_private(home)
+        assert Path("/etc/hostname").stat().st_mode & 0o077  # the symlink's target was left alone
+        if can_check:
+            refused = _as_nobody("cat", str(home / "control.db"))
+            assert refused.returncode != 0 and b"Permission denied" in refused.stderr
+        again = user.run("init", "--json")
+        assert json.loads(again.stdout)["tightened"] == 0
+    finally:
+        shutil.rmtree(folder)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.domain.permissions import ALL_ENVIRONMENTS, Role
+from mlgate.private_home import PRIVATE_FOLDER_MODE, tighten
 from mlgate.services import identity
 
 FIRST_ADMIN = "admin"
@@ -19,10 +20,11 @@ FIRST_ADMIN = "admin"
 class InitReport:
     created: list[str] = field(default_factory=list)
     admin_token: str | None = None
+    tightened: int = 0  # files and folders under the home that group or others had access to
 
     @property
     def changed(self) -> bool:
-        return bool(self.created) or self.admin_token is not None
+        return bool(self.created) or self.admin_token is not None or self.tightened > 0
 
 
 def _folders(settings: Settings) -> list[tuple[str, Path]]:
@@ -49,11 +51,11 @@ def _store_exists(tracking_store: str) -> bool:
 
 
 def initialize(settings: Settings) -> InitReport:
-    """Idempotent: a second run changes nothing and reports so."""
+    """Idempotent: a second run changes nothing and reports so. Ends by making the home private."""
     report = InitReport()
     for label, path in _folders(settings):
         if not path.exists():
-            path.mkdir(parents=True)
+            path.mkdir(parents=True, mode=PRIVATE_FOLDER_MODE)
             report.created.append(f"{label}: {path}")
     db = Database(settings.database_url)
     try:
@@ -69,4 +71,5 @@ def initialize(settings: Settings) -> InitReport:
             report.admin_token = issued.value
     finally:
         db.dispose()
+    report.tightened = tighten(settings.home)
     return report

@@ -11,11 +11,12 @@ takes first (READ COMMITTED alone would let two read-then-write steps read the s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,9 +27,19 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The advisory lock key write transactions serialize on, per database ("mlgate" in ASCII).
 POSTGRES_WRITE_LOCK_KEY = 0x6D6C67617465
+PRIVATE_FILE_MODE = 0o600  # the control database is the server's alone (see `mlgate.private_home`)
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 before SQLite does, whatever the umask: its WAL and shared-memory
+    files take the database file's mode."""
+    path = make_url(url).database
+    if path and path != ":memory:" and not path.startswith("file:") and os.path.isdir(os.path.dirname(path) or "."):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE_MODE))
 
 
 def _sqlite_engine(url: str) -> Engine:
+    _private_sqlite_file(url)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

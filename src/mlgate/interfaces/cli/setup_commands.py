@@ -21,6 +21,7 @@ def init(
 ) -> None:
     """Create the home, migrate the control database, create each environment's stores and the first admin."""
     from mlgate.config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, load_settings
+    from mlgate.private_home import make_private
     from mlgate.services.setup import initialize
 
     path = config or Path.cwd() / CONFIG_FILE
@@ -29,6 +30,7 @@ def init(
         path.write_text(DEFAULT_CONFIG_TEXT)
         wrote_config = True
     settings = load_settings(path)
+    make_private()  # the project's mlgate.yaml above keeps its usual mode; the home does not
     report = initialize(settings)
     if json_out:
         emit_json(
@@ -38,13 +40,20 @@ def init(
                 "wrote_config": wrote_config,
                 "created": report.created,
                 "admin_token": report.admin_token,
+                "tightened": report.tightened,
             }
         )
         return
     if wrote_config:
         console.print(f"wrote a default {path} (commented; edit it to change environments and ports)")
-    if not report.changed:
-        console.print(f"already initialized: nothing to do ({settings.home})")
+    if report.tightened:
+        console.print(
+            f"tightened permissions of {report.tightened} files and folders under {settings.home}: "
+            "group and others had access"
+        )
+    if not report.created and report.admin_token is None:
+        if not report.tightened:
+            console.print(f"already initialized: nothing to do ({settings.home})")
         return
     console.print(f"initialized {settings.home}")
     for line in report.created:
