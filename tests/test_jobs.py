@@ -166,20 +166,20 @@ def test_train_json_prints_only_the_job_with_its_runs(server: LiveServer, diabet
     assert run.json()["run"]["info"]["status"] == "FINISHED"
 
 
-def _group_alive(pgid: int) -> bool:
+def _processes_named(text: str) -> list[int]:
+    found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    found.append(int(entry.name))
+            except OSError:
                 continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+    return found
 
 
 def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> None:
-    project = tiny(tmp_path / "sleeper", {"command": 'echo "pid $$"; sleep 120; echo "never printed"'})
+    project = tiny(tmp_path / "sleeper", {"command": 'echo "pid $$"; sleep 120.5; echo "never printed"'})
 
     started = time.monotonic()
     code, out, err = mlgate(server, "train", "--env", "dev", "--path", str(project), "--no-wait", "--json")
@@ -192,8 +192,8 @@ def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> N
     with Client(server.url, server.project.tokens["dana"]) as client:
         wait_for(lambda: "pid " in client.job_log("dev", job_id)["text"])
         pid = int(re.search(r"pid (\d+)", client.job_log("dev", job_id)["text"]).group(1))  # type: ignore[union-attr]
-    pgid = os.getpgid(pid)
-    assert _group_alive(pgid)
+    assert pid < 10  # the job's shell sees its own pid namespace
+    wait_for(lambda: _processes_named("sleep 120.5"))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_TRACKING"))}
     env["MLGATE_TOKEN"] = server.project.tokens["vic"]  # following needs only read access
@@ -218,7 +218,7 @@ def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> N
 
     job = show(server, job_id)
     assert (job["state"], job["error"], job["exit_code"]) == ("cancelled", "cancelled by dana", None)
-    wait_for(lambda: not _group_alive(pgid), timeout=10)
+    wait_for(lambda: not _processes_named("sleep 120.5"), timeout=10)
     code, _, err = mlgate(server, "jobs", "cancel", str(job_id), "--env", "dev")
     assert code == 1 and "409" in err and "already cancelled" in err
 
@@ -360,15 +360,14 @@ PROBE = textwrap.dedent(
     print("staging", status(base + "/mlflow/staging" + search))
     print("whoami", status(base + "/api/v1/whoami"))
     print("jobs", status(base + "/api/v1/environments/dev/jobs"))
-    with open(sys.argv[1], "w") as kept:  # handed to the test, outside the home
+    with open("token.txt", "w") as kept:  # handed to the test through the job's own folder
         kept.write(token)
     """
 )
 
 
 def test_the_job_token_reaches_only_the_dev_door_and_dies_with_the_job(server: LiveServer, tmp_path: Path) -> None:
-    kept = tmp_path / "token.txt"
-    project = tiny(tmp_path / "probe", {"command": f"python probe.py {kept}"}, {"probe.py": PROBE})
+    project = tiny(tmp_path / "probe", {"command": "python probe.py"}, {"probe.py": PROBE})
 
     code, out, err = mlgate(server, "train", "--env", "dev", "--path", str(project))
 
@@ -377,6 +376,7 @@ def test_the_job_token_reaches_only_the_dev_door_and_dies_with_the_job(server: L
     assert "staging 403" in out
     assert "whoami 403" in out
     assert "jobs 403" in out
+    kept = server.project.settings.jobs_dir / str(job_id_of(out)) / "work" / "token.txt"
     token = kept.read_text()
     assert token.startswith("mlg_")
 
@@ -391,7 +391,7 @@ def test_the_job_token_reaches_only_the_dev_door_and_dies_with_the_job(server: L
     leaked = [
         path
         for path in [*server.project.settings.home.rglob("*"), server.project.path / "server.log"]
-        if path.is_file() and token.encode() in path.read_bytes()
+        if path.is_file() and path != kept and token.encode() in path.read_bytes()
     ]
     assert leaked == []
 
@@ -428,3 +428,87 @@ def test_only_training_roles_train_and_only_in_dev(server: LiveServer, tmp_path:
 
     assert code == 1
     assert "error (403 forbidden)" in err and f"{user} may not do this" in err
+
+
+HOSTILE = textwrap.dedent(
+    """
+    # A data scientist's training job that tries to reach past its sandbox, then trains as usual.
+    import json, os, socket, subprocess, sys, urllib.request
+    home, server_pid = sys.argv[1], sys.argv[2]
+    tried = {}
+
+    def attempt(name, action):
+        try:
+            tried[name] = f"got through: {action()!r}"[:200]
+        except Exception as exc:
+            tried[name] = f"refused: {type(exc).__name__}"
+
+    for relative in ("control.db", "web-secret", "envs/dev/serving/host.json", "envs/production/mlflow.db"):
+        attempt("read " + relative, lambda: open(os.path.join(home, relative), "rb").read(16))
+    def nonempty(found):
+        if not found:
+            raise LookupError("nothing visible")
+        return found
+
+    here = os.getcwd()
+    attempt("list the home", lambda: nonempty(
+        [os.path.join(top, f) for top, _, files in os.walk(home) for f in files if not top.startswith(here)]
+    ))
+    attempt("write production's store", lambda: open(os.path.join(home, "envs/production/mlflow.db"), "ab"))
+    attempt("read the server's environ", lambda: open(f"/proc/{server_pid}/environ", "rb").read(64))
+    attempt("list other processes", lambda: nonempty([p for p in os.listdir("/proc") if p.isdigit() and int(p) > 3]))
+    # Every TCP port listening on this machine: none may answer MLflow's API or a host's admin API.
+    ports = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A":
+            ports.add(int(local.split(":")[1], 16))
+    for port in sorted(ports):
+        for path in ("/api/2.0/mlflow/experiments/search?max_results=1", "/admin/spec"):
+            def get(port=port, path=path):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as answer:
+                    return answer.status
+            attempt(f"GET :{port}{path}", get)
+    for sock in ("run", "envs/dev/serving/state"):
+        attempt("connect " + sock, lambda: socket.socket(socket.AF_UNIX).connect(os.path.join(home, sock, "x.sock")))
+    # A process that tries to outlive the job.
+    subprocess.Popen(["/bin/sh", "-c", "sleep 424242"], start_new_session=True)
+    json.dump(tried, open("tried.json", "w"))
+
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+    with mlflow.start_run() as run:
+        mlflow.log_metric("accuracy", 0.5)
+        model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+        signature = mlflow.models.infer_signature([[1.0]], model.predict([[1.0]]))
+        mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"], signature=signature)
+    print("trained", run.info.run_id)
+    """
+)
+
+
+def test_a_hostile_training_job_reaches_nothing_but_still_trains_and_registers(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    home = server.project.settings.home
+    project = tiny(
+        tmp_path / "hostile",
+        {"command": f"python hostile.py {home} {server.process.pid}", "timeout_minutes": 5},
+        {"hostile.py": HOSTILE},
+    )
+
+    code, out, err = mlgate(server, "train", "--env", "dev", "--path", str(project))
+
+    assert code == 0, out + err
+    job_id = job_id_of(out)
+    tried = json.loads((server.project.settings.jobs_dir / str(job_id) / "work" / "tried.json").read_text())
+    through = {name: result for name, result in tried.items() if not result.startswith("refused")}
+    assert through == {}, through
+    assert any(name.startswith("GET :") for name in tried)  # the server's own port at least was tried
+    assert show(server, job_id)["sandbox"] == "bwrap"
+    wait_for(lambda: not _processes_named("sleep 424242"), timeout=10)
+
+    run_id = re.search(r"trained (\w+)", out).group(1)  # type: ignore[union-attr]
+    code, out, err = mlgate(server, "register", "--env", "dev", "--run", run_id, "--name", "hostile", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["version"] == 1

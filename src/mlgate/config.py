@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from mlgate.domain.command_checks import with_policy_config
 from mlgate.domain.environments import EnvironmentKind, kind_at
 from mlgate.domain.gates import GATE_B_CHECKS, Gate
 from mlgate.domain.monitors import ACTIONS, DEFAULT_SIGNALS, MONITOR_NAME, SIGNALS, Schedule, Window
@@ -88,6 +89,15 @@ execution:
 #   staging:
 #     - name: diabetes
 #       description: diabetes risk for the web app
+
+# Checks on the model's code snapshot in staging. lint.config: the ruff configuration (TOML) lint runs
+# with, whatever pyproject.toml or ruff.toml the snapshot ships (without it: the snapshot's own).
+# checks:
+#   lint:
+#     command: ruff check .
+#     config: |
+#       [lint]
+#       select = ["E", "F", "W", "B", "S"]
 """
 
 
@@ -319,6 +329,13 @@ class MonitorConfig(_Strict):
 class CommandCheckConfig(_Strict):
     command: str
     timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    config: str | None = None  # lint: a ruff configuration (TOML) used instead of any the snapshot ships
+
+    @model_validator(mode="after")
+    def _policy_config(self) -> CommandCheckConfig:
+        if self.config is not None:
+            with_policy_config(self.command, self.config)  # ValueError: not TOML, or not a ruff command
+        return self
 
 
 class ModelValidationConfig(_Strict):

@@ -5,6 +5,7 @@ the API maps them to HTTP in one place (`interfaces.api.errors`) and the CLI pri
 
     MlgateError                      500 internal
     ├── ConfigError                  400 invalid_config
+    │   └── SandboxUnavailable       503 sandbox_unavailable (mlgate.sandbox: no sandbox can be made here)
     ├── ValidationError              422 invalid_input
     ├── NotFoundError                404 not_found
     ├── ConflictError                409 conflict

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlgate import sandbox as sandboxes
 from mlgate.config import Settings
 from mlgate.errors import ConflictError
+from mlgate.private_home import PRIVATE_FOLDER_MODE, make_private
 
 STOP_TIMEOUT_S = 30.0
 
@@ -61,9 +63,12 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     from mlgate.interfaces.api.app import create_app
     from mlgate.ports import free_port
 
+    # Everything the server and its children (tracking servers, serving hosts, jobs) create is private.
+    make_private()
+    sandboxes.announce(sandboxes.from_settings(settings))
     # Held for the server's lifetime: a second server of the same home, even one started at the
     # same instant, finds it taken and refuses to start.
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
     with (settings.home / "server.lock").open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

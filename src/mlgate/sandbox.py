@@ -12,7 +12,9 @@ line. Inside, a process sees:
   with it), its own `/dev`, `/tmp` and `HOME` (tmpfs), uid 65534;
 - only the environment variables its caller gives (never the server's own: database URLs, SMTP
   passwords, `PIP_*` credentials);
-- CPU-time, memory and process-count limits (`prlimit`, from the policy's `execution.limits`).
+- CPU-time, memory and process-count limits (`prlimit`, from the policy's `execution.limits`). The
+  process count is RLIMIT_NPROC, which the kernel does not apply to root's processes: a server running
+  as root puts each sandbox in a cgroup of its own (the v1 `pids` hierarchy) whose `pids.max` holds it.
 
 It shares the machine's network, so it can reach mlgate's API and its environment's MLflow door with
 its token; the internal services (tracking servers, hosts' admin API) listen on Unix sockets in a
@@ -23,11 +25,14 @@ folder it cannot see.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +66,24 @@ ETC_FILES = (
     "/etc/ld.so.conf",
     "/etc/ld.so.conf.d",
     "/etc/mime.types",
+    "/etc/fonts",  # matplotlib in a training job
     "/etc/os-release",
 )
 PROBE_TIMEOUT_S = 10.0
+PIDS_CGROUPS = Path("/sys/fs/cgroup/pids")
+CGROUP_SWEEP_AGE_S = 60.0  # an empty cgroup older than this is left over from an ended sandbox
+# The shell that moves itself into the sandbox's cgroup before it becomes bwrap: nothing escapes the count.
+ENTER_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+# bwrap's parent for a sandbox that outlives its starter: it waits (a trapped TERM waits for the command
+# to finish), and the sandbox dies with it (--die-with-parent).
+KEEPER = 'trap : TERM INT HUP; "$@"'
 
 
 class SandboxUnavailable(ConfigError):
     """`execution.sandbox` asks for a sandbox this machine cannot make; the message names what is missing."""
+
+    code = "sandbox_unavailable"
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,7 @@ class Wrapped:
 
     argv: list[str]
     env: dict[str, str]
+    cgroup: Path | None = None  # the pids cgroup holding it (a root server); empty ones are swept later
 
 
 def bwrap_binary() -> str | None:
@@ -160,8 +177,11 @@ class Sandbox:
     ) -> Wrapped:
         """The command line that runs `argv` in the sandbox with exactly `env` (plus HOME and TMPDIR).
 
-        `die_with_parent`: the sandbox is killed when the process that started it dies (jobs); a serving
-        host, which outlives the server, passes False and is stopped by a signal to its process group.
+        `die_with_parent`: the sandbox is killed when the process that started it dies (jobs). A serving
+        host, which outlives the server, passes False: a keeper shell becomes bwrap's parent and waits
+        for it, so the sandbox dies with the keeper or with bwrap (never an orphan holding the host's
+        port), and a SIGTERM to the process group reaches the command, which shuts down gracefully
+        while the keeper waits.
         The environment is passed through bwrap's own environment, never on its command line, which
         every local user can read.
         """
@@ -172,11 +192,17 @@ class Sandbox:
             raise AssertionError("unreachable")  # check() raised
         inner_env = {**env, "HOME": SANDBOX_HOME, "TMPDIR": "/tmp"}  # noqa: S108
         inner_env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        command = [self._bwrap, *_namespaces(die_with_parent), *_system_mounts(), *_mounts(mounts)]
+        command = [self._bwrap, *_namespaces(), *_system_mounts(), *_mounts(mounts)]
         if workdir is not None:
             command += ["--chdir", str(workdir)]
-        command += ["--", PRLIMIT, *(limits or self.limits).prlimit_args(), "--", *argv]
-        return Wrapped(command, inner_env)
+        limits = limits or self.limits
+        command += ["--", PRLIMIT, *limits.prlimit_args(), "--", *argv]
+        cgroup = _pids_cgroup(limits.processes) if limits.processes is not None else None
+        if cgroup is not None:
+            command = ["/bin/sh", "-c", ENTER_CGROUP, str(cgroup), *command]
+        if not die_with_parent:
+            command = ["/bin/sh", "-c", KEEPER, "mlgate-sandbox", *command]
+        return Wrapped(command, inner_env, cgroup)
 
     def run(
         self,
@@ -190,19 +216,24 @@ class Sandbox:
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a command to its end in the sandbox; stdout and stderr captured. Raises TimeoutExpired."""
         wrapped = self.wrap(argv, env=env, mounts=mounts, workdir=workdir, limits=limits)
-        return subprocess.run(
-            wrapped.argv,
-            env=wrapped.env,
-            cwd=workdir,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout_s,
-            check=False,
-        )
+        try:
+            return subprocess.run(
+                wrapped.argv,
+                env=wrapped.env,
+                cwd=workdir,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout_s,
+                check=False,
+            )
+        finally:
+            if wrapped.cgroup is not None:
+                with contextlib.suppress(OSError):
+                    wrapped.cgroup.rmdir()
 
 
-def _namespaces(die_with_parent: bool) -> list[str]:
-    args = [
+def _namespaces() -> list[str]:
+    return [
         "--unshare-user",
         "--uid",
         str(SANDBOX_UID),
@@ -216,8 +247,8 @@ def _namespaces(die_with_parent: bool) -> list[str]:
         "mlgate-sandbox",
         "--cap-drop",
         "ALL",
+        "--die-with-parent",
     ]
-    return [*args, "--die-with-parent"] if die_with_parent else args
 
 
 def _system_mounts() -> list[str]:
@@ -245,6 +276,38 @@ def _mounts(mounts: Sequence[Mount]) -> list[str]:
 
 
 @functools.cache
+def _pids_parent() -> Path | None:
+    """Where a root server makes its sandboxes' pids cgroups; None for another user (RLIMIT_NPROC holds
+    there) or where the hierarchy is not writable."""
+    if os.getuid() != 0:
+        return None
+    parent = PIDS_CGROUPS / "mlgate"
+    try:
+        parent.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return parent if (parent / "pids.max").exists() and os.access(parent, os.W_OK) else None
+
+
+def _pids_cgroup(processes: int) -> Path | None:
+    parent = _pids_parent()
+    if parent is None:
+        return None
+    now = time.time()
+    for old in parent.iterdir():  # cgroups of ended sandboxes; one with a process in it refuses rmdir
+        with contextlib.suppress(OSError):
+            if old.is_dir() and now - old.stat().st_mtime > CGROUP_SWEEP_AGE_S:
+                old.rmdir()
+    cgroup = parent / uuid.uuid4().hex
+    try:
+        cgroup.mkdir()
+        (cgroup / "pids.max").write_text(str(processes))
+    except OSError:
+        return None
+    return cgroup
+
+
+@functools.cache
 def _probe(bwrap: str | None) -> str | None:
     """Why a sandbox cannot be made here, or None when one can (asked once per process)."""
     if bwrap is None:
@@ -261,6 +324,25 @@ def _probe(bwrap: str | None) -> str | None:
         reason = done.stderr.decode(errors="replace").strip().splitlines()
         return f"bwrap could not make a sandbox ({reason[-1] if reason else f'exit code {done.returncode}'})"
     return None
+
+
+NO_SANDBOX_WARNING = """\
+****************************************************************************************************
+  WARNING: execution.sandbox is 'none'. Training code, tests and models run with this server's
+  powers: they can read and change the control database, every environment's stores and the audit
+  log. Meant for a one-person laptop only; every job record and every request's evidence says so.
+****************************************************************************************************"""
+
+
+def announce(sandbox: Sandbox) -> None:
+    """At server start: say loudly when nothing is isolated, and why a sandbox cannot be made here."""
+    if not sandbox.isolated:
+        print(NO_SANDBOX_WARNING, file=sys.stderr, flush=True)
+        return
+    try:
+        sandbox.check()
+    except SandboxUnavailable as exc:
+        print(f"ERROR: {exc.message}", file=sys.stderr, flush=True)
 
 
 def from_settings(settings: Settings) -> Sandbox:

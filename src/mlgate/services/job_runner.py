@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from mlgate import sandbox as sandboxes
 from mlgate.adapters.execution.base import EXIT_STATUS_FILE, ExecutionBackend, JobLaunch
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, utcnow
@@ -33,6 +34,7 @@ from mlgate.config import Settings
 from mlgate.domain.jobs import DataRef, JobState, render_command
 from mlgate.domain.permissions import Role
 from mlgate.errors import MlgateError
+from mlgate.sandbox import Mount
 from mlgate.services import audit, data_assets, identity, jobs
 from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
 
@@ -40,10 +42,14 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 DEFAULT_MAX_CONCURRENT_JOBS = 4  # on one machine, more training processes than this only queue for the CPU
-INHERITED_VARIABLES = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR", "SSL_CERT_FILE"}
-)
-INHERITED_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "PIP_", "REQUESTS_CA_BUNDLE")
+# What a job inherits of the server's environment: locale and the numeric libraries' tuning, nothing
+# that can hold a credential (PIP_* index URLs, database URLs, SMTP passwords, cloud keys).
+INHERITED_VARIABLES = frozenset({"LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE"})
+INHERITED_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_")
+# Building a job's venv runs pip, which needs the index configuration; it runs sandboxed too.
+BUILD_PREFIXES = ("PIP_",)
+BUILD_CONFIG_FILES = ("/etc/pip.conf", "/etc/xdg/pip")
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 TOKEN_GRACE = timedelta(minutes=10)
 VENV_BUILD_TIMEOUT_S = 1800
 STOP_WAIT_S = 10.0
@@ -55,6 +61,10 @@ def _aware(at: datetime) -> datetime:
 
 def _exit_error(code: int) -> str:
     return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
+def _inherited(prefixes: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES or k.startswith(prefixes)}
 
 
 class _Stopping(Exception):
@@ -82,6 +92,7 @@ class JobRunner:
         self._preparing: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
+        self.sandbox = sandboxes.from_settings(settings)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -147,6 +158,7 @@ class JobRunner:
                 if job is None or job.state != JobState.QUEUED.value:
                     return  # cancelled meanwhile, or launched by an earlier pass
                 job.state, job.started_at = JobState.RUNNING.value, utcnow()
+                job.spec = {**job.spec, "sandbox": self.sandbox.mode}  # the job's record shows how it ran
                 env_name, user, snapshot_sha = (
                     job.environment,
                     job.requested_by,
@@ -159,6 +171,9 @@ class JobRunner:
             logfile = jobs.log_path(self.settings, job_id)
             folder.mkdir(parents=True, exist_ok=True)
             self._note(logfile, f"job {job_id}: preparing {work}")
+            self.sandbox.check()  # a sandbox that cannot be made refuses the job, naming what is missing
+            if not self.sandbox.isolated:
+                self._note(logfile, "execution.sandbox is 'none': this job runs with the server's powers")
             if snapshot_sha:
                 snapshot = jobs.snapshot_path(self.settings, snapshot_sha).read_bytes()
                 extract(snapshot, work, max_bytes=MAX_SNAPSHOT_EXTRACTED_BYTES)
@@ -193,7 +208,9 @@ class JobRunner:
                 workdir=work,
                 env=self._environment(work, env_name, token, job_id),
                 log_path=logfile,
+                sandbox=self.sandbox,
                 python_bin=python_bin,
+                mounts=(Mount(python_bin.parent),) if python_bin is not None else (),
             )
             self._note(logfile, f"$ {command}")
             handle = self.backend.submit(launch)
@@ -296,7 +313,7 @@ class JobRunner:
     def _environment(self, work: Path, env_name: str, token: str, job_id: int) -> dict[str, str]:
         # Only what a process needs to run passes from the server to the job: never the server's own
         # credentials (database URLs, cloud keys) that may sit in its environment.
-        env = {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES or k.startswith(INHERITED_PREFIXES)}
+        env = _inherited(INHERITED_PREFIXES)
         python_path = [str(work / "src"), str(work)] if (work / "src").is_dir() else [str(work)]
         env.update(
             {
@@ -305,7 +322,8 @@ class JobRunner:
                 "MLGATE_JOB_ID": str(job_id),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(python_path),
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', os.defpath)}",
+                "HOME": os.environ.get("HOME", str(work)),  # the sandbox gives it a HOME of its own
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{SYSTEM_PATH}",
             }
         )
         return env
@@ -334,29 +352,39 @@ class JobRunner:
                 self._note(logfile, f"reusing environment {venv.name[:12]} for {requirements.name}")
                 return venv / "bin"
             self._note(logfile, f"building environment {venv.name[:12]} from {requirements.name}")
-            shutil.rmtree(venv, ignore_errors=True)
-            with logfile.open("ab") as out:
-                for step, command in (
-                    ("creating the virtual environment", [sys.executable, "-m", "venv", str(venv)]),
-                    (
-                        f"pip install -r {requirements.name}",
-                        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
-                    ),
-                ):
-                    try:
-                        done = subprocess.run(
-                            command, stdout=out, stderr=subprocess.STDOUT, timeout=VENV_BUILD_TIMEOUT_S, check=False
-                        )
-                    except subprocess.TimeoutExpired:
-                        shutil.rmtree(venv, ignore_errors=True)
-                        raise MlgateError(
-                            f"building the job's environment timed out ({step}, {VENV_BUILD_TIMEOUT_S // 60} minutes)"
-                        ) from None
-                    if done.returncode != 0:
-                        shutil.rmtree(venv, ignore_errors=True)
-                        raise MlgateError(f"building the job's environment failed: {step} (see the log above)")
+            self._build_venv(venv, requirements, logfile)
             (venv / ".complete").write_text(digest)
         return venv / "bin"
+
+    def _build_venv(self, venv: Path, requirements: Path, logfile: Path) -> None:
+        """`python -m venv`, then `pip install -r`, in the sandbox: installing a package runs its code."""
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.mkdir(parents=True)
+        env = {**_inherited((*INHERITED_PREFIXES, *BUILD_PREFIXES)), "PATH": SYSTEM_PATH}
+        mounts = [Mount(venv, writable=True), Mount(requirements.parent)]
+        mounts += [Mount(Path(p)) for p in BUILD_CONFIG_FILES if os.path.exists(p)]
+        steps = (
+            ("creating the virtual environment", [sys.executable, "-m", "venv", str(venv)]),
+            (
+                f"pip install -r {requirements.name}",
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+            ),
+        )
+        for step, command in steps:
+            try:
+                done = self.sandbox.run(
+                    command, env=env, mounts=mounts, workdir=requirements.parent, timeout_s=VENV_BUILD_TIMEOUT_S
+                )
+            except subprocess.TimeoutExpired:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise MlgateError(
+                    f"building the job's environment timed out ({step}, {VENV_BUILD_TIMEOUT_S // 60} minutes)"
+                ) from None
+            with logfile.open("ab") as out:
+                out.write(done.stdout + done.stderr)
+            if done.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise MlgateError(f"building the job's environment failed: {step} (see the log above)")
 
     @staticmethod
     def _note(logfile: Path, line: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mlgate import sandbox as sandboxes
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CodeSnapshot, Job, utcnow
 from mlgate.config import Settings
@@ -61,6 +62,7 @@ class JobView:
     exit_code: int | None
     error: str | None
     backend: str
+    sandbox: str | None  # how it ran ('bwrap', 'none'); None before it started
 
 
 def view(job: Job) -> JobView:
@@ -82,6 +84,7 @@ def view(job: Job) -> JobView:
         exit_code=job.exit_code,
         error=job.error,
         backend=job.backend,
+        sandbox=(job.spec or {}).get("sandbox"),
     )
 
 
@@ -180,7 +183,8 @@ def submit_train(
     pins some to given versions instead: a retraining on data made for it). `origin` is kept in the job's
     spec: what automation submitted it for (a monitor's alert), so that a restart can find it again.
     `acts_as`: the role the job's token has in its environment instead of the actor's bindings (for jobs
-    the server submits as `system`); kept in the spec too."""
+    the server submits as `system`); kept in the spec too. Refused (503) where no sandbox can be made."""
+    sandboxes.from_settings(settings).check()
     with db.read() as session:
         snapshot = session.execute(
             select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == snapshot_sha256)

@@ -178,9 +178,11 @@ def comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> dict[
     }
 
 
-def _evidence(session: Session, record: ModelVersion, target: str) -> dict[str, Any]:
+def _evidence(session: Session, settings: Settings, record: ModelVersion, target: str) -> dict[str, Any]:
     return {
         "digest": record.digest,
+        # how jobs and checks ran when this request opened: 'none' means user code had the server's powers
+        "sandbox": settings.execution.sandbox,
         "card": record.card,
         "metrics": _metrics(record),
         "lineage": record.lineage,
@@ -261,7 +263,7 @@ def open_request(
             required_approvals=gate.approvals,
             approver_role=gate.approver_role.value,
             required_checks=list(gate.checks),
-            evidence=_evidence(session, record, gate.target),
+            evidence=_evidence(session, settings, record, gate.target),
             created_at=utcnow(),
             expires_at=utcnow() + gate.expiry,
         )

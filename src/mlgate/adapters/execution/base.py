@@ -13,19 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from mlgate.sandbox import Mount, Sandbox
+
 EXIT_STATUS_FILE = "exit_status"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobLaunch:
-    """Everything a backend needs: the job's folder is prepared (code, data) before this is built."""
+    """Everything a backend needs: the job's folder is prepared (code, data) before this is built.
+
+    The command runs in `sandbox`, which sees `workdir` read-write and `mounts` (a job venv, read-only)
+    besides the Python environment; the log and the exit status are written from outside it, so the
+    job can neither read its own log file's neighbours nor forge how it ended.
+    """
 
     job_id: int
     command: str  # run by a shell, in workdir
     workdir: Path
     env: dict[str, str]
     log_path: Path
+    sandbox: Sandbox
     python_bin: Path | None = None  # the bin/ folder put first on PATH (a job venv), if any
+    mounts: tuple[Mount, ...] = ()
 
     @property
     def exit_status_path(self) -> Path:

@@ -1,5 +1,8 @@
 """The `local` execution backend: each job a shell subprocess in its own folder and process group.
 
+The job's command runs in the launch's sandbox (bubblewrap: its own pid namespace, so nothing it
+starts outlives it); the shell around it, which records the exit status, runs outside.
+
 Jobs run detached from the server (their own session), so a server restart does not stop them. The
 handle is `pid:start-time`, so a later server recognises the process it adopts and never signals an
 unrelated one that happens to reuse the pid; the job's exit code lands in its folder
@@ -17,11 +20,15 @@ import time
 
 from mlgate.adapters.execution.base import BACKENDS, JobLaunch, JobOutcome
 from mlgate.processes import handle_alive, parse_handle, start_time
+from mlgate.sandbox import Mount
 
 CANCEL_GRACE_S = 5.0
-# The job's command runs in an inner shell; the outer one (the process group's leader) records the
-# exit status atomically once the command has ended, then exits with it.
-WRAPPER = '/bin/sh -c "$1"; status=$?; echo "$status" > "$2.partial" && mv -f "$2.partial" "$2"; exit "$status"'
+# The job's command runs in the sandbox ("$@"); the outer shell (the process group's leader, outside
+# the sandbox) records the exit status atomically once the command has ended, then exits with it.
+WRAPPER = (
+    'status_file=$1; shift; "$@"; status=$?; '
+    'echo "$status" > "$status_file.partial" && mv -f "$status_file.partial" "$status_file"; exit "$status"'
+)
 
 
 class LocalBackend:
@@ -38,11 +45,13 @@ class LocalBackend:
             env["VIRTUAL_ENV"] = str(launch.python_bin.parent)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         launch.exit_status_path.unlink(missing_ok=True)
+        mounts = (Mount(launch.workdir, writable=True), *launch.mounts)
+        inner = launch.sandbox.wrap(["/bin/sh", "-c", launch.command], env=env, mounts=mounts, workdir=launch.workdir)
         with launch.log_path.open("ab") as log:
             process = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, "mlgate-job", launch.command, str(launch.exit_status_path)],
+                ["/bin/sh", "-c", WRAPPER, "mlgate-job", str(launch.exit_status_path), *inner.argv],
                 cwd=launch.workdir,
-                env=env,
+                env=inner.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

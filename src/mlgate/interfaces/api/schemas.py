@@ -22,9 +22,9 @@ class _Body(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
-    version: str
-    tracking: dict[str, dict[str, Any]]
+    """Anyone may ask: whether the server and its tracking servers are up, nothing about where they run."""
+
+    status: Literal["ok", "degraded"]
 
 
 class BindingPublic(BaseModel):
@@ -161,6 +161,9 @@ class JobPublic(BaseModel):
     exit_code: int | None
     error: str | None
     backend: str
+    sandbox: str | None = Field(
+        description="how the job ran: 'bwrap' (sandboxed) or 'none' (with the server's powers); null until it starts"
+    )
 
 
 class JobsPublic(BaseModel):

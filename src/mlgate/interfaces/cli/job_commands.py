@@ -144,6 +144,7 @@ def show_job(
             ["state", job["state"]],
             ["requested by", job["requested_by"]],
             ["command", job["command"]],
+            ["sandbox", _sandbox_text(job.get("sandbox"))],
             ["code snapshot", job["snapshot_sha256"]],
             ["git commit", job["git_commit"] or "-"],
             ["data", ", ".join(f"{k}@{v}" for k, v in job["data_versions"].items()) or "-"],
@@ -195,3 +196,9 @@ def cancel_job(
         emit_json(job)
         return
     console.print(f"job {job_id}: {job['state']}{' (stopping)' if job['state'] == 'running' else ''}")
+
+
+def _sandbox_text(mode: str | None) -> str:
+    if mode == "none":
+        return "none: ran with the server's powers (execution.sandbox: none)"
+    return mode or "-"

@@ -101,6 +101,10 @@ def show_request(
     )
     console.print(f"requested by {request['requested_by']}; model author {request['author']}")
     console.print(f"digest {evidence.get('digest')}")
+    if evidence.get("sandbox") == "none":
+        console.print("[bold red]sandbox: none[/bold red]: its jobs and checks ran with the server's powers")
+    elif evidence.get("sandbox"):
+        console.print(f"sandbox: {evidence['sandbox']}")
     if request["failure"]:
         console.print(f"failure: {request['failure']}")
     comparison = evidence.get("comparison")
