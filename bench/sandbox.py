@@ -12,7 +12,8 @@ the machine's load falls on both alike, and what the sandbox adds. Target: under
 Then serving: two serving hosts started by the product's own `LocalServingBackend`, one per home, one
 with `execution.sandbox: none` and one with `bwrap`, each serving the diabetes model version 1 (built
 as bench/serving.py builds it) behind a key, loaded by `wrk` with 1-row requests at each connection
-count, alternately and twice each (the better run kept). Target: the sandboxed host within 3%.
+count, alternately, `--rounds` times each (the order swapped every round); the table gives the median
+and every run, so the machine's noise shows beside the difference. Target: the sandboxed host within 3%.
 `--skip-serving` leaves that part out. Not part of the tests.
 """
 
@@ -114,7 +115,7 @@ def serving_host(root: Path, mode: str, model: tuple[Path, str]) -> tuple[Any, s
     return backend, f"{backend.url('dev')}/endpoints/diabetes/invocations"
 
 
-def serving(connections: list[int], duration: int) -> None:
+def serving(connections: list[int], duration: int, rounds: int) -> None:
     from mlgate.adapters.serving.local import stop_hosts
 
     root = Path(tempfile.mkdtemp(prefix="mlgate-bench-sandbox-serving-"))
@@ -132,23 +133,27 @@ def serving(connections: list[int], duration: int) -> None:
         for mode in ("none", "bwrap"):
             backend, urls[mode] = serving_host(root, mode, model)
             homes.append(backend._settings)
-        results: dict[tuple[str, int], dict[str, Any]] = {}
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for c in connections:
-            for order in (("none", "bwrap"), ("bwrap", "none")):
-                for mode in order:
-                    serving_bench.wrk(urls[mode], script, c, 2)  # warm-up
+            for round_ in range(rounds):  # alternating, the order swapped every round
+                for mode in ("none", "bwrap") if round_ % 2 == 0 else ("bwrap", "none"):
+                    serving_bench.wrk(urls[mode], script, c, 1)  # warm-up
                     print(f"loading the host with sandbox {mode} at {c} connections for {duration} s ...", flush=True)
-                    run = serving_bench.wrk(urls[mode], script, c, duration)
-                    if run["rps"] > results.get((mode, c), {"rps": -1.0})["rps"]:
-                        results[(mode, c)] = run
-        print("\nserving throughput, diabetes v1, 1-row requests with a key (best of 2 runs each)\n")
-        print("| sandbox | connections | req/s | p50 ms | p99 ms | non-2xx | sandboxed / not |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+                    runs.setdefault((mode, c), []).append(serving_bench.wrk(urls[mode], script, c, duration))
+        print(f"\nserving throughput, diabetes v1, 1-row requests with a key (median of {rounds} runs each)\n")
+        print("| sandbox | connections | req/s (median) | req/s (runs) | p50 ms | p99 ms | non-2xx | sandboxed / not |")
+        print("|---|---:|---:|---|---:|---:|---:|---:|")
         for c in connections:
+            medians = {mode: statistics.median(r["rps"] for r in runs[(mode, c)]) for mode in ("none", "bwrap")}
             for mode in ("none", "bwrap"):
-                r = results[(mode, c)]
-                ratio = "" if mode == "none" else f"{100 * r['rps'] / max(results[('none', c)]['rps'], 1e-9):.1f}%"
-                print(f"| {mode} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | {ratio} |")
+                middle = sorted(runs[(mode, c)], key=lambda r: r["rps"])[len(runs[(mode, c)]) // 2]
+                each = ", ".join(f"{r['rps']:.0f}" for r in runs[(mode, c)])
+                errors = sum(r["non2xx"] + r["socket"] for r in runs[(mode, c)])
+                ratio = "" if mode == "none" else f"{100 * medians['bwrap'] / max(medians['none'], 1e-9):.1f}%"
+                print(
+                    f"| {mode} | {c} | {medians[mode]:.0f} | {each} | {middle['p50']:.2f} | {middle['p99']:.2f} "
+                    f"| {errors} | {ratio} |"
+                )
     finally:
         for settings in homes:
             stop_hosts(settings)
@@ -158,7 +163,8 @@ def serving(connections: list[int], duration: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=40, help="job launches per row")
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per serving run")
+    parser.add_argument("--duration", type=int, default=8, help="seconds of load per serving run")
+    parser.add_argument("--rounds", type=int, default=5, help="serving runs per host and connection count")
     parser.add_argument("--connections", default="8,64", help="comma-separated connection counts")
     parser.add_argument("--skip-serving", action="store_true")
     args = parser.parse_args()
@@ -168,7 +174,7 @@ def main() -> int:
             print("wrk is not installed; install it with:  apt-get install -y wrk", file=sys.stderr)
             return 1
         print()
-        serving([int(c) for c in args.connections.split(",")], args.duration)
+        serving([int(c) for c in args.connections.split(",")], args.duration, args.rounds)
     return 0
 
 

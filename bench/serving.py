@@ -127,6 +127,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def push(admin_socket: Path, spec: dict[str, Any]) -> None:
+    """PUT the spec to a host's admin API, which answers on its Unix socket only."""
+    import httpx
+
+    transport = httpx.HTTPTransport(uds=str(admin_socket))
+    with httpx.Client(transport=transport, base_url="http://host", timeout=120) as admin:
+        answer = admin.put("/admin/spec", json=spec, headers={"Authorization": f"Bearer {ADMIN}"})
+    if answer.status_code != 200:
+        raise SystemExit(f"the host refused the spec ({answer.status_code}): {answer.text[:500]}")
+
+
 def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, Any]:
     threads = min(2, connections)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
@@ -190,6 +201,7 @@ def main() -> int:
         ):
             host_cmd = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(root / f"state-{name}")]
             host_cmd += ["--port", str(port), "--workers", str(args.workers), "--max-wait-ms", str(args.max_wait_ms)]
+            host_cmd += ["--admin-socket", str(root / f"admin-{port}.sock")]  # the admin API: a Unix socket only
             processes.append(start([*host_cmd, *extra], host_env, root / f"{name}.log"))
         mlflow_env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
         mlflow_cmd = ["mlflow", "models", "serve", "-m", str(blue), "--env-manager", "local"]
@@ -215,14 +227,7 @@ def main() -> int:
         }
         spec["endpoints"]["diabetes"]["sample_rate"] = 1.0  # the monitored host records every request
         for port in (mlgate_port, monitored_port):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/admin/spec",
-                data=json.dumps(spec).encode(),
-                method="PUT",
-                headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback only
-                assert answer.status == 200
+            push(root / f"admin-{port}.sock", spec)
         wait_http(f"http://127.0.0.1:{mlflow_port}/ping")
         wait_http(f"http://127.0.0.1:{hello_port}/")
 
