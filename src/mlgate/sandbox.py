@@ -252,7 +252,9 @@ def _namespaces() -> list[str]:
 
 
 def _system_mounts() -> list[str]:
-    args: list[str] = []
+    # The sandbox's own /tmp first: a Python environment or a folder under the machine's /tmp (a checkout
+    # there, pytest's folders) is then mounted over it, not hidden by it.
+    args = ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]  # noqa: S108
     for folder in SYSTEM_DIRS:
         path = Path(folder)
         if path.is_symlink():  # merged /usr: /bin -> usr/bin
@@ -264,7 +266,7 @@ def _system_mounts() -> list[str]:
             args += ["--ro-bind-try", name, name]
     for path in python_mounts():
         args += ["--ro-bind", str(path), str(path)]
-    return [*args, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]  # noqa: S108
+    return args
 
 
 def _mounts(mounts: Sequence[Mount]) -> list[str]:
