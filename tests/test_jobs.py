@@ -190,7 +190,8 @@ def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> N
     job_id = job["id"]
 
     with Client(server.url, server.project.tokens["dana"]) as client:
-        wait_for(lambda: "pid " in client.job_log("dev", job_id)["text"])
+        # the log's "$ echo ..." line names "pid $$" too: wait for the number the shell printed
+        wait_for(lambda: re.search(r"pid \d+", client.job_log("dev", job_id)["text"]))
         pid = int(re.search(r"pid (\d+)", client.job_log("dev", job_id)["text"]).group(1))  # type: ignore[union-attr]
     assert pid < 10  # the job's shell sees its own pid namespace
     wait_for(lambda: _processes_named("sleep 120.5"))
