@@ -24,7 +24,7 @@ import yaml
 
 from mlgate.interfaces.sdk.client import Client
 from mlgate.snapshot import pack
-from tests.conftest import MLGATE, LiveServer, Project, bearer, start_server, stop_server
+from tests.conftest import MLGATE, LiveServer, Project, bearer, processes_named, start_server, stop_server
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diabetes"
 
@@ -166,18 +166,6 @@ def test_train_json_prints_only_the_job_with_its_runs(server: LiveServer, diabet
     assert run.json()["run"]["info"]["status"] == "FINISHED"
 
 
-def _processes_named(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> None:
     project = tiny(tmp_path / "sleeper", {"command": 'echo "pid $$"; sleep 120.5; echo "never printed"'})
 
@@ -194,7 +182,7 @@ def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> N
         wait_for(lambda: re.search(r"pid \d+", client.job_log("dev", job_id)["text"]))
         pid = int(re.search(r"pid (\d+)", client.job_log("dev", job_id)["text"]).group(1))  # type: ignore[union-attr]
     assert pid < 10  # the job's shell sees its own pid namespace
-    wait_for(lambda: _processes_named("sleep 120.5"))
+    wait_for(lambda: processes_named("sleep 120.5"))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_TRACKING"))}
     env["MLGATE_TOKEN"] = server.project.tokens["vic"]  # following needs only read access
@@ -219,7 +207,7 @@ def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> N
 
     job = show(server, job_id)
     assert (job["state"], job["error"], job["exit_code"]) == ("cancelled", "cancelled by dana", None)
-    wait_for(lambda: not _processes_named("sleep 120.5"), timeout=10)
+    wait_for(lambda: not processes_named("sleep 120.5"), timeout=10)
     code, _, err = mlgate(server, "jobs", "cancel", str(job_id), "--env", "dev")
     assert code == 1 and "409" in err and "already cancelled" in err
 
@@ -507,7 +495,7 @@ def test_a_hostile_training_job_reaches_nothing_but_still_trains_and_registers(
     assert through == {}, through
     assert any(name.startswith("GET :") for name in tried)  # the server's own port at least was tried
     assert show(server, job_id)["sandbox"] == "bwrap"
-    wait_for(lambda: not _processes_named("sleep 424242"), timeout=10)
+    wait_for(lambda: not processes_named("sleep 424242"), timeout=10)
 
     run_id = re.search(r"trained (\w+)", out).group(1)  # type: ignore[union-attr]
     code, out, err = mlgate(server, "register", "--env", "dev", "--run", run_id, "--name", "hostile", "--json")

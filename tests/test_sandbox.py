@@ -19,7 +19,7 @@ import pytest
 
 from mlgate.sandbox import Limits, Mount, Sandbox, SandboxUnavailable
 from mlgate.snapshot import pack
-from tests.conftest import Project, bearer
+from tests.conftest import Project, bearer, processes_named
 
 PYTHON = sys.executable
 NOBODY = 65534
@@ -79,9 +79,9 @@ def test_nothing_a_sandboxed_process_starts_outlives_it(sandbox: Sandbox, tmp_pa
     done = _run(sandbox, f"import subprocess; subprocess.Popen({marker.split()!r}, start_new_session=True)", tmp_path)
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 5
-    while _processes_named(marker) and time.monotonic() < deadline:
+    while processes_named(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _processes_named(marker) == []
+    assert processes_named(marker) == []
 
 
 def test_the_memory_cpu_and_process_limits_hold(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -122,18 +122,6 @@ def test_jobs_are_refused_at_submit_where_no_sandbox_can_be_made(
     assert error["code"] == "sandbox_unavailable"
     assert "execution.sandbox is 'bwrap' but no bwrap binary was found" in error["message"]
     assert api.get("/api/v1/environments/dev/jobs", headers=headers).json()["count"] == 0  # nothing queued
-
-
-def _processes_named(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 # -- the server as an unprivileged user -----------------------------------------------------------
@@ -215,4 +203,4 @@ def test_a_server_running_as_nobody_sandboxes_its_jobs(nobody_project: Path) -> 
     output = result["log"].splitlines()
     assert "refused" in output and "READ-THE-DB" not in output
     assert "trained" in output
-    assert _processes_named("sleep 314159") == []
+    assert processes_named("sleep 314159") == []
