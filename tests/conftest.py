@@ -18,7 +18,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.config import DEFAULT_CONFIG_TEXT, Settings, load_settings
 from mlgate.domain.permissions import Role
 from mlgate.ports import free_port
-from mlgate.services import identity
+from mlgate.services.identity import accounts
 from mlgate.services.setup import initialize
 
 VENV_BIN = Path(sys.executable).parent
@@ -98,8 +98,8 @@ def project_template(tmp_path_factory: pytest.TempPathFactory) -> Project:
     project = Project(folder, {"admin": report.admin_token})
     db = Database(settings.database_url)
     for name, (roles, envs) in TEAM.items():
-        bindings = identity.parse_bindings(roles, envs, settings.env_names)
-        _, issued = identity.create_user(db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com")
+        bindings = accounts.parse_bindings(roles, envs, settings.env_names)
+        _, issued = accounts.create_user(db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com")
         project.tokens[name] = issued.value
     db.dispose()
     return project

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from mlgate.adapters.sql.models import ApiToken, Job, User
 from mlgate.domain.permissions import Role
 from mlgate.domain.tokens import new_token, token_hash
-from mlgate.services import identity
+from mlgate.services.identity import accounts
 from tests.conftest import Project, bearer
 
 TRAIN_IN_DEV = "/mlflow/dev/api/2.0/mlflow/runs/create"
@@ -358,7 +358,7 @@ def test_a_job_token_of_system_acts_with_its_own_role_in_its_door_only(api: http
             session.flush()
             job_id = job.id
         minted = {
-            role: identity.mint_job_token(
+            role: accounts.mint_job_token(
                 db, job_id=job_id, user_name="system", environment="dev", ttl=timedelta(minutes=5), role=role
             )
             for role in (Role.DATA_SCIENTIST, None)

@@ -20,7 +20,8 @@ from mlgate.adapters.sql.models import AuditEvent, AuditHead, User
 from mlgate.domain.audit import GENESIS
 from mlgate.domain.permissions import Role
 from mlgate.errors import AuthenticationError, ConflictError
-from mlgate.services import audit, identity
+from mlgate.services import audit
+from mlgate.services.identity import accounts
 from tests.postgres import postgres_cluster, postgres_url
 
 __all__ = ["postgres_cluster", "postgres_url"]  # fixtures, imported for pytest to find
@@ -132,7 +133,7 @@ def test_upgrade_brings_an_empty_database_to_head_and_downgrade_undoes_it(empty_
             head_row = session.execute(select(AuditHead.id, AuditHead.seq, AuditHead.hash)).all()
         assert [tuple(u) for u in users] == [("system", "system")]
         assert [tuple(h) for h in head_row] == [(1, 0, GENESIS)]
-        assert identity.system_principal(database).is_system
+        assert accounts.system_principal(database).is_system
         result = audit.verify(database)
         assert result.ok and result.events == 0
 
@@ -153,26 +154,26 @@ def test_upgrade_brings_an_empty_database_to_head_and_downgrade_undoes_it(empty_
 
 
 def test_create_user_authenticate_and_verify_the_audit_chain(db: Database) -> None:
-    bindings = identity.parse_bindings(["data-scientist"], ["dev", "staging"], ENVIRONMENTS)
-    view, issued = identity.create_user(db, actor="admin", name="dana", bindings=bindings, email="d@example.com")
+    bindings = accounts.parse_bindings(["data-scientist"], ["dev", "staging"], ENVIRONMENTS)
+    view, issued = accounts.create_user(db, actor="admin", name="dana", bindings=bindings, email="d@example.com")
     assert view.name == "dana"
     assert {(b.role, b.environment) for b in view.bindings} == {
         (Role.DATA_SCIENTIST, "dev"),
         (Role.DATA_SCIENTIST, "staging"),
     }
 
-    principal = identity.authenticate(db, issued.value)
+    principal = accounts.authenticate(db, issued.value)
     assert principal.name == "dana"
     assert not principal.is_system
     assert principal.token_id == issued.record.id
     assert set(principal.bindings) == {"dev", "staging"}
     assert principal.bindings["dev"] == frozenset({Role.DATA_SCIENTIST})
 
-    admin_bindings = identity.parse_bindings(["admin"], [], ENVIRONMENTS)
-    identity.create_user(db, actor="system", name="ada", bindings=admin_bindings)
-    identity.revoke_token(db, actor="admin", token_id=issued.record.id)
+    admin_bindings = accounts.parse_bindings(["admin"], [], ENVIRONMENTS)
+    accounts.create_user(db, actor="system", name="ada", bindings=admin_bindings)
+    accounts.revoke_token(db, actor="admin", token_id=issued.record.id)
     with pytest.raises(AuthenticationError, match="revoked"):
-        identity.authenticate(db, issued.value)
+        accounts.authenticate(db, issued.value)
 
     result = audit.verify(db)
     assert result.ok, result
@@ -274,12 +275,12 @@ def test_reads_do_not_wait_for_an_open_write(db: Database) -> None:
 
 
 def test_concurrent_creates_of_one_user_make_one_user(db: Database) -> None:
-    bindings = identity.parse_bindings(["viewer"], ["dev"], ENVIRONMENTS)
+    bindings = accounts.parse_bindings(["viewer"], ["dev"], ENVIRONMENTS)
     outcomes: list[str] = []
 
     def create(_: int) -> None:
         try:
-            identity.create_user(db, actor="admin", name="vic", bindings=bindings)
+            accounts.create_user(db, actor="admin", name="vic", bindings=bindings)
             outcomes.append("created")
         except ConflictError:
             outcomes.append("conflict")
@@ -287,7 +288,7 @@ def test_concurrent_creates_of_one_user_make_one_user(db: Database) -> None:
     _run_threads(3, create)
 
     assert sorted(outcomes) == ["conflict", "conflict", "created"]
-    assert [u.name for u in identity.list_users(db)] == ["system", "vic"]
+    assert [u.name for u in accounts.list_users(db)] == ["system", "vic"]
     result = audit.verify(db)
     assert result.ok and result.events == 1
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from mlgate.domain.jobs import DataRef
-from mlgate.services import data_assets
+from mlgate.services.training import data_assets
 from mlgate.snapshot import pack_data
 from tests.conftest import LiveServer, Project, bearer, start_server, stop_server
 

@@ -9,8 +9,8 @@ from mlgate.adapters.sql import migrate
 from mlgate.domain import endpoints as allocations
 from mlgate.domain.endpoints import Allocation, Mirror
 from mlgate.errors import ValidationError
-from mlgate.services import endpoints
-from mlgate.services.serving import Serving
+from mlgate.services.release import endpoints
+from mlgate.services.release.serving import Serving
 from tests.conftest import Project
 
 

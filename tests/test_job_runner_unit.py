@@ -21,8 +21,9 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job
 from mlgate.config import Settings
 from mlgate.errors import AuthenticationError
-from mlgate.services import data_assets, identity, jobs
-from mlgate.services.job_runner import JobRunner
+from mlgate.services.identity import accounts
+from mlgate.services.training import data_assets, jobs
+from mlgate.services.training.job_runner import JobRunner
 from mlgate.snapshot import pack, pack_data
 from tests.conftest import Project
 
@@ -111,7 +112,7 @@ def test_a_job_runs_with_its_data_and_a_token_for_its_own_mlflow_door_revoked_wh
     assert (launch.workdir / "mlgate.yaml").is_file()
     assert launch.env["MLFLOW_TRACKING_URI"] == f"{BASE_URL}/mlflow/dev"
     token = launch.env["MLFLOW_TRACKING_TOKEN"]
-    principal = identity.authenticate(harness.db, token)
+    principal = accounts.authenticate(harness.db, token)
     assert (principal.name, principal.scope, principal.job_id) == ("dana", "mlflow:dev", job_id)
     assert not any(key.startswith("MLGATE_") and key != "MLGATE_JOB_ID" for key in launch.env)
 
@@ -122,7 +123,7 @@ def test_a_job_runs_with_its_data_and_a_token_for_its_own_mlflow_door_revoked_wh
     assert (job.state, job.exit_code, job.error) == ("succeeded", 0, None)
     assert job.finished_at is not None
     with pytest.raises(AuthenticationError, match="revoked"):
-        identity.authenticate(harness.db, token)
+        accounts.authenticate(harness.db, token)
     assert token not in harness.log(job_id)
     assert "trained" in harness.log(job_id)
 
@@ -151,7 +152,7 @@ def test_cancelling_a_running_job_stops_it_and_revokes_its_token(harness: Harnes
     assert handle in harness.backend.cancelled
     assert "cancelled" in harness.log(job_id)
     with pytest.raises(AuthenticationError):
-        identity.authenticate(harness.db, token)
+        accounts.authenticate(harness.db, token)
 
 
 def test_a_queued_job_is_cancelled_at_once_and_never_started(harness: Harness) -> None:

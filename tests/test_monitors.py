@@ -35,7 +35,8 @@ from mlgate.domain.profile import build_profile
 from mlgate.errors import ConfigError
 from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.monitoring.store import RequestLog
-from mlgate.services import endpoints, models
+from mlgate.services.registration import models
+from mlgate.services.release import endpoints
 from tests.conftest import MLGATE, LiveServer, Project, start_server, stop_server
 from tests.serving_world import clean_env
 

@@ -40,8 +40,9 @@ from mlgate.config import Settings, SmtpConfig, load_settings, parse_config
 from mlgate.errors import BackendError, ConfigError
 from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.ports import free_port
-from mlgate.services import identity, outbox
-from mlgate.services.delivery import DeliveryWorker, backoff_seconds
+from mlgate.services.identity import accounts
+from mlgate.services.notifications import outbox
+from mlgate.services.notifications.delivery import DeliveryWorker, backoff_seconds
 from tests.conftest import LiveServer, Project, start_server, stop_server
 from tests.postgres import postgres_cluster, postgres_url
 
@@ -278,8 +279,8 @@ def stage(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
     )
     db = project.db()
     # An approver without an email address: an inbox row, no email.
-    bindings = identity.parse_bindings(["lead-data-scientist"], ["staging"], settings.env_names)
-    _, issued = identity.create_user(db, actor="admin", name="lou", bindings=bindings)
+    bindings = accounts.parse_bindings(["lead-data-scientist"], ["staging"], settings.env_names)
+    _, issued = accounts.create_user(db, actor="admin", name="lou", bindings=bindings)
     project.tokens["lou"] = issued.value
     try:
         server = start_server(project, env={"NOTIFY_OPS_SECRET": OPS_SECRET, "NOTIFY_LATE_SECRET": LATE_SECRET})

@@ -39,7 +39,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import AuditEvent, Decision, ModelVersion, Notification, PromotionRequest, utcnow
 from mlgate.domain.digest import tree_digest
 from mlgate.errors import BackendError
-from mlgate.services.promotion import TEST_DELAY_VARIABLE, PromotionWorker
+from mlgate.services.promotion.copying import TEST_DELAY_VARIABLE, PromotionWorker
 from tests.conftest import MLGATE, LiveServer, Project, bearer, start_server, stop_server
 from tests.postgres import postgres_cluster, postgres_url
 

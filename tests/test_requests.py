@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from mlgate.adapters.sql.database import Database
-from mlgate.services import identity
+from mlgate.services.identity import accounts
 from tests.conftest import LiveServer, Project, bearer, start_server, stop_server
 from tests.postgres import postgres_cluster, postgres_url  # noqa: F401  (fixtures)
 
@@ -89,8 +89,8 @@ def _add_people(project: Project) -> None:
     db = Database(project.settings.database_url)
     try:
         for name, (roles, envs) in EXTRA.items():
-            bindings = identity.parse_bindings(roles, envs, project.settings.env_names)
-            _, issued = identity.create_user(
+            bindings = accounts.parse_bindings(roles, envs, project.settings.env_names)
+            _, issued = accounts.create_user(
                 db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com"
             )
             project.tokens[name] = issued.value
@@ -249,8 +249,8 @@ def _gated_project(
             "lee": (["lead-data-scientist"], ["dev", "staging"]),
             "olu": (["operator"], ["staging"]),
         }.items():
-            bindings = identity.parse_bindings(roles, envs, project.settings.env_names)
-            _, issued = identity.create_user(db, actor="admin", name=name, bindings=bindings)
+            bindings = accounts.parse_bindings(roles, envs, project.settings.env_names)
+            _, issued = accounts.create_user(db, actor="admin", name=name, bindings=bindings)
             project.tokens[name] = issued.value
     finally:
         db.dispose()

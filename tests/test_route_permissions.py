@@ -30,7 +30,7 @@ from mlgate.domain.permissions import (
 from mlgate.interfaces.api.deps import Permission
 from mlgate.interfaces.api.routes.mlflow_door import MlflowDoor
 from mlgate.interfaces.web.core import WebRoute
-from mlgate.services import identity
+from mlgate.services.identity import accounts
 from tests.conftest import Project, bearer
 
 ENVS = ("dev", "staging", "production")
@@ -262,8 +262,8 @@ def make_walkers(project: Project) -> list[Walker]:
         for role in ROLES:
             for env in ENVS:
                 name = f"walk-{role}-{env}"
-                bindings = identity.parse_bindings([role], [env], settings.env_names)
-                _, issued = identity.create_user(db, actor="admin", name=name, bindings=bindings)
+                bindings = accounts.parse_bindings([role], [env], settings.env_names)
+                _, issued = accounts.create_user(db, actor="admin", name=name, bindings=bindings)
                 walkers.append(Walker(name, issued.value, frozenset({role}), frozenset({env})))
     finally:
         db.dispose()
@@ -379,8 +379,8 @@ def test_a_token_bound_only_to_dev_is_refused_in_staging_and_production(api: htt
     """Every role in dev, and still nothing at all on staging and production resources."""
     db = project.db()
     try:
-        bindings = identity.parse_bindings(list(ROLES), ["dev"], project.settings.env_names)
-        _, issued = identity.create_user(db, actor="admin", name="dev-everything", bindings=bindings)
+        bindings = accounts.parse_bindings(list(ROLES), ["dev"], project.settings.env_names)
+        _, issued = accounts.create_user(db, actor="admin", name="dev-everything", bindings=bindings)
     finally:
         db.dispose()
     walker = Walker("dev-everything", issued.value, frozenset(ROLES), frozenset({"dev"}))

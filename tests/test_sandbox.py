@@ -134,7 +134,7 @@ AS_NOBODY = textwrap.dedent(
     from mlgate.adapters.sql.database import Database
     from mlgate.config import load_settings
     from mlgate.services import jobs
-    from mlgate.services.job_runner import JobRunner
+    from mlgate.services.training.job_runner import JobRunner
     from mlgate.snapshot import pack
 
     folder = sys.argv[1]

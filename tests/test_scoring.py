@@ -1,4 +1,4 @@
-"""Sandboxed scoring (`services.scoring`, `checks.score_rows`) and the model-validation maths.
+"""Sandboxed scoring (`services.registration.scoring`, `checks.score_rows`) and the model-validation maths.
 
 The models here are MLflow models from code: their file runs when the model is loaded, so whatever
 it does happens wherever the model is loaded. The control plane must see only the predictions file.
@@ -17,7 +17,7 @@ from sklearn import metrics as sk
 from mlgate.checks.score_rows import PREDICTIONS_FORMAT
 from mlgate.domain import metrics
 from mlgate.errors import ValidationError
-from mlgate.services.scoring import SandboxScorer, parse_predictions
+from mlgate.services.registration.scoring import SandboxScorer, parse_predictions
 from tests.conftest import Project
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

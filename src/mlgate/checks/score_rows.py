@@ -1,7 +1,7 @@
 """The sandbox's scoring entry point: one model folder's predictions on rows the control plane wrote.
 
 Run as `python -m mlgate.checks.score_rows --model DIR --rows FILE --out FILE` inside the sandbox
-(`services.scoring` starts it), never in the server: loading an MLflow model runs its code (pickles,
+(`services.registration.scoring` starts it), never in the server: loading an MLflow model runs its code (pickles,
 `load_context`). The rows are features only (Parquet, CSV or MLflow split JSON); the predictions go
 to `--out` as plain JSON (`PREDICTIONS_FORMAT`), which the control plane reads as data and checks.
 Anything else this process writes or prints is ignored, except its exit status and stderr's tail.

@@ -11,7 +11,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.domain.permissions import ALL_ENVIRONMENTS, Role
 from mlgate.private_home import PRIVATE_FOLDER_MODE, tighten
-from mlgate.services import identity
+from mlgate.services.identity import accounts
 
 FIRST_ADMIN = "admin"
 
@@ -65,9 +65,9 @@ def initialize(settings: Settings) -> InitReport:
             if not _store_exists(env.tracking_store):
                 create_store(env)
                 report.created.append(f"{env.name} MLflow store: {env.tracking_store}")
-        if not identity.has_human_users(db):
-            bindings = [identity.Binding(Role.ADMIN, ALL_ENVIRONMENTS)]
-            _, issued = identity.create_user(db, actor=identity.SYSTEM_USER, name=FIRST_ADMIN, bindings=bindings)
+        if not accounts.has_human_users(db):
+            bindings = [accounts.Binding(Role.ADMIN, ALL_ENVIRONMENTS)]
+            _, issued = accounts.create_user(db, actor=accounts.SYSTEM_USER, name=FIRST_ADMIN, bindings=bindings)
             report.admin_token = issued.value
     finally:
         db.dispose()

@@ -4,7 +4,7 @@ The server talks to the environment's tracking server directly (`upstream`, no m
 explicit clients, never MLflow's process-wide tracking URI: requests for several environments run
 side by side in one process. MLflow errors become `mlgate.errors` here. Nothing here loads a model:
 its files are downloaded and read as data (`read_model_folder`); predictions come from the sandbox
-(`services.scoring`, `checks.score_rows`).
+(`services.registration.scoring`, `checks.score_rows`).
 
 MLflow 3 keeps a model logged with `log_model(name=...)` as a *logged model* (`models:/m-...`) linked
 to its source run, not among the run's artifacts: it is found by source run and name.

@@ -7,7 +7,7 @@
                               since a restart with the variable set delivers it
       raises UndeliverableError  it never can under this configuration (its channel or webhook is gone)
 
-Channels never see the database; the delivery worker (`services.delivery`) claims rows and records
+Channels never see the database; the delivery worker (`services.notifications.delivery`) claims rows and records
 what happened.
 """
 

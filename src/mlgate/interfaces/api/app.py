@@ -41,16 +41,16 @@ from mlgate.interfaces.api.routes import (
     system,
     users,
 )
-from mlgate.services import monitors as monitors_service
-from mlgate.services import requests as requests_service
-from mlgate.services import retraining
-from mlgate.services.delivery import DeliveryWorker
-from mlgate.services.job_runner import JobRunner
-from mlgate.services.promotion import PromotionWorker
-from mlgate.services.rollouts import RolloutWorker
+from mlgate.services.monitoring import monitors as monitors_service
+from mlgate.services.monitoring import retraining
+from mlgate.services.notifications.delivery import DeliveryWorker
+from mlgate.services.promotion import requests as requests_service
+from mlgate.services.promotion.copying import PromotionWorker
+from mlgate.services.release.rollouts import RolloutWorker
+from mlgate.services.release.serving import Serving
 from mlgate.services.scheduler import Periodic
-from mlgate.services.serving import Serving
-from mlgate.services.staging_pipeline import StagingPipeline
+from mlgate.services.staging.pipeline import StagingPipeline
+from mlgate.services.training.job_runner import JobRunner
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 
 if TYPE_CHECKING:
-    from mlgate.services.serving import Serving
+    from mlgate.services.release.serving import Serving
 
 
 @dataclass

@@ -16,7 +16,7 @@ from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.permissions import Action, Principal, denial_message
 from mlgate.errors import AuthenticationError, PermissionDeniedError
 from mlgate.interfaces.api.context import AppContext
-from mlgate.services import identity
+from mlgate.services.identity import accounts
 
 ANONYMOUS = Principal(id=0, name="anonymous")
 
@@ -75,7 +75,7 @@ class Permission:
         token = bearer_token(request)
         if token is None:
             raise AuthenticationError("missing credential: send 'Authorization: Bearer <mlgate token>'")
-        principal = identity.authenticate(ctx.db, token)
+        principal = accounts.authenticate(ctx.db, token)
         env, kind = self.environment(request, ctx)
         if principal.scope is not None and not self.reaches(principal.scope, env):
             raise PermissionDeniedError(

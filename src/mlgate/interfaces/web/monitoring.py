@@ -1,7 +1,7 @@
 """What the monitoring pages show, assembled from the monitoring service: a row per monitor (its last
 verdict and firing alerts), and a monitor's results over time as charts against its effective thresholds.
 
-A result's values are the signals' JSON as `mlgate.services.monitor_signals` writes them; a value a window
+A result's values are the signals' JSON as `mlgate.services.monitoring.evaluation` writes them; a value a window
 did not have (too few rows, no ground truth yet) is a gap in its line, not a zero.
 """
 
@@ -16,8 +16,8 @@ from markupsafe import Markup
 from mlgate.domain.monitors import thresholds
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.web import charts
-from mlgate.services import monitors
-from mlgate.services.monitors import AlertView, MonitorView, ResultView
+from mlgate.services.monitoring import monitors
+from mlgate.services.monitoring.monitors import AlertView, MonitorView, ResultView
 
 FIRING = "firing"
 

@@ -31,7 +31,13 @@ from mlgate.interfaces.web.core import (
     session_of,
     set_session_cookie,
 )
-from mlgate.services import audit, identity, jobs, models, monitors, requests, retraining, rollouts
+from mlgate.services import audit
+from mlgate.services.identity import accounts
+from mlgate.services.monitoring import monitors, retraining
+from mlgate.services.promotion import requests
+from mlgate.services.registration import models
+from mlgate.services.release import rollouts
+from mlgate.services.training import jobs
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -54,7 +60,7 @@ def signin(request: Request, ctx: Ctx, form: Form) -> Response:
     """An API token in, a session cookie out: the cookie names the token's id, never the token."""
     target = safe_next(form.get("next"))
     try:
-        principal = identity.authenticate(ctx.db, form.get("token", "").strip())
+        principal = accounts.authenticate(ctx.db, form.get("token", "").strip())
         if principal.scope is not None or principal.token_id is None:
             raise AuthenticationError("a job's token cannot sign in")
     except AuthenticationError as exc:

@@ -24,7 +24,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from mlgate.adapters.sql.database import Database
 from mlgate.domain.permissions import Principal
 from mlgate.errors import AuthenticationError
-from mlgate.services import identity
+from mlgate.services.identity import accounts
 
 COOKIE = "mlgate_session"
 SECRET_FILE = "web-secret"  # noqa: S105 (the file's name, not a secret)
@@ -99,7 +99,7 @@ class Signer:
 def end(db: Database, session: Session | None) -> None:
     """Sign a session out for good: its cookie is refused from now on, wherever a copy of it is."""
     if session is not None and session.user is not None:
-        identity.end_session(db, session.key, user=session.user, forget_after=timedelta(seconds=MAX_AGE_S))
+        accounts.end_session(db, session.key, user=session.user, forget_after=timedelta(seconds=MAX_AGE_S))
 
 
 def csrf_matches(session: Session | None, sent: str | None) -> bool:
@@ -113,6 +113,6 @@ def principal_of_session(db: Database, session: Session) -> Principal | None:
     if session.token_id is None or session.user is None:
         return None
     try:
-        return identity.authenticate_session(db, session.token_id, user=session.user, session_hash=session.key)
+        return accounts.authenticate_session(db, session.token_id, user=session.user, session_hash=session.key)
     except AuthenticationError:
         return None

@@ -19,8 +19,9 @@ from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.routes.endpoints import endpoint_public
 from mlgate.interfaces.api.schemas import EndpointPublic
 from mlgate.interfaces.web import charts
-from mlgate.services import endpoints, models
-from mlgate.services.requests import RequestView
+from mlgate.services.promotion.requests import RequestView
+from mlgate.services.registration import models
+from mlgate.services.release import endpoints
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, status
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import CheckPublic, ChecksCreate, ChecksPublic
-from mlgate.services import checks
+from mlgate.services.staging import checks
 
 router = APIRouter(prefix="/api/v1/environments/{env}/models/{name}/versions/{version}/checks", tags=["checks"])
 

@@ -14,7 +14,7 @@ from mlgate.errors import ValidationError
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import DataAssetPublic, DataAssetsPublic
 from mlgate.interfaces.api.uploads import read_body
-from mlgate.services import data_assets
+from mlgate.services.training import data_assets
 
 router = APIRouter(prefix="/api/v1/environments/{env}/data", tags=["data"])
 

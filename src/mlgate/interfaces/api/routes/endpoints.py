@@ -26,9 +26,9 @@ from mlgate.interfaces.api.schemas import (
     TrafficUpdate,
 )
 from mlgate.interfaces.api.uploads import read_body
-from mlgate.services import endpoints
-from mlgate.services.endpoints import EndpointView
-from mlgate.services.serving import Serving
+from mlgate.services.release import endpoints
+from mlgate.services.release.endpoints import EndpointView
+from mlgate.services.release.serving import Serving
 
 router = APIRouter(prefix="/api/v1/environments/{env}", tags=["endpoints"])
 

@@ -13,7 +13,7 @@ from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import JobCreate, JobLog, JobPublic, JobsPublic, SnapshotPublic
 from mlgate.interfaces.api.uploads import read_body
-from mlgate.services import jobs
+from mlgate.services.training import jobs
 from mlgate.snapshot import MAX_SNAPSHOT_BYTES
 
 router = APIRouter(prefix="/api/v1/environments/{env}", tags=["jobs"])

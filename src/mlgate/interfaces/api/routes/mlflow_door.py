@@ -22,7 +22,9 @@ from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import AuthenticationError, BackendError, PermissionDeniedError, ValidationError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import ContextDep, Permission, bearer_token
-from mlgate.services import audit, identity, jobs
+from mlgate.services import audit
+from mlgate.services.identity import accounts
+from mlgate.services.training import jobs
 
 router = APIRouter(tags=["mlflow"])
 
@@ -92,7 +94,7 @@ class MlflowDoor(Permission):
             token = bearer_token(request)
             if token is None:
                 raise AuthenticationError("missing credential: send 'Authorization: Bearer <mlgate token>'")
-            principal = identity.authenticate(ctx.db, token)
+            principal = accounts.authenticate(ctx.db, token)
             ctx.settings.environment(env)  # 404 for an unknown one
             raise PermissionDeniedError(
                 f"{principal.name} may not do this: '{Action.TRAIN}' in '{env}' is not allowed for any "

@@ -18,7 +18,8 @@ from mlgate.interfaces.api.schemas import (
     ModelVersionsPublic,
     ModelVersionSummary,
 )
-from mlgate.services import models, promotion, requests
+from mlgate.services.promotion import copying, requests
+from mlgate.services.registration import models
 
 router = APIRouter(prefix="/api/v1/environments/{env}/models", tags=["models"])
 
@@ -85,5 +86,5 @@ def show_version(env: str, name: str, version: Version, principal: Reader, ctx: 
         known = other in ctx.settings.env_names
         return known and principal.may(Action.READ, other, ctx.settings.environment(other).kind)
 
-    links = promotion.chain(ctx.db, env, name, version, visible=readable)
+    links = copying.chain(ctx.db, env, name, version, visible=readable)
     return public.model_copy(update={"chain": [ModelVersionLink(**dataclasses.asdict(link)) for link in links]})

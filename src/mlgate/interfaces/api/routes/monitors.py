@@ -24,8 +24,8 @@ from mlgate.interfaces.api.schemas import (
     MonitorRunPublic,
     MonitorsPublic,
 )
-from mlgate.services import monitors, retraining
-from mlgate.services.monitors import AlertView, MonitorView, ResultView
+from mlgate.services.monitoring import monitors, retraining
+from mlgate.services.monitoring.monitors import AlertView, MonitorView, ResultView
 
 router = APIRouter(prefix="/api/v1/environments/{env}", tags=["monitors"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from mlgate.interfaces.api.deps import Administrator, Authenticated, ContextDep
 from mlgate.interfaces.api.schemas import DeliveriesPublic, DeliveryPublic, InboxItemPublic, InboxPublic
-from mlgate.services import notifications
+from mlgate.services.notifications import inbox
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["notifications"])
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def _inbox_item(item: notifications.InboxItem) -> InboxItemPublic:
+def _inbox_item(item: inbox.InboxItem) -> InboxItemPublic:
     return InboxItemPublic(**dataclasses.asdict(item))
 
 
@@ -32,9 +32,7 @@ def list_notifications(
     limit: int = Query(default=100, ge=1, le=10_000),
 ) -> DeliveriesPublic:
     """The delivery log, newest first: every message, its attempts, its last error."""
-    rows = notifications.list_deliveries(
-        ctx.db, state=state, event=event, channel=channel, request_id=request_id, limit=limit
-    )
+    rows = inbox.list_deliveries(ctx.db, state=state, event=event, channel=channel, request_id=request_id, limit=limit)
     data = [DeliveryPublic(**dataclasses.asdict(row)) for row in rows]
     return DeliveriesPublic(data=data, count=len(data))
 
@@ -47,11 +45,11 @@ def my_inbox(
     limit: int = Query(default=100, ge=1, le=10_000),
 ) -> InboxPublic:
     """The caller's in-app notifications: unread first, then newest first."""
-    items, unread_count = notifications.inbox(ctx.db, user=principal.name, unread_only=unread, limit=limit)
+    items, unread_count = inbox.inbox(ctx.db, user=principal.name, unread_only=unread, limit=limit)
     data = [_inbox_item(item) for item in items]
     return InboxPublic(data=data, count=len(data), unread=unread_count)
 
 
 @router.post("/inbox/{notification_id}/read", response_model=InboxItemPublic)
 def mark_read(notification_id: RowId, principal: Authenticated, ctx: ContextDep) -> InboxItemPublic:
-    return _inbox_item(notifications.mark_read(ctx.db, user=principal.name, notification_id=notification_id))
+    return _inbox_item(inbox.mark_read(ctx.db, user=principal.name, notification_id=notification_id))

@@ -12,7 +12,7 @@ from mlgate.errors import NotFoundError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import Authenticated, ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas import RequestCreate, RequestLocation, RequestPublic, RequestsPublic, Verdict
-from mlgate.services import requests
+from mlgate.services.promotion import requests
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
 

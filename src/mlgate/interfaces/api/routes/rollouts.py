@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from mlgate.interfaces.api.deps import ContextDep, Reader
 from mlgate.interfaces.api.schemas import RolloutPublic, RolloutsPublic, RolloutStepPublic
-from mlgate.services import rollouts
-from mlgate.services.rollouts import RolloutView
+from mlgate.services.release import rollouts
+from mlgate.services.release.rollouts import RolloutView
 
 router = APIRouter(prefix="/api/v1/environments/{env}", tags=["rollouts"])
 

@@ -34,7 +34,10 @@ from mlgate.domain.jobs import DataRef, JobState
 from mlgate.domain.permissions import Role
 from mlgate.errors import ConflictError, MlgateError
 from mlgate.monitoring import store
-from mlgate.services import audit, data_assets, jobs, models, requests
+from mlgate.services import audit
+from mlgate.services.promotion import requests
+from mlgate.services.registration import models
+from mlgate.services.training import data_assets, jobs
 from mlgate.snapshot import pack_data
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,7 @@ def _claim(db: Database, alert_id: int) -> tuple[MonitorAlert, Monitor, MonitorR
 def _plan(
     db: Database, settings: Settings, alert: MonitorAlert, monitor: Monitor, result: MonitorResult | None
 ) -> _Plan:
-    from mlgate.services.monitors import serving_version
+    from mlgate.services.monitoring.monitors import serving_version
 
     spec = MonitorConfig.model_validate(monitor.spec)
     reference = serving_version(db, settings, monitor.environment, monitor.endpoint)

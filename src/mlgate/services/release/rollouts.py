@@ -46,8 +46,10 @@ from mlgate.domain.gates import RequestState
 from mlgate.domain.permissions import Role
 from mlgate.domain.rollouts import RolloutState
 from mlgate.errors import MlgateError, NotFoundError
-from mlgate.services import audit, endpoints, outbox
-from mlgate.services.serving import Serving
+from mlgate.services import audit
+from mlgate.services.notifications import outbox
+from mlgate.services.release import endpoints
+from mlgate.services.release.serving import Serving
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from mlgate.adapters.notify.base import EMAIL, INBOX, WEBHOOK
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Notification, utcnow
 from mlgate.errors import NotFoundError, ValidationError
-from mlgate.services.delivery import FAILED, PENDING, SENT
-from mlgate.services.outbox import EVENTS
+from mlgate.services.notifications.delivery import FAILED, PENDING, SENT
+from mlgate.services.notifications.outbox import EVENTS
 
 STATES = (PENDING, SENT, FAILED)
 CHANNELS = (INBOX, EMAIL, WEBHOOK)

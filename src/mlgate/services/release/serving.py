@@ -33,8 +33,8 @@ from mlgate.domain.endpoints import Allocation, Mirror, SlotAllocation
 from mlgate.domain.gates import RequestState
 from mlgate.domain.tokens import token_hash
 from mlgate.errors import MlgateError, NotFoundError, PermissionDeniedError, ValidationError
-from mlgate.services import endpoints
-from mlgate.services.endpoints import EndpointView, Which
+from mlgate.services.release import endpoints
+from mlgate.services.release.endpoints import EndpointView, Which
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 scored on held-out rows in the sandbox, the metric and the verdict computed here.
 
 The held-out data asset is read here, as data; its label column stays here. Each model gets only
-the features, in its own sandbox (`services.scoring`), and answers with a predictions file; nothing
+the features, in its own sandbox (`services.registration.scoring`), and answers with a predictions file; nothing
 else it writes or prints is read. So a model cannot see the labels it is judged on, nor write its own
 verdict, nor the champion's answers. The figures go into the check's record (summary, log excerpt)
 and into an evidence file this process writes beside the environment's other records.
@@ -25,13 +25,14 @@ from mlgate.domain import metrics
 from mlgate.domain.endpoints import SlotAllocation
 from mlgate.domain.jobs import DataRef
 from mlgate.errors import ValidationError
-from mlgate.services import baseline, data_assets
-from mlgate.services.scoring import SANDBOXED_NOTE, Predictions, SandboxScorer
+from mlgate.services.registration import baseline
+from mlgate.services.registration.scoring import SANDBOXED_NOTE, Predictions, SandboxScorer
+from mlgate.services.training import data_assets
 
 if TYPE_CHECKING:
     from mlgate.adapters.mlflow.tracking_servers import TrackingServers
-    from mlgate.services.checks import Pending
-    from mlgate.services.serving import Serving
+    from mlgate.services.release.serving import Serving
+    from mlgate.services.staging.checks import Pending
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 EVIDENCE_FILE = "validation.json"

@@ -1,7 +1,7 @@
 """Checks: named verifications of a model version in staging, each run recorded as a `CheckRecord`.
 
 A record is `running` from the moment a check is asked for until its result is in. With no job yet it
-waits for the staging pipeline (`services.staging_pipeline`) to start it; with a job, the pipeline
+waits for the staging pipeline (`services.staging.pipeline`) to start it; with a job, the pipeline
 records the result once the job has ended. So a server that stops half-way loses nothing: the next one
 starts what was waiting and collects what ran.
 
@@ -10,10 +10,10 @@ starts what was waiting and collects what ran.
   A model without a snapshot (logged from a notebook) fails them: there is no code to check. Lint runs
   with the policy's ruff configuration when it gives one (`domain.command_checks`), and the evidence says
   whose configuration was used and when the author's own tests decided the verdict.
-- `model-validation` is judged by the server (`services.validation`): verified copies of the candidate
+- `model-validation` is judged by the server (`services.staging.validation`): verified copies of the candidate
   and the production champion each score the held-out features of a data asset registered in staging
-  in their own sandbox (`services.scoring`); the labels, the metric and the verdict stay in the server.
-- `endpoint-tests` runs in the server (`services.endpoint_tests`): it needs the serving host and key.
+  in their own sandbox (`services.registration.scoring`); the labels, the metric and the verdict stay in the server.
+- `endpoint-tests` runs in the server (`services.staging.endpoint_tests`): it needs the serving host and key.
 
 The gate reads the latest record of each name (`services.requests.check_results`), so running a
 check again replaces its earlier result.
@@ -39,7 +39,9 @@ from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.gates import RequestState
 from mlgate.domain.jobs import JobState
 from mlgate.errors import NotFoundError, ValidationError
-from mlgate.services import audit, jobs, outbox
+from mlgate.services import audit
+from mlgate.services.notifications import outbox
+from mlgate.services.training import jobs
 
 CHECK_KIND = "check"
 MODEL_VALIDATION = "model-validation"

@@ -28,9 +28,12 @@ from mlgate.domain.monitors import Schedule, Window, thresholds
 from mlgate.domain.permissions import Role
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.monitoring import store
-from mlgate.services import audit, endpoints, models, outbox
-from mlgate.services.monitor_signals import Evaluation, evaluate
-from mlgate.services.requests import author_of
+from mlgate.services import audit
+from mlgate.services.monitoring.evaluation import Evaluation, evaluate
+from mlgate.services.notifications import outbox
+from mlgate.services.promotion.requests import author_of
+from mlgate.services.registration import models
+from mlgate.services.release import endpoints
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The notification outbox: messages written in the same transaction as the change they announce.
 
 `emit` turns one event into rows, one per recipient and channel (in-app inbox, email, webhook); the
-delivery worker (`services.delivery`) sends the pending ones and retries with backoff. The rows are
+delivery worker (`services.notifications.delivery`) sends the pending ones and retries with backoff. The rows are
 the delivery log.
 """
 

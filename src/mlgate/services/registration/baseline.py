@@ -4,7 +4,7 @@ The data asset's rows are read with pandas; the features are the model's signatu
 is the one named (`--label`, or the project's `train.label`), else the one data column that is neither
 an input nor an id, if there is exactly one. Predictions come from the model itself, on a seeded sample
 of up to 10,000 rows, which is kept beside the profile (`sample.csv`) for checks that need raw values.
-The model scores that sample in the sandbox (`services.scoring`): this process reads data, never a model.
+The model scores that sample in the sandbox (`services.registration.scoring`): this process reads data, never a model.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 from mlgate.config import Environment
 from mlgate.domain import profile as profiles
 from mlgate.errors import ValidationError
-from mlgate.services import data_assets
-from mlgate.services.scoring import Predictions
+from mlgate.services.registration.scoring import Predictions
+from mlgate.services.training import data_assets
 
 SAMPLE_FILE = "sample.csv"
 PROFILE_FILE = "profile.json"

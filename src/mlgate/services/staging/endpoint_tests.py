@@ -3,7 +3,7 @@ through the slot header with the server's own key: smoke, every payload format a
 input refused, predictions equal to the staging copy's own, and the p95 latency within its budget.
 
 It runs in the server (on the staging pipeline's thread) because it needs the serving object and key;
-the model's local predictions come from the sandbox (`services.scoring`), so the server never loads
+the model's local predictions come from the sandbox (`services.registration.scoring`), so the server never loads
 the model itself and the model's code never runs with the server's powers.
 """
 
@@ -22,9 +22,9 @@ from mlgate.adapters.sql.models import ModelVersion
 from mlgate.config import EndpointTestsConfig, Settings
 from mlgate.domain.endpoints import SlotAllocation
 from mlgate.errors import NotFoundError, ValidationError
-from mlgate.services import endpoints
-from mlgate.services.scoring import SandboxScorer
-from mlgate.services.serving import Serving
+from mlgate.services.registration.scoring import SandboxScorer
+from mlgate.services.release import endpoints
+from mlgate.services.release.serving import Serving
 
 SLOT_HEADER = "mlgate-deployment"
 REQUEST_TIMEOUT_S = 30.0

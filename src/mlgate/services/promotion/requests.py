@@ -2,7 +2,7 @@
 
 Every rule is enforced here, on the server, inside one write transaction per step, so that
 concurrent approvals cannot both complete a quorum. An approved request is then carried out by the
-promotion worker (`services.promotion`), acting as `system`.
+promotion worker (`services.promotion.copying`), acting as `system`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from mlgate.domain.gates import (
 )
 from mlgate.domain.permissions import Principal
 from mlgate.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from mlgate.services import audit, outbox
+from mlgate.services import audit
+from mlgate.services.notifications import outbox
 
 ACTIVE = (RequestState.OPEN.value, RequestState.APPROVED.value, RequestState.PROMOTING.value)
 

@@ -35,7 +35,9 @@ from mlgate.domain.jobs import DataRef, JobState, render_command
 from mlgate.domain.permissions import Role
 from mlgate.errors import MlgateError
 from mlgate.sandbox import Mount
-from mlgate.services import audit, data_assets, identity, jobs
+from mlgate.services import audit
+from mlgate.services.identity import accounts
+from mlgate.services.training import data_assets, jobs
 from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
 
 log = logging.getLogger(__name__)
@@ -194,7 +196,7 @@ class JobRunner:
                 self._note(logfile, f"job {job_id} cancelled before it started")
                 self._finish(job_id, JobState.CANCELLED, exit_code=None, error=None)
                 return
-            token = identity.mint_job_token(
+            token = accounts.mint_job_token(
                 self.db,
                 job_id=job_id,
                 user_name=user,
@@ -306,7 +308,7 @@ class JobRunner:
                     payload={"exit_code": exit_code, "error": error, "run_ids": job.run_ids},
                 )
         # Whatever state the job was found in: a token must never outlive its job.
-        identity.revoke_job_tokens(self.db, job_id=job_id)
+        accounts.revoke_job_tokens(self.db, job_id=job_id)
 
     # -- the job's surroundings ----------------------------------------------------------------
 

@@ -23,8 +23,9 @@ from mlgate.config import Settings
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.gates import RequestState
 from mlgate.errors import ConflictError, MlgateError
-from mlgate.services import checks, endpoint_tests, requests, validation
-from mlgate.services.serving import Serving
+from mlgate.services.promotion import requests
+from mlgate.services.release.serving import Serving
+from mlgate.services.staging import checks, endpoint_tests, validation
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class StagingPipeline:
         )
 
     def _start_validation(self, pending: checks.Pending) -> None:
-        """Judged here (`services.validation`): the models only score features, each in its sandbox."""
+        """Judged here (`services.staging.validation`): the models only score features, each in its sandbox."""
         with self._endpoint_lock:
             outcome = validation.run(self.db, self.settings, self.serving, self.tracking, pending)
         checks.finish(

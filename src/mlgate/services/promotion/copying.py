@@ -1,6 +1,6 @@
 """Promotion: the server's worker that carries out approved requests, acting as `system`.
 
-A request reaches `approved` at its final approval (`services.requests`). The worker claims it, moving
+A request reaches `approved` at its final approval (`services.promotion.requests`). The worker claims it, moving
 it to `promoting` in a write transaction that checks the state first (write transactions are
 serialized, so of two workers ticking at once exactly one claims it), has the version copied into the
 target environment's registry and verified there (`adapters.mlflow.copy`), then writes in ONE
@@ -37,8 +37,9 @@ from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, utcnow
 from mlgate.config import Settings
 from mlgate.domain.gates import RequestState
 from mlgate.errors import ConflictError, MlgateError, NotFoundError, ValidationError
-from mlgate.services import audit, outbox
-from mlgate.services.models import version_dir
+from mlgate.services import audit
+from mlgate.services.notifications import outbox
+from mlgate.services.registration.models import version_dir
 
 log = logging.getLogger(__name__)
 

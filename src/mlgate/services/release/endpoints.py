@@ -2,7 +2,7 @@
 
 Keys are high-entropy and kept only as SHA-256; they are returned once, when made. Every change of an
 endpoint's deployments is a new revision row (the newest is live); rollback writes a new revision that
-copies the one the live revision replaced. Nothing here talks to a serving host: `services.serving`
+copies the one the live revision replaced. Nothing here talks to a serving host: `services.release.serving`
 pushes an allocation first and records it with `record_revision` only once the host has applied it.
 """
 

@@ -16,7 +16,7 @@ from mlgate.adapters.sql.models import Job
 from mlgate.domain.jobs import DataRef
 from mlgate.domain.model_card import NO_SNAPSHOT
 from mlgate.errors import ValidationError
-from mlgate.services import data_assets
+from mlgate.services.training import data_assets
 
 JOB_TAG = "mlgate.job_id"
 

@@ -5,7 +5,7 @@ signature and input example, lineage (run, code snapshot, data versions), a base
 model card. Registration is ordered so that nothing is half-registered: everything that can fail on
 bad input (finding, downloading, digesting, profiling) happens first; then the MLflow version is
 created; then mlgate's row and audit event are written in one transaction, and the MLflow version is
-deleted again if that fails. The baseline's predictions come from the sandbox (`services.scoring`):
+deleted again if that fails. The baseline's predictions come from the sandbox (`services.registration.scoring`):
 this process downloads, digests and reads the model's files as data, and never loads the model.
 """
 
@@ -34,8 +34,9 @@ from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.jobs import DataRef
 from mlgate.domain.model_card import CardFacts, render
 from mlgate.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from mlgate.services import audit, baseline, model_lineage
-from mlgate.services.scoring import Predictions, SandboxScorer
+from mlgate.services import audit
+from mlgate.services.registration import baseline, model_lineage
+from mlgate.services.registration.scoring import Predictions, SandboxScorer
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

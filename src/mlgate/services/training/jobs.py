@@ -1,6 +1,6 @@
 """Jobs: code snapshots in, training jobs queued, their state, logs and cancellation.
 
-The runner (`services.job_runner`) moves queued jobs through the execution backend; this module is
+The runner (`services.training.job_runner`) moves queued jobs through the execution backend; this module is
 what the API calls.
 """
 
@@ -27,7 +27,8 @@ from mlgate.domain.jobs import DataRef, JobState
 from mlgate.domain.permissions import Role
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.project import train_spec
-from mlgate.services import audit, data_assets
+from mlgate.services import audit
+from mlgate.services.training import data_assets
 from mlgate.snapshot import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_EXTRACTED_BYTES, members, read_member
 
 LOG_CHUNK = 256 * 1024

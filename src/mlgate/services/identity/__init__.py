@@ -1,0 +1,1 @@
+"""Identity: users, their role bindings and API tokens, and turning a bearer token into a Principal."""
