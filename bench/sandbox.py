@@ -31,7 +31,7 @@ from typing import Any
 
 from mlgate.adapters.execution.base import JobLaunch
 from mlgate.adapters.execution.local import LocalBackend
-from mlgate.config import DEFAULT_CONFIG_TEXT, LimitsConfig, load_settings
+from mlgate.config import LimitsConfig, default_config_text, load_settings
 from mlgate.sandbox import Limits, Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,7 +101,7 @@ def serving_host(root: Path, mode: str, model: tuple[Path, str]) -> tuple[Any, s
     home = root / f"home-{mode}"
     home.mkdir()
     config = home / "mlgate.yaml"
-    config.write_text(DEFAULT_CONFIG_TEXT.replace("  sandbox: bwrap", f"  sandbox: {mode}"))
+    config.write_text(default_config_text().replace("  sandbox: bwrap", f"  sandbox: {mode}"))
     settings = load_settings(config)
     env = settings.environment("dev")
     folder, digest = model

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from mlgate.adapters.sql.database import Database
-from mlgate.config import DEFAULT_CONFIG_TEXT, Settings, load_settings
+from mlgate.config import Settings, default_config_text, load_settings
 from mlgate.domain.permissions import Role
 from mlgate.ports import free_port
 from mlgate.services.identity import accounts
@@ -84,7 +84,7 @@ class Project:
 
 def _write_config(folder: Path, *, port: int = 0) -> Path:
     config = folder / "mlgate.yaml"
-    config.write_text(DEFAULT_CONFIG_TEXT.replace("port: 8750", f"port: {port}"))
+    config.write_text(default_config_text().replace("port: 8750", f"port: {port}"))
     return config
 
 

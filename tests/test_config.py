@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings, parse_config
+from mlgate.config import default_config_text, load_settings, parse_config
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.errors import ConfigError
 from tests.conftest import Project
@@ -47,8 +47,8 @@ def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
 
 
 def test_the_default_config_text_is_commented_and_means_the_defaults(tmp_path: Path) -> None:
-    assert sum(line.lstrip().startswith("#") for line in DEFAULT_CONFIG_TEXT.splitlines()) >= 5
-    written = load_settings(write(tmp_path / "written", DEFAULT_CONFIG_TEXT))
+    assert sum(line.lstrip().startswith("#") for line in default_config_text().splitlines()) >= 5
+    written = load_settings(write(tmp_path / "written", default_config_text()))
     empty = load_settings(write(tmp_path / "empty", ""))
     assert written.raw == empty.raw
     assert written.env_names == empty.env_names == ["dev", "staging", "production"]

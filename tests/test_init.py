@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from mlgate.adapters.mlflow.tracking_servers import kill_group
-from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
+from mlgate.config import default_config_text, load_settings
 from mlgate.runtime import alive
 from tests.conftest import MLGATE, Project
 
@@ -38,7 +38,7 @@ def test_init_then_server_then_stop(tmp_path: Path) -> None:
     first = user.run("init")
     assert first.returncode == 0, first.stderr
     config = folder / "mlgate.yaml"
-    assert config.read_text() == DEFAULT_CONFIG_TEXT
+    assert config.read_text() == default_config_text()
     assert sum(line.startswith("#") for line in config.read_text().splitlines()) >= 3
     home = folder / ".mlgate"
     assert (home / "control.db").is_file()
@@ -229,7 +229,7 @@ def test_server_without_a_config_says_to_run_init(tmp_path: Path) -> None:
 
 
 def test_server_with_a_config_but_no_home_says_to_run_init(tmp_path: Path) -> None:
-    (tmp_path / "mlgate.yaml").write_text(DEFAULT_CONFIG_TEXT)
+    (tmp_path / "mlgate.yaml").write_text(default_config_text())
     result = Project(tmp_path).run("server", "--port", "0")
     assert result.returncode == 1
     assert "is not initialized: run `mlgate init` first" in result.stderr

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from mlgate import demo_monitoring, demo_outer
-from mlgate.config import DEFAULT_CONFIG_TEXT, load_settings
+from mlgate.config import default_config_text, load_settings
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli.job_commands import follow
 from mlgate.interfaces.cli.output import console, table
@@ -169,8 +169,10 @@ class Demo:
         self.step("Setup: a new project home with three environments")
         port = free_port()
         self.mail = MailSink()
-        config = DEFAULT_CONFIG_TEXT.replace("port: 8750", f"port: {port}").replace(
-            "  public_url: null", f"  public_url: http://127.0.0.1:{port}"
+        config = (
+            default_config_text()
+            .replace("port: 8750", f"port: {port}")
+            .replace("  public_url: null", f"  public_url: http://127.0.0.1:{port}")
         )
         config += (
             "\n# The demo's approvers get email at a local mail sink.\n"

@@ -20,14 +20,14 @@ def init(
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Create the home, migrate the control database, create each environment's stores and the first admin."""
-    from mlgate.config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, load_settings
+    from mlgate.config import CONFIG_FILE, default_config_text, load_settings
     from mlgate.private_home import make_private
     from mlgate.services.setup import initialize
 
     path = config or Path.cwd() / CONFIG_FILE
     wrote_config = False
     if not path.exists():
-        path.write_text(DEFAULT_CONFIG_TEXT)
+        path.write_text(default_config_text())
         wrote_config = True
     settings = load_settings(path)
     make_private()  # the project's mlgate.yaml above keeps its usual mode; the home does not
