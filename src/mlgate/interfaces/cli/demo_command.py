@@ -17,7 +17,7 @@ def demo(
     ] = None,
 ) -> None:
     """Run the lifecycle step by step, printing each; then leave the server running."""
-    from mlgate.demo import run
+    from mlgate.demo.lifecycle import run
     from mlgate.private_home import make_private
 
     make_private()  # the demo's home, its server and what that starts are private as any home's

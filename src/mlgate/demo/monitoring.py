@@ -7,31 +7,16 @@ import email
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlgate.demo_outer import WebApp, _until
+from mlgate.demo.policy import MONITOR
+from mlgate.demo.webapp import WebApp, until
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli import monitor_commands
 from mlgate.interfaces.cli.output import console
 
 if TYPE_CHECKING:
-    from mlgate.demo import Demo
+    from mlgate.demo.session import Demo
 
-MONITOR = "diabetes-drift"
 ENV = "production"
-
-# The demo's monitor: data drift and quality on the last 500 scored rows, every 3 s; two drifted windows in
-# a row fire the alert, which retrains on the training data plus the labelled production rows.
-MONITOR_POLICY = f"""
-monitors:
-  - name: {MONITOR}
-    endpoint: web
-    signals: [data-drift, data-quality, endpoint-performance]
-    window: 500 rows
-    schedule: 3s
-    min_rows: 200
-    consecutive: 2
-    action: retrain
-    retrain: {{data: diabetes-train, include_production_window: false, cooldown_hours: 24}}
-"""
 
 
 def run(demo: Demo, web: WebApp) -> None:
@@ -51,7 +36,7 @@ def run(demo: Demo, web: WebApp) -> None:
             alerts = olu.monitor_alerts(ENV, MONITOR)
         return next((a for a in alerts if a.get("state") == "firing"), None)
 
-    alert = _until("the drift alert", fired, timeout_s=180)
+    alert = until("the drift alert", fired, timeout_s=180)
     console.print(f"  alert {alert['id']} fired at {alert.get('opened_at')} after two drifted windows in a row")
     monitor_commands.report(MONITOR, ENV, url=demo.url, token=demo.tokens["olu"], json_out=False)
 
@@ -72,7 +57,7 @@ def run(demo: Demo, web: WebApp) -> None:
                     return request
         return None
 
-    request = _until("the retrained candidate's gate A request", candidate, timeout_s=300)
+    request = until("the retrained candidate's gate A request", candidate, timeout_s=300)
     with demo.client("lee") as lee:
         version = lee.model_version("dev", "diabetes", request["source_version"])
     notes = "; ".join(version.get("notes") or []) or "-"

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -22,19 +21,19 @@ from typing import Any
 
 import httpx
 
-from mlgate import demo_monitoring, demo_outer
 from mlgate.config import default_config_text, load_settings
+from mlgate.demo.policy import DEMO_POLICY, MONITOR_POLICY
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli.job_commands import follow
 from mlgate.interfaces.cli.output import console, table
 from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.ports import free_port
-from mlgate.runtime import alive, running_server, stop
+from mlgate.runtime import stop
 from mlgate.services.setup import initialize
 from mlgate.snapshot import pack, pack_data
 
 SERVER_START_TIMEOUT_S = 180.0
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "diabetes"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "diabetes"
 
 # The demo accounts: name -> (roles, environments).
 ACCOUNTS = {
@@ -54,23 +53,6 @@ def _number(text: str) -> int | float:
 
 # The demo's policy: model validation on held-out data in staging; the staging test endpoint; production's
 # endpoint, to which versions that pass gate B roll out by canary, watched against SLOs.
-DEMO_POLICY = """
-checks:
-  model-validation: {data: diabetes-holdout, min: 0.80, max_regression: 0.02}
-
-endpoints:
-  staging:
-    - name: diabetes
-      description: the test endpoint of the outer loop
-  production:
-    - name: web
-      description: diabetes risk for the clinic's web app
-      model: diabetes
-      strategy: canary
-      steps: [10, 50, 100]
-      bake_time_s: 3
-      slo: {max_error_rate: 0.01, p95_ms: 250, min_requests: 10}
-"""
 
 # What a data scientist runs in a notebook: plain MLflow, pointed at an environment by two variables.
 PLAIN_MLFLOW_RUN = textwrap.dedent(
@@ -179,7 +161,7 @@ class Demo:
             "notifications:\n  smtp:\n    host: 127.0.0.1\n"
             f"    port: {self.mail.port}\n    sender: mlgate@example.com\n"
         )
-        config += DEMO_POLICY + demo_monitoring.MONITOR_POLICY
+        config += DEMO_POLICY + MONITOR_POLICY
         self.config_path.write_text(config)
         settings = load_settings(self.config_path)
         report = initialize(settings)
@@ -439,48 +421,3 @@ class Demo:
             console.print(f"  stopped {line}")
         if hasattr(self, "mail"):
             self.mail.stop()
-
-
-def run(*, serve: bool, folder: Path | None = None) -> None:
-    folder = folder or Path(tempfile.mkdtemp(prefix="mlgate-demo-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    console.print(f"[bold]mlgate demo[/bold] in {folder}")
-    demo = Demo(folder)
-    try:
-        demo.setup()
-        demo.start_server()
-        demo.create_accounts()
-        demo.show_environments()
-        demo.inner_loop_plain_mlflow()
-        demo.prepare_project()
-        demo.train()
-        demo.register()
-        demo.gate_a()
-        demo.serve_in_staging()
-        demo_outer.run(demo)
-        demo.audit()
-        if not serve:
-            demo.step("Stop everything the demo started")
-            demo.shutdown()
-            return
-        console.rule("[bold green]the demo is running")
-        console.print(f"  server:       {demo.url}")
-        console.print(f"  web UI:       {demo.url}/  (sign in with a token from the accounts table above:")
-        console.print("                lee has a retrained candidate waiting in his inbox)")
-        console.print(f"  API:          {demo.url}/api/v1  (OpenAPI: {demo.url}/api/v1/openapi.json)")
-        console.print(f"  MLflow (dev): {demo.url}/mlflow/dev/")
-        console.print(f"  endpoints:    {demo.endpoint_url}  (staging, diabetes)")
-        console.print(f"                {demo.production_url}  (production, web)")
-        console.print(f"  try:          cd {folder} && MLGATE_TOKEN={demo.tokens['admin']} mlgate env list")
-        console.print("  Ctrl-C stops it.")
-        assert demo.server is not None
-        demo.server.wait()
-    except KeyboardInterrupt:
-        console.print("stopping")
-        demo.shutdown()
-    except BaseException:
-        demo.shutdown()
-        raise
-    settings = load_settings(demo.config_path)
-    if running_server(settings) or (demo.server and alive(demo.server.pid)):
-        raise MlgateError("the demo's server is still running after stop")

@@ -3,91 +3,20 @@ simulated web application calling the production endpoint while a second version
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from mlgate import demo_monitoring
+from mlgate.demo import monitoring
+from mlgate.demo.webapp import WebApp, until
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli.output import console, table
 
 if TYPE_CHECKING:
-    from mlgate.demo import Demo
+    from mlgate.demo.session import Demo
 
 PRODUCTION_ENDPOINT = "web"
 FINAL_CHECK_STATES = ("passed", "failed", "error")
 FINAL_ROLLOUT_STATES = ("succeeded", "failed", "rolled-back")
-WAIT_S = 300.0
-
-
-class WebApp:
-    """The clinic's web application: one patient's risk at a time, as fast as the endpoint answers, cycling
-    through the patients it was given (`patients` switches to others: a population that changed)."""
-
-    def __init__(self, url: str, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-        self.url = url
-        self._headers = {"Authorization": f"Bearer {key}"}
-        self._columns = columns
-        self._rows = rows
-        self.request_ids: list[str] = []
-        self.answers: Counter[str] = Counter()  # by status, and by slot for the good ones
-        self.slots: Counter[str] = Counter()
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="web-app", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def patients(self, rows: list[list[Any]]) -> None:
-        self._rows = rows
-
-    def _run(self) -> None:
-        position = 0
-        with httpx.Client(headers=self._headers, timeout=10) as http:
-            while not self._stop.is_set():
-                rows = self._rows
-                row = rows[position % len(rows)]
-                position += 1
-                try:
-                    answer = http.post(self.url, json={"dataframe_split": {"columns": self._columns, "data": [row]}})
-                except httpx.HTTPError as exc:
-                    self.answers["connection error"] += 1
-                    self.errors.append(str(exc))
-                    continue
-                self.answers[str(answer.status_code)] += 1
-                if answer.status_code == 200:
-                    self.slots[answer.headers.get("mlgate-deployment", "?")] += 1
-                    self.request_ids.append(answer.headers.get("x-request-id", ""))
-                else:
-                    self.errors.append(answer.text[:200])
-                time.sleep(0.01)
-
-    @property
-    def ok(self) -> int:
-        return self.answers["200"]
-
-    @property
-    def failed(self) -> int:
-        return sum(n for status, n in self.answers.items() if status != "200")
-
-
-def _until(what: str, probe: Any, *, timeout_s: float = WAIT_S, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise MlgateError(f"timed out waiting for {what}")
-        time.sleep(every_s)
 
 
 def gate_b_request(demo: Demo, staged_version: int) -> dict[str, Any]:
@@ -104,7 +33,7 @@ def gate_b_request(demo: Demo, staged_version: int) -> dict[str, Any]:
                     return request
             return None
 
-        request = _until(f"the gate B request of diabetes v{staged_version}", opened)
+        request = until(f"the gate B request of diabetes v{staged_version}", opened)
 
         def checked() -> list[dict[str, Any]] | None:
             latest = {r["name"]: r for r in sam.checks("staging", "diabetes", staged_version)}
@@ -113,7 +42,7 @@ def gate_b_request(demo: Demo, staged_version: int) -> dict[str, Any]:
                 return [r for r in done if r is not None]
             return None
 
-        records = _until("the staging checks", checked)
+        records = until("the staging checks", checked)
         request = sam.promotion_request(request["id"])
     table(
         f"staging checks of diabetes v{staged_version} (gate B request {request['id']})",
@@ -137,7 +66,7 @@ def approve_gate_b(demo: Demo, request_id: int) -> int:
                 raise MlgateError(f"request {request_id} ended {request['state']}: {request['failure']}")
             return request if request["state"] == "promoted" else None
 
-        request = _until(f"request {request_id} to be promoted", promoted)
+        request = until(f"request {request_id} to be promoted", promoted)
     console.print(f"  sam approved; diabetes v{request['target_version']} is in production's registry")
     return int(request["target_version"])
 
@@ -152,7 +81,7 @@ def rollout(demo: Demo, version: int) -> dict[str, Any]:
                     return found
             return None
 
-        done = _until(f"the rollout of diabetes v{version}", ended)
+        done = until(f"the rollout of diabetes v{version}", ended)
         endpoint = olu.endpoint("production", PRODUCTION_ENDPOINT)
     rows = [
         [
@@ -188,7 +117,7 @@ def approve_gate_a(demo: Demo) -> int:
                 raise MlgateError(f"request {request_id} ended {request['state']}: {request['failure']}")
             return request if request["state"] == "promoted" else None
 
-        request = _until(f"request {request_id} to be promoted", promoted)
+        request = until(f"request {request_id} to be promoted", promoted)
     console.print(f"  lee approved request {request_id}; diabetes v{request['target_version']} is in staging")
     return int(request["target_version"])
 
@@ -236,6 +165,6 @@ def run(demo: Demo) -> None:
         if web.failed:
             raise MlgateError(f"{web.failed} web-app calls failed during the rollout: {web.errors[:3]}")
         demo.production_url = endpoint["url"]
-        demo_monitoring.run(demo, web)
+        monitoring.run(demo, web)
     finally:
         web.stop()
