@@ -1,0 +1,108 @@
+"""The example's CI templates run: each `run:` step, in order, against a real server, as CI would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.project import LiveServer
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "diabetes"
+WORKFLOWS = EXAMPLE / "ci" / "github-actions"
+
+
+def _steps(workflow: Path) -> list[dict[str, Any]]:
+    document = yaml.safe_load(workflow.read_text())
+    (job,) = document["jobs"].values()
+    steps: list[dict[str, Any]] = job["steps"]
+    return steps
+
+
+def _checkout(tmp_path: Path) -> Path:
+    """What `actions/checkout` gives: the project as committed, without generated data."""
+    folder = tmp_path / "diabetes"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("data", "mlruns", "__pycache__", ".*_cache"))
+    for command in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "-qm", "ci"],
+    ):
+        subprocess.run(["git", *command], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def _run_steps(workflow: Path, folder: Path, env: dict[str, str]) -> list[str]:
+    ran = []
+    for step in _steps(workflow):
+        if "run" not in step or step.get("id") == "install":  # the install step fetches mlgate itself
+            continue
+        assert "${{" not in step["run"], f"{step['name']}: a run step must take secrets from env, not inline"
+        done = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", step["run"]],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, f"step '{step['name']}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        ran.append(step["name"])
+    return ran
+
+
+def _ci_environment(url: str, token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_", "PYTEST_"))}
+    env |= {"MLGATE_URL": url, "MLGATE_TOKEN": token, "PYTHONDONTWRITEBYTECODE": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def test_workflows_declare_what_they_need() -> None:
+    for workflow in sorted(WORKFLOWS.glob("*.yml")):
+        steps = _steps(workflow)
+        assert steps[0]["uses"].startswith("actions/checkout@")
+        assert any(s.get("id") == "install" for s in steps), f"{workflow.name}: no install step"
+    main = yaml.safe_load((WORKFLOWS / "model-ci.yml").read_text())
+    env = main["jobs"]["train-and-register"]["env"]
+    assert env == {"MLGATE_URL": "${{ secrets.MLGATE_URL }}", "MLGATE_TOKEN": "${{ secrets.MLGATE_TOKEN }}"}
+    names = [s.get("name") for s in _steps(WORKFLOWS / "model-ci.yml")]
+    assert (
+        names.index("Lint")
+        < names.index("Unit tests")
+        < names.index("Train in dev")
+        < names.index("Register the model")
+    )
+
+
+def test_model_ci_trains_and_registers_against_a_server(live_server: LiveServer, tmp_path: Path) -> None:
+    folder = _checkout(tmp_path)
+    env = _ci_environment(live_server.url, live_server.project.tokens["dana"])
+    # The data scientist registered the training data once; CI refers to it by name.
+    data = tmp_path / "diabetes.csv"
+    generator = [sys.executable, "-m", "diabetes.data", "--rows", "2000", "--seed", "3", "--out", str(data)]
+    subprocess.run(generator, env=env | {"PYTHONPATH": str(folder / "src")}, check=True, capture_output=True)
+    registered = live_server.project.run(
+        "data", "register", "diabetes-train", str(data), token=env["MLGATE_TOKEN"], url=live_server.url
+    )
+    assert registered.returncode == 0, registered.stderr
+
+    ran = _run_steps(WORKFLOWS / "model-ci.yml", folder, env)
+    assert ran == ["Lint", "Unit tests", "Train in dev", "Register the model"]
+    job = json.loads((folder / "job.json").read_text())
+    version = json.loads((folder / "version.json").read_text())
+    assert job["state"] == "succeeded" and job["run_ids"]
+    assert version["name"] == "diabetes" and len(version["digest"]) == 64
+
+
+def test_pull_request_checks_run(tmp_path: Path) -> None:
+    folder = _checkout(tmp_path)
+    ran = _run_steps(WORKFLOWS / "pull-request.yml", folder, _ci_environment("http://127.0.0.1:9", "unused"))
+    assert ran == ["Lint", "Unit tests"]

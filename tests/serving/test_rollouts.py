@@ -1,0 +1,149 @@
+"""Production rollouts against a real server: versions that pass gate B roll out to the `web` endpoint.
+
+The tests run in order on one world (tests/rollout_world.py): version 1 is the endpoint's first
+deployment; version 2 rolls out by canary under load; version 3, whose model raises on a negative age,
+is rolled back during its canary while the load (every row with a negative age) sees no failure, since
+the host answers from the stable slot. Production versions are numbered as they arrive: 1, 2, 3.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from mlgate.adapters.sql.models import Notification
+from tests.support.load import WrkResult, run_wrk
+from tests.support.project import Project, bearer, stop_server
+from tests.support.rollout_world import ENDPOINT, RolloutWorld, build
+from tests.support.serving_world import FEATURES
+
+ENV = "production"
+WAIT_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutWorld]:
+    built = build(project_template, tmp_path_factory.mktemp("rollouts"))
+    try:
+        yield built
+    finally:
+        stop_server(built.server)
+
+
+def _finished(world: RolloutWorld, version: int) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    with world.client("vic") as vic:
+        while True:
+            found = [r for r in vic.rollouts(ENV) if r["version"] == version]
+            if found and found[0]["state"] in ("succeeded", "failed", "rolled-back"):
+                return vic.rollout(ENV, found[0]["id"])
+            assert time.monotonic() < deadline, found
+            time.sleep(0.3)
+
+
+def _champion(world: RolloutWorld) -> int | None:
+    answer = httpx.get(
+        f"{world.url}/mlflow/{ENV}/api/2.0/mlflow/registered-models/alias",
+        params={"name": "diabetes", "alias": "champion"},
+        headers=bearer(world.project.tokens["vic"]),
+        timeout=30,
+    )
+    if answer.status_code == 404:
+        return None
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["model_version"]["version"])
+
+
+def _weights(world: RolloutWorld) -> dict[str, tuple[int, int]]:
+    with world.client("vic") as vic:
+        endpoint = vic.endpoint(ENV, ENDPOINT)
+    return {s["slot"]: (s["version"], s["traffic"]) for s in endpoint["slots"]}
+
+
+class Load:
+    """wrk against the production endpoint in a thread, for `seconds`."""
+
+    def __init__(self, world: RolloutWorld, *, age: int, seconds: int) -> None:
+        with world.client("olu") as olu:
+            key = olu.rotate_key(ENV, ENDPOINT, "secondary")["key"]
+        url = f"{world.host_url(ENV)}/endpoints/{ENDPOINT}/invocations"
+        body = {"dataframe_split": {"columns": FEATURES, "data": [[age, 0.3, -0.2, 1.1], [40, -1.0, 0.5, 0.0]]}}
+        self.result: WrkResult | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(url, body, {"Authorization": f"Bearer {key}"}, seconds), daemon=True
+        )
+        self._thread.start()
+        time.sleep(1.0)  # under way before the version arrives
+
+    def _run(self, url: str, body: dict[str, Any], headers: dict[str, str], seconds: int) -> None:
+        self.result = run_wrk(url, body=body, headers=headers, seconds=seconds, connections=4)
+
+    def wait(self) -> WrkResult:
+        self._thread.join(timeout=120)
+        assert self.result is not None, "wrk did not finish"
+        return self.result
+
+
+def test_the_first_version_through_gate_b_goes_to_blue_with_all_the_traffic(world: RolloutWorld) -> None:
+    world.through_gate_b(world.staging[0])
+    rollout = _finished(world, 1)
+    assert rollout["state"] == "succeeded", rollout
+    assert (rollout["from_slot"], rollout["to_slot"], rollout["previous_version"]) == (None, "blue", None)
+    assert [s["traffic"] for s in rollout["steps"]] == [100]
+    assert _weights(world) == {"blue": (1, 100)}
+    assert _champion(world) == 1
+
+
+def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(world: RolloutWorld) -> None:
+    load = Load(world, age=45, seconds=22)
+    world.through_gate_b(world.staging[1])
+    rollout = _finished(world, 2)
+    result = load.wait()
+    assert rollout["state"] == "succeeded", rollout
+    assert (rollout["from_slot"], rollout["to_slot"], rollout["previous_version"]) == ("blue", "green", 1)
+    assert [(s["traffic"], s["outcome"]) for s in rollout["steps"]] == [(10, "passed"), (50, "passed"), (100, "passed")]
+    assert all(s["requests"] >= 10 and s["errors"] == 0 and s["p95_ms"] is not None for s in rollout["steps"])
+    assert result.failed == 0 and result.requests > 100, result.raw
+    assert result.by_header.get("green", 0) > 0 and result.by_header.get("blue", 0) > 0, result.by_header
+    assert _weights(world) == {"blue": (1, 0), "green": (2, 100)}  # blue kept for `endpoints rollback`
+    assert _champion(world) == 2
+
+    shown = world.cli("rollouts", "show", str(rollout["id"]), "--env", ENV, user="vic")
+    assert shown.returncode == 0, shown.stderr
+    for text in ("succeeded", "blue -> green", "10%", "50%", "100%", "passed", "p95"):
+        assert text in shown.stdout, shown.stdout
+    listed = world.cli("rollouts", "list", "--env", ENV, "--json", user="vic")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["version"], r["state"]) for r in json.loads(listed.stdout)] == [(2, "succeeded"), (1, "succeeded")]
+
+
+def test_a_failing_canary_is_rolled_back_and_callers_never_see_its_failures(world: RolloutWorld) -> None:
+    load = Load(world, age=-1, seconds=14)  # every request carries a negative age: version 3 fails them
+    world.through_gate_b(world.staging[2])
+    rollout = _finished(world, 3)
+    result = load.wait()
+    assert rollout["state"] == "rolled-back", rollout
+    assert (rollout["from_slot"], rollout["to_slot"], rollout["previous_version"]) == ("green", "blue", 2)
+    first = rollout["steps"][0]
+    assert (first["traffic"], first["outcome"]) == (10, "breach") and first["errors"] > 0, rollout["steps"]
+    assert "error rate" in rollout["reason"] and "max_error_rate 1.00%" in rollout["reason"], rollout["reason"]
+    assert result.failed == 0 and result.requests > 100, result.raw
+    assert set(result.by_header) == {"green"}, result.by_header  # the canary's answers all came from green
+    assert _weights(world) == {"blue": (3, 0), "green": (2, 100)}
+    assert _champion(world) == 2
+
+    db = world.project.db()
+    try:
+        with db.read() as session:
+            alerts = session.execute(select(Notification).where(Notification.event == "rollout.failed")).scalars()
+            rows = [(n.recipient, n.channel, n.payload["rollout"]["id"]) for n in alerts]
+    finally:
+        db.dispose()
+    assert ("olu", "inbox", rollout["id"]) in rows, rows

@@ -1,0 +1,162 @@
+"""A live server with two versions of `diabetes` promoted into staging, for the serving tests.
+
+Built once per test module that asks for it: a copy of the template home whose config declares the
+`diabetes` endpoint in staging, a real `mlgate server` (with its tracking servers and serving hosts),
+two small classifiers logged by plain MLflow through dev's door as dana, registered, and approved by
+lee through gate A, so staging's registry holds versions 1 and 2 as promotion put them there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from mlgate.interfaces.sdk.client import Client
+from tests.api.test_promotion import write_approved_request
+from tests.support.project import MLGATE, LiveServer, Project, start_server
+
+FEATURES = ["age", "bmi", "glucose", "pressure"]
+ENDPOINTS_CONFIG = "\nendpoints:\n  staging:\n    - name: diabetes\n      description: the web app's risk score\n"
+# Gate B is opened by hand here: the staging pipeline (its own tests) would otherwise test each arrival
+# on the staging endpoint these tests shape.
+MANUAL_GATE_B = (
+    "\ngates:\n"
+    "  - {name: A, from: dev, to: staging, approver_role: lead-data-scientist}\n"
+    "  - name: B\n    from: staging\n    to: production\n    approver_role: software-developer\n"
+    "    checks: [lint, unit-tests, model-validation, endpoint-tests]\n    auto_request: false\n"
+)
+
+# Plain MLflow: two runs, each a signed classifier with an input example; the second one is nearly
+# constant (heavily regularised), so the two versions answer differently.
+SCRIPT = """
+import json
+import mlflow, mlflow.sklearn
+import numpy as np, pandas as pd
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+
+runs = []
+mlflow.set_experiment("serving")
+rng = np.random.default_rng(0)
+X = pd.DataFrame(rng.normal(size=(300, 4)), columns=["age", "bmi", "glucose", "pressure"])
+X["age"] = (X["age"] * 10 + 50).round().astype("int64")
+y = (X["glucose"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
+for c in (1.0, 1e-6):
+    model = LogisticRegression(C=c).fit(X, y)
+    with mlflow.start_run() as run:
+        mlflow.log_metrics({"accuracy": float(model.score(X, y))})
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(3),
+            pip_requirements=["scikit-learn"],
+        )
+    runs.append(run.info.run_id)
+print(json.dumps(runs))
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_", "PYTEST_"))}
+    return env | {"MLFLOW_DISABLE_TELEMETRY": "true", **extra}
+
+
+@dataclass
+class Served:
+    project: Project
+    server: LiveServer
+    root: Path
+    digests: dict[int, str] = field(default_factory=dict)  # staging version -> digest
+    promoted: list[int] = field(default_factory=list)  # staging's version of each logged model, in order
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, user: str) -> Client:
+        return Client(self.url, self.project.tokens[user])
+
+    def cli(self, *args: str, user: str = "olu") -> subprocess.CompletedProcess[str]:
+        env = clean_env(MLGATE_URL=self.url, MLGATE_TOKEN=self.project.tokens[user])
+        return subprocess.run(
+            [MLGATE, *args], cwd=self.root, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    def host_url(self, env: str = "staging") -> str:
+        with self.client("vic") as vic:
+            url = vic.serving_host(env)["url"]
+        assert isinstance(url, str)
+        return url
+
+
+def rows(n: int = 5, seed: int = 7) -> list[list[Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [[int(rng.integers(20, 80)), *(float(v) for v in rng.normal(size=3))] for _ in range(n)]
+
+
+def log_runs(url: str, token: str, script: str, root: Path, *, name: str = "log_models.py") -> list[str]:
+    """Run a plain MLflow script against dev's door as the token's owner; the run ids it prints last."""
+    path = root / name
+    path.write_text(script)
+    env = clean_env(MLFLOW_TRACKING_URI=f"{url}/mlflow/dev", MLFLOW_TRACKING_TOKEN=token)
+    done = subprocess.run(
+        [sys.executable, str(path)], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return runs
+
+
+World = TypeVar("World", bound=Served)
+
+
+def build(
+    project_template: Project,
+    root: Path,
+    *,
+    config: str = ENDPOINTS_CONFIG + MANUAL_GATE_B,
+    script: str = SCRIPT,
+    kind: type[World] = Served,  # type: ignore[assignment]
+) -> World:
+    """The served world; the caller stops its server (`stop_server(world.server)`). Each model the script
+    logs is registered by dana and approved by lee, in order: staging's versions 1, 2, ..."""
+    project = project_template.copy(root / "project", config=config)
+    world = kind(project=project, server=start_server(project), root=root)
+    runs = log_runs(world.url, project.tokens["dana"], script, root)
+    with world.client("dana") as dana, world.client("lee") as lee:
+        registered = [dana.register_model("dev", name="diabetes", run_id=run_id) for run_id in runs]
+        for entry in registered:  # the promotion worker carries them out in this order
+            lee.decide(entry["request_id"], approve=True, comment="fine")
+        for entry in registered:
+            deadline = time.monotonic() + 120
+            while (request := lee.promotion_request(entry["request_id"]))["state"] != "promoted":
+                assert request["state"] not in ("failed", "rejected"), request
+                assert time.monotonic() < deadline, request
+                time.sleep(0.3)
+            world.digests[request["target_version"]] = entry["digest"]
+            world.promoted.append(request["target_version"])
+    assert world.promoted == list(range(1, len(runs) + 1)), world.promoted
+    return world
+
+
+def through_gate_b(project: Project, version: int) -> int:
+    """An approved gate B request for staging's `diabetes` `version`, as sam's approval leaves it, for the
+    server's promotion worker to carry out (deciding requests and their checks are tested elsewhere)."""
+    return write_approved_request(project, "diabetes", version, source="staging", target="production", approver="sam")
+
+
+def score(url: str, key: str, data: list[list[Any]], *, slot: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} | ({"mlgate-deployment": slot} if slot else {})
+    payload = {"dataframe_split": {"columns": FEATURES, "data": data}}
+    return httpx.post(f"{url}/endpoints/diabetes/invocations", json=payload, headers=headers, timeout=30)
