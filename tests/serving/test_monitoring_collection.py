@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mlgate.monitoring import store
-from mlgate.monitoring.store import COMPACT_EVERY, RequestLog, labelled, read_feedback, read_requests
+from mlgate.adapters.monitoring.store import labelled, read_feedback, read_requests
+from mlgate.serving import recording
+from mlgate.serving.recording import COMPACT_EVERY, RequestLog
 from tests.serving.test_serving_host import ADMIN, COLUMNS, PRIMARY, Host, Models, _rows, models, spec
 
 __all__ = ["models"]  # the fixture, imported for pytest to find
@@ -193,7 +194,7 @@ def test_a_flush_that_spans_midnight_writes_each_row_under_its_own_day(
     blue, green = log.stream("e", "blue", "b" * 64, 1, ("a",)), log.stream("e", "green", "g" * 64, 2, ("a",))
     one = np.ones((1, 1))
     for stream, request_id, at in ((blue, "b1", -0.2), (green, "g1", -0.1), (blue, "b2", 0.1)):
-        monkeypatch.setattr(store.time, "time", lambda at=at: midnight + at)
+        monkeypatch.setattr(recording.time, "time", lambda at=at: midnight + at)
         log.record(stream, request_id, 200, 1.0, one, np.zeros(1))
     monkeypatch.undo()
     log.flush()

@@ -17,7 +17,10 @@ import socket
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import uvicorn
 
 ADMIN_TOKEN_ENV = "MLGATE_HOST_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
@@ -72,11 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     # The hot path allocates many short-lived objects; fewer young-generation collections cut tail latency.
     gc.set_threshold(50_000, 20, 100)
+    return _serve(args, token, worker=worker)
 
+
+def _serve(args: argparse.Namespace, token: str, *, worker: bool) -> int:
+    """Run one host: the only process, or (``worker``) one worker on the supervisor's sockets."""
     import uvicorn
 
-    from mlgate.serving.app import SPEC_FILE, ServingHost
+    from mlgate.serving.app import ServingHost
     from mlgate.serving.spec import Batching
+    from mlgate.serving.state import SPEC_FILE
 
     sync = None
     if worker:
@@ -110,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if worker:  # the supervisor's sockets, already listening
         server.run(sockets=[socket.socket(fileno=args.listen_fd), socket.socket(fileno=args.admin_fd)])
         return 0
+    return _listen_and_run(server, args)
+
+
+def _listen_and_run(server: uvicorn.Server, args: argparse.Namespace) -> int:
+    """Bind the port and the admin socket, serve until stopped, then remove the socket file."""
     from mlgate.serving.listeners import listen_tcp, listen_unix, remove_socket_file
 
     try:

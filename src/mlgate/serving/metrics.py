@@ -107,3 +107,17 @@ class Metrics:
         for digest, seconds in sorted(self.load_seconds.items()):
             lines.append(f'mlgate_serving_model_load_seconds{{digest="{_escape(digest)}"}} {seconds:.6f}')
         return ("\n".join(lines) + "\n").encode()
+
+
+def render_recording(stats: dict[str, int]) -> bytes:
+    """The request log's counters (`RequestLog.stats`): rows written for the monitoring store, dropped, queued."""
+    lines = [
+        "# HELP mlgate_serving_monitoring_rows_total Request rows for the monitoring store, by outcome.",
+        "# TYPE mlgate_serving_monitoring_rows_total counter",
+        f'mlgate_serving_monitoring_rows_total{{outcome="written"}} {stats["written_rows"]}',
+        f'mlgate_serving_monitoring_rows_total{{outcome="dropped"}} {stats["dropped_rows"]}',
+        "# HELP mlgate_serving_monitoring_pending_rows Rows queued, not yet written.",
+        "# TYPE mlgate_serving_monitoring_pending_rows gauge",
+        f"mlgate_serving_monitoring_pending_rows {stats['pending_rows']}",
+    ]
+    return ("\n".join(lines) + "\n").encode()

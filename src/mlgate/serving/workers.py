@@ -124,22 +124,7 @@ def supervise(
             children.append(start(index))
         while not stopping.wait(MONITOR_S):
             for child in list(children):
-                code = child.process.poll()
-                if code is None:
-                    continue
-                now = time.monotonic()
-                if child.restart_at is None:
-                    child.quick_exits = child.quick_exits + 1 if now - child.started < QUICK_EXIT_S else 0
-                    pause = min(0.5 * 2 ** (child.quick_exits - 1), MAX_RESTART_PAUSE_S) if child.quick_exits else 0.0
-                    child.restart_at = now + pause
-                    log.warning(
-                        "worker %d (pid %d) ended (%s); starting it again in %.1f s",
-                        child.index,
-                        child.process.pid,
-                        _exit_status(code),
-                        pause,
-                    )
-                if now >= child.restart_at and not stopping.is_set():
+                if _due_for_restart(child) and not stopping.is_set():
                     children[child.index] = start(child.index, child.quick_exits)
     finally:
         _stop(children)
@@ -147,6 +132,27 @@ def supervise(
         admin.close()
         remove_socket_file(admin_socket)
     return 0
+
+
+def _due_for_restart(child: _Child) -> bool:
+    """Whether a worker has ended and its pause before starting again is over (a worker that keeps ending
+    soon after it starts waits longer each time)."""
+    code = child.process.poll()
+    if code is None:
+        return False
+    now = time.monotonic()
+    if child.restart_at is None:
+        child.quick_exits = child.quick_exits + 1 if now - child.started < QUICK_EXIT_S else 0
+        pause = min(0.5 * 2 ** (child.quick_exits - 1), MAX_RESTART_PAUSE_S) if child.quick_exits else 0.0
+        child.restart_at = now + pause
+        log.warning(
+            "worker %d (pid %d) ended (%s); starting it again in %.1f s",
+            child.index,
+            child.process.pid,
+            _exit_status(code),
+            pause,
+        )
+    return now >= child.restart_at
 
 
 def _stop(children: list[_Child]) -> None:

@@ -1,16 +1,10 @@
-"""An environment's monitoring store: the requests its serving host scored, and their ground truth.
+"""The serving host's request log: what it scored, buffered in memory and written as Parquet request parts.
 
-Parquet files, append-only. Why Parquet: a drift scan reads a few columns of millions of rows, and a
-columnar, typed, compressed file hands each column to numpy as one contiguous array without parsing
-text (CSV, JSON lines) or walking rows (SQLite); part files need no coordination between the host's
-worker processes, and a partly written file is never seen (each part is renamed into place).
-
-    <monitoring dir>/requests/<endpoint>/<YYYY-MM-DD>/part-<unix ms>-<pid>-<n>.parquet
-    <monitoring dir>/feedback/<endpoint>/part-<unix ms>-<pid>-<n>.parquet
-
-A request row: request_id, row (its index within the request), ts (UTC), slot, digest and version of the
-model that answered, status, latency_ms, one `in:<feature>` column per input feature and
-`out:prediction`. A request that failed before its input was read has one row without features.
+Parquet files, append-only, laid out as `mlgate.domain.request_records` says. Why Parquet: a drift scan
+reads a few columns of millions of rows, and a columnar, typed, compressed file hands each column to numpy
+as one contiguous array without parsing text (CSV, JSON lines) or walking rows (SQLite); part files need
+no coordination between the host's worker processes, and a partly written file is never seen (each part
+is renamed into place).
 
 `RequestLog` is the writer the serving host uses: `record` only appends to bounded in-memory columns
 (scoring never waits on the store); a background thread turns them into Parquet parts; when the buffers
@@ -20,34 +14,29 @@ are full the record is dropped and counted.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from mlgate.domain.request_records import FEATURE_PREFIX, PREDICTION, day_folder, new_part
+
 log = logging.getLogger(__name__)
 
-REQUESTS = "requests"
-FEEDBACK = "feedback"
-FEATURE_PREFIX = "in:"
-PREDICTION = "out:prediction"
 DEFAULT_CAPACITY_ROWS = 200_000
 DEFAULT_FLUSH_ROWS = 50_000
 DEFAULT_FLUSH_INTERVAL_S = 1.0
-KNOWN_IDS_DAYS = 7
 # Dictionary encoding pays for the few-valued text columns only: on the features it costs CPU and, as often
 # as not, bytes.
 DICTIONARY_COLUMNS = ["slot", "digest"]
 COMPACT_EVERY = 256  # requests a stream keeps as they came before joining their arrays
 DEFAULT_RECENT_IDS = 1_000_000  # ids kept in memory for ground truth; older ones are looked up in the store
-_PARTS = itertools.count()
 
 
 class _Entry(NamedTuple):  # a request without a complete input and output: the rare, slow path
@@ -170,16 +159,11 @@ def _compact(loose: _Loose) -> _Block:
     )
 
 
-def _part_name() -> str:
-    return f"part-{int(time.time() * 1000)}-{os.getpid()}-{next(_PARTS)}.parquet"
-
-
 def _write(table: Any, folder: Path) -> Path:
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / _part_name()
-    tmp = path.with_name(f".{path.name}.tmp")
+    path, tmp = new_part(folder)
     pq.write_table(table, tmp, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
     os.replace(tmp, path)
     return path
@@ -472,7 +456,7 @@ class RequestLog:
             for endpoint, parts in tables.items():
                 table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
                 for day, rows_of_day in _by_day(table):
-                    _write(rows_of_day, self.root / REQUESTS / endpoint / day.isoformat())
+                    _write(rows_of_day, day_folder(self.root, endpoint, day))
             self.written_rows += rows
         except Exception:  # a full disk must not take scoring down: count it, log it, go on
             self.failed_writes += 1
@@ -489,143 +473,3 @@ class RequestLog:
             "dropped_requests": self.dropped_requests,
             "failed_writes": self.failed_writes,
         }
-
-
-# --- reading --------------------------------------------------------------------------------------
-
-
-def _day_folders(root: Path, endpoint: str, since: datetime | None, until: datetime | None) -> list[Path]:
-    base = root / REQUESTS / endpoint
-    if not base.is_dir():
-        return []
-    first = since.astimezone(UTC).date() if since else date.min
-    last = until.astimezone(UTC).date() if until else date.max
-    found = []
-    for folder in sorted(base.iterdir()):
-        try:
-            day = date.fromisoformat(folder.name)
-        except ValueError:
-            continue
-        if first <= day <= last:
-            found.append(folder)
-    return found
-
-
-def _read_parts(files: list[Path], columns: list[str] | None) -> Any:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = []
-    for path in files:
-        schema = pq.read_schema(path)
-        wanted = None if columns is None else [c for c in columns if c in schema.names]
-        tables.append(pq.read_table(path, columns=wanted))
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
-def read_requests(
-    root: Path,
-    endpoint: str,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    columns: list[str] | None = None,
-) -> Any:
-    """The endpoint's request rows between `since` (included) and `until` (excluded), as a pyarrow Table
-    (empty, with the fixed columns, when there are none)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    files = [p for folder in _day_folders(root, endpoint, since, until) for p in sorted(folder.glob("part-*.parquet"))]
-    needed = None if columns is None else list(dict.fromkeys([*columns, "ts"]))
-    table = _read_parts(files, needed)
-    if table is None:
-        return pa.table(
-            {
-                "request_id": pa.array([], pa.string()),
-                "row": pa.array([], pa.int32()),
-                "ts": pa.array([], pa.timestamp("us", "UTC")),
-                "slot": pa.array([], pa.string()),
-                "digest": pa.array([], pa.string()),
-                "version": pa.array([], pa.int64()),
-                "status": pa.array([], pa.int16()),
-                "latency_ms": pa.array([], pa.float32()),
-            }
-        )
-    mask = None
-    if since is not None:
-        mask = pc.greater_equal(table["ts"], pa.scalar(since.astimezone(UTC), pa.timestamp("us", "UTC")))
-    if until is not None:
-        before = pc.less(table["ts"], pa.scalar(until.astimezone(UTC), pa.timestamp("us", "UTC")))
-        mask = before if mask is None else pc.and_(mask, before)
-    if mask is not None:
-        table = table.filter(mask)
-    if columns is not None and "ts" not in columns:
-        table = table.drop_columns(["ts"])
-    return table
-
-
-def feature_columns(table: Any) -> list[str]:
-    """The feature names of a request table (without the `in:` prefix)."""
-    return [name[len(FEATURE_PREFIX) :] for name in table.column_names if name.startswith(FEATURE_PREFIX)]
-
-
-def write_feedback(root: Path, endpoint: str, request_ids: list[str], labels: list[float], *, source: str) -> None:
-    import pyarrow as pa
-
-    if len(request_ids) != len(labels):
-        raise ValueError(f"{len(request_ids)} request ids but {len(labels)} labels")
-    if not request_ids:
-        return
-    now = int(time.time() * 1e6)
-    table = pa.table(
-        {
-            "request_id": pa.array(request_ids, pa.string()),
-            "label": pa.array(labels, pa.float64()),
-            "ts": pa.array([now] * len(request_ids), pa.timestamp("us", "UTC")),
-            "source": pa.array([source] * len(request_ids), pa.string()),
-        }
-    )
-    _write(table, root / FEEDBACK / endpoint)
-
-
-def read_feedback(root: Path, endpoint: str) -> Any:
-    import pyarrow as pa
-
-    folder = root / FEEDBACK / endpoint
-    table = _read_parts(sorted(folder.glob("part-*.parquet")) if folder.is_dir() else [], None)
-    if table is None:
-        return pa.table(
-            {
-                "request_id": pa.array([], pa.string()),
-                "label": pa.array([], pa.float64()),
-                "ts": pa.array([], pa.timestamp("us", "UTC")),
-                "source": pa.array([], pa.string()),
-            }
-        )
-    return table
-
-
-def known_request_ids(root: Path, endpoint: str, ids: Iterable[str], *, days: int = KNOWN_IDS_DAYS) -> set[str]:
-    """Which of `ids` the store holds requests for (looking back `days`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return set()
-    since = datetime.now(UTC) - timedelta(days=days)
-    table = read_requests(root, endpoint, since=since, columns=["request_id"])
-    present = pc.is_in(pa.array(wanted, pa.string()), value_set=table["request_id"].combine_chunks())
-    return {i for i, hit in zip(wanted, present.to_pylist(), strict=True) if hit}
-
-
-def labelled(root: Path, endpoint: str, *, since: datetime | None = None, until: datetime | None = None) -> Any:
-    """The request rows that have ground truth, with the latest label of their request as `label`."""
-    feedback = read_feedback(root, endpoint).sort_by([("ts", "ascending")])
-    latest = feedback.group_by("request_id", use_threads=False).aggregate([("label", "last")])
-    latest = latest.select(["request_id", "label_last"]).rename_columns(["request_id", "label"])
-    requests = read_requests(root, endpoint, since=since, until=until)
-    return requests.join(latest, keys="request_id", join_type="inner")

@@ -1,1 +1,0 @@
-"""Monitoring: what production scored, its ground truth, and the signals computed from them."""
