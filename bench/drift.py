@@ -26,9 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mlgate.domain.drift import DriftReport
 
 EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "diabetes" / "src"
 REFERENCE_ROWS = 10_000
@@ -111,23 +114,24 @@ def run_evidently(
     return result
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the current window")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of mlgate's drift report")
     parser.add_argument("--evidently-repeat", type=int, default=1, help="timed runs of Evidently's report")
     parser.add_argument("--evidently-venv", type=Path, default=DEFAULT_VENV, help="where Evidently's venv lives")
     parser.add_argument("--skip-evidently", action="store_true", help="time mlgate only")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import scipy
 
+def _time_mlgate(
+    reference: dict[str, np.ndarray], current: dict[str, np.ndarray], repeat: int
+) -> tuple[DriftReport, list[float]]:
+    """mlgate's drift report of `current` against `reference` (profiled as registration profiles it), and the
+    seconds each of the `repeat` timed runs took."""
     from mlgate.domain import profile as profiles
-    from mlgate.monitoring import signals
+    from mlgate.domain.drift import drift_report
 
-    print(f"generating {REFERENCE_ROWS:,} reference and {args.rows:,} drifted current patients ...", flush=True)
-    reference = diabetes(REFERENCE_ROWS, seed=0, drift=False)
-    current = diabetes(args.rows, seed=1, drift=True)
     profile = profiles.build_profile(
         data="diabetes@1",
         rows=REFERENCE_ROWS,
@@ -138,22 +142,21 @@ def main() -> int:
         notes=[],
     )
 
-    print(f"timing mlgate's drift_report, {args.repeat} runs ...", flush=True)
-    signals.drift_report(profile, reference, current)  # warm-up
+    print(f"timing mlgate's drift_report, {repeat} runs ...", flush=True)
+    drift_report(profile, reference, current)  # warm-up
     mlgate_times = []
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         started = time.perf_counter()
-        report = signals.drift_report(profile, reference, current)
+        report = drift_report(profile, reference, current)
         mlgate_times.append(time.perf_counter() - started)
+    return report, mlgate_times
 
-    evidently: dict[str, Any] | None = None
-    if not args.skip_evidently:
-        python = evidently_python(args.evidently_venv)
-        print(f"timing Evidently's DataDriftPreset, {args.evidently_repeat} run(s) ...", flush=True)
-        evidently = run_evidently(python, reference, current, args.evidently_repeat)
 
-    features = len(reference)
-    shape = f"{args.rows:,} x {features}"
+def _print_timings(
+    report: DriftReport, mlgate_times: list[float], evidently: dict[str, Any] | None, shape: str
+) -> None:
+    import scipy
+
     print()
     print(
         f"numpy {np.__version__}, scipy {scipy.__version__}, Python {platform.python_version()}, "
@@ -181,6 +184,9 @@ def main() -> int:
             f"{statistics.median(times) / median:.1f}x (median); mlgate target < 2 s: "
             f"{'met' if best < 2 else 'not met'} ({best:.3f} s)"
         )
+
+
+def _print_features(report: DriftReport, evidently: dict[str, Any] | None) -> None:
     print()
     print("| feature | mlgate W/std | Evidently (method) | PSI | JS | KS | KS p | drifted (mlgate / Evidently) |")
     print("|---|---:|---|---:|---:|---:|---:|---|")
@@ -193,6 +199,23 @@ def main() -> int:
             f"| {column.name} | {m['wasserstein_norm']:.4f} | {other} | {m['psi']:.4f} | "
             f"{m['jensen_shannon']:.4f} | {m['ks_statistic']:.4f} | {m['ks_pvalue']:.3g} | {verdicts} |"
         )
+
+
+def main() -> int:
+    args = _arguments()
+    print(f"generating {REFERENCE_ROWS:,} reference and {args.rows:,} drifted current patients ...", flush=True)
+    reference = diabetes(REFERENCE_ROWS, seed=0, drift=False)
+    current = diabetes(args.rows, seed=1, drift=True)
+    report, mlgate_times = _time_mlgate(reference, current, args.repeat)
+
+    evidently: dict[str, Any] | None = None
+    if not args.skip_evidently:
+        python = evidently_python(args.evidently_venv)
+        print(f"timing Evidently's DataDriftPreset, {args.evidently_repeat} run(s) ...", flush=True)
+        evidently = run_evidently(python, reference, current, args.evidently_repeat)
+
+    _print_timings(report, mlgate_times, evidently, f"{args.rows:,} x {len(reference)}")
+    _print_features(report, evidently)
     return 0
 
 

@@ -34,9 +34,9 @@ from mlgate.domain.monitors import Cron, Schedule, Window
 from mlgate.domain.profile import build_profile
 from mlgate.errors import ConfigError
 from mlgate.interfaces.sdk.client import ApiError, Client
-from mlgate.monitoring.store import RequestLog
 from mlgate.services.registration import models
 from mlgate.services.release import endpoints
+from mlgate.serving.recording import RequestLog
 from tests.support.project import MLGATE, LiveServer, Project, start_server, stop_server
 from tests.support.serving_world import clean_env
 

@@ -29,9 +29,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.models import Job, Monitor, MonitorAlert, MonitorResult, utcnow
 from mlgate.interfaces.sdk.client import Client
-from mlgate.monitoring import store
 from mlgate.snapshot import pack, pack_data
 from tests.support.project import LiveServer, Project, start_server, stop_server
 from tests.support.serving_world import MANUAL_GATE_B, clean_env, through_gate_b

@@ -14,7 +14,7 @@ ACTIONS = ("notify", "retrain")
 MONITOR_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 # What breaches, per threshold name (flat: a monitor's `thresholds` overrides any of them by name).
-# Drift (mlgate.monitoring.signals): a numeric feature drifts when its normalized Wasserstein distance
+# Drift (mlgate.domain.drift): a numeric feature drifts when its normalized Wasserstein distance
 # reaches `wasserstein`, a categorical one when its Jensen-Shannon distance reaches `jensen_shannon`; the
 # dataset (and the predictions) drift when the share of drifted columns reaches `drift_share`. PSI is
 # reported for information against `psi`. Quality: rates over the window's rows. Performance: floors

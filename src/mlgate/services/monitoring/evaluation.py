@@ -1,6 +1,7 @@
-"""The seam between monitors and the signal maths (`mlgate.monitoring.signals`): one window of an
-endpoint's requests (and its labelled rows) against the serving version's baseline (profile and
-reference sample), as JSON values per signal and per feature, the thresholds broken, and a verdict.
+"""The seam between monitors and the signal maths in `mlgate.domain` (drift, data quality, model and endpoint
+performance): one window of an endpoint's requests (and its labelled rows) against the serving version's
+baseline (profile and reference sample), as JSON values per signal and per feature, the thresholds broken,
+and a verdict.
 
 A window with fewer answered rows than the monitor's `min_rows` gets no verdict ("no-verdict"), whatever
 its values: quiet hours neither fire nor resolve an alert.
@@ -14,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from mlgate.domain import drift
+from mlgate.domain.data_quality import quality_report
+from mlgate.domain.endpoint_performance import endpoint_performance
+from mlgate.domain.model_performance import classification_metrics, regression_metrics
 from mlgate.domain.monitors import DEFAULT_THRESHOLDS
-from mlgate.monitoring import signals
-from mlgate.monitoring.store import FEATURE_PREFIX, PREDICTION
+from mlgate.domain.request_records import FEATURE_PREFIX, PREDICTION
 
 BREACH, CLEAN, NO_VERDICT = "breach", "clean", "no-verdict"
 
@@ -63,7 +67,7 @@ def _current(table: Any) -> dict[str, np.ndarray]:
     }
 
 
-def _drift_values(report: signals.DriftReport) -> dict[str, Any]:
+def _drift_values(report: drift.DriftReport) -> dict[str, Any]:
     return {
         "rows": report.rows,
         "status": report.status,
@@ -96,7 +100,7 @@ def _limit(out: list[dict[str, Any]], signal: str, metric: str, value: Any, limi
 
 
 def _drift(
-    signal: str, report: signals.DriftReport, limits: dict[str, float], out: list[dict[str, Any]]
+    signal: str, report: drift.DriftReport, limits: dict[str, float], out: list[dict[str, Any]]
 ) -> dict[str, Any]:
     values = _drift_values(report)
     for column in report.columns:
@@ -121,7 +125,7 @@ def _drift(
 def _quality(
     profile: dict[str, Any], current: dict[str, np.ndarray], limits: dict[str, float], out: list[Any]
 ) -> dict[str, Any]:
-    columns = signals.quality_report(profile, current)
+    columns = quality_report(profile, current)
     cells = sum(c.rows for c in columns)
     ranged = [c for c in columns if c.out_of_range is not None]
     totals = {
@@ -143,17 +147,17 @@ def _performance(labelled: Any, limits: dict[str, float], out: list[Any]) -> dic
     predicted = _column(labelled, PREDICTION)
     if predicted.dtype != object and set(np.unique(truth[~np.isnan(truth)]).tolist()) <= {0.0, 1.0}:
         keep = ~np.isnan(truth) & ~np.isnan(predicted)
-        metrics = signals.classification_metrics(truth[keep], predicted[keep])
+        metrics = classification_metrics(truth[keep], predicted[keep])
         values: dict[str, Any] = {"labelled_rows": int(keep.sum()), "kind": "classification", **asdict(metrics)}
         _limit(out, "model-performance", "accuracy", metrics.accuracy, limits["min_accuracy"], ceiling=False)
         _limit(out, "model-performance", "auc", metrics.auc, limits["min_auc"], ceiling=False)
         return values
     if predicted.dtype == object:
-        metrics_c = signals.classification_metrics(truth.astype(str), predicted.astype(str))
+        metrics_c = classification_metrics(truth.astype(str), predicted.astype(str))
         _limit(out, "model-performance", "accuracy", metrics_c.accuracy, limits["min_accuracy"], ceiling=False)
         return {"labelled_rows": metrics_c.rows, "kind": "classification", **asdict(metrics_c)}
     keep = ~np.isnan(truth) & ~np.isnan(predicted)
-    regression = signals.regression_metrics(truth[keep], predicted[keep])
+    regression = regression_metrics(truth[keep], predicted[keep])
     _limit(out, "model-performance", "rmse", regression.rmse, limits["max_rmse"], ceiling=True)
     return {"labelled_rows": regression.rows, "kind": "regression", **asdict(regression)}
 
@@ -163,7 +167,7 @@ def _endpoint(requests: Any, start: float, end: float, limits: dict[str, float],
 
     firsts = requests.filter(pc.equal(requests["row"], 0)) if requests.num_rows else requests
     times = np.asarray(pc.cast(firsts["ts"], "int64").to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
-    stats = signals.endpoint_performance(
+    stats = endpoint_performance(
         times,
         np.asarray(firsts["latency_ms"].to_numpy(zero_copy_only=False), dtype=np.float64),
         np.asarray(firsts["status"].to_numpy(zero_copy_only=False), dtype=np.int64),
@@ -203,7 +207,7 @@ def evaluate(
     rows = answered.num_rows
     current = _current(answered)
     reference = _sample_columns(sample)
-    drift_limits = signals.Thresholds(
+    drift_limits = drift.Thresholds(
         wasserstein=limits["wasserstein"],
         jensen_shannon=limits["jensen_shannon"],
         psi=limits["psi"],
@@ -217,16 +221,16 @@ def evaluate(
     if profile is None:
         for name in profiled:
             if name in signal_names:
-                values[name] = {"status": signals.NO_REFERENCE}
+                values[name] = {"status": drift.NO_REFERENCE}
     else:
         if "data-drift" in signal_names:
-            report = signals.drift_report(profile, reference, current, thresholds=drift_limits, min_rows=min_rows)
+            report = drift.drift_report(profile, reference, current, thresholds=drift_limits, min_rows=min_rows)
             values["data-drift"] = _drift("data-drift", report, limits, breaches)
         if "prediction-drift" in signal_names:
             outputs = {}
             if PREDICTION in answered.column_names and profile.get("predictions"):
                 outputs[str(profile["predictions"][0]["name"])] = _column(answered, PREDICTION)
-            report = signals.prediction_drift(profile, reference, outputs, thresholds=drift_limits, min_rows=min_rows)
+            report = drift.prediction_drift(profile, reference, outputs, thresholds=drift_limits, min_rows=min_rows)
             values["prediction-drift"] = _drift("prediction-drift", report, limits, breaches)
         if "data-quality" in signal_names:
             values["data-quality"] = _quality(profile, current, limits, breaches)

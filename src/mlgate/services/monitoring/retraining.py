@@ -5,8 +5,9 @@ asset); when the job succeeds, its model is registered as a candidate (which ope
 lineage note naming the alert. At most one retraining per monitor per cooldown.
 
 Crash-safe: each step is recorded on the alert (`retrain_state`: none -> starting -> submitted ->
-registered, or skipped / failed), and `sweep` carries every alert on from wherever it stands, so a job
-that succeeded while the server was down is registered at the next tick. Every step may run twice:
+registered, or skipped / failed; every move checked by the state machine of `mlgate.domain.retraining`),
+and `sweep` carries every alert on from wherever it stands, so a job that succeeded while the server was
+down is registered at the next tick. Every step may run twice:
 the job carries its alert in its spec (`origin`), so an alert left `starting` by a crash takes the job
 already submitted for it rather than a second one; registering finds the version already made and the
 request already open. Within one server, an alert is worked on by one thread at a time (the API's run
@@ -27,14 +28,16 @@ from typing import Any
 
 from sqlalchemy import select
 
+from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, ModelVersion, Monitor, MonitorAlert, MonitorResult, utcnow
 from mlgate.config import MonitorConfig, Settings
 from mlgate.domain.jobs import DataRef, JobState
 from mlgate.domain.permissions import Role
+from mlgate.domain.retraining import PENDING, RetrainState, transition
 from mlgate.errors import ConflictError, MlgateError
-from mlgate.monitoring import store
 from mlgate.services import audit
+from mlgate.services.monitoring.runs import serving_version
 from mlgate.services.promotion import requests
 from mlgate.services.registration import models
 from mlgate.services.training import data_assets, jobs
@@ -100,10 +103,12 @@ def _root_record(db: Database, record_id: int) -> ModelVersion:
         return record
 
 
-def _set(db: Database, alert_id: int, **fields: Any) -> None:
+def _move(db: Database, alert_id: int, to: RetrainState, **fields: Any) -> None:
+    """Move the alert's retraining to `to` (ConflictError unless the state machine allows it); set `fields`."""
     with db.write() as session:
         alert = session.get(MonitorAlert, alert_id)
         assert alert is not None
+        alert.retrain_state = transition(alert.retrain_state, to)
         for key, value in fields.items():
             setattr(alert, key, value)
 
@@ -112,7 +117,7 @@ def _claim(db: Database, alert_id: int) -> tuple[MonitorAlert, Monitor, MonitorR
     """Move a new alert of a `retrain` monitor to `starting` (once), or to `skipped` inside the cooldown."""
     with db.write() as session:
         alert = session.get(MonitorAlert, alert_id)
-        if alert is None or alert.retrain_state != "none":
+        if alert is None or alert.retrain_state != RetrainState.NONE:
             return None
         monitor = session.get(Monitor, alert.monitor_id)
         assert monitor is not None
@@ -122,10 +127,11 @@ def _claim(db: Database, alert_id: int) -> tuple[MonitorAlert, Monitor, MonitorR
         last = _aware(monitor.last_retrain_at)
         cooldown = timedelta(hours=spec.retrain.cooldown_hours)
         if last is not None and utcnow() - last < cooldown:
-            alert.retrain_state = "skipped"
+            alert.retrain_state = transition(alert.retrain_state, RetrainState.SKIPPED)
             alert.retrain_note = f"a retraining started at {last.isoformat()}; the cooldown is {cooldown}"
             return None
-        alert.retrain_state, monitor.last_retrain_at = "starting", utcnow()
+        alert.retrain_state = transition(alert.retrain_state, RetrainState.STARTING)
+        monitor.last_retrain_at = utcnow()
         result = session.get(MonitorResult, alert.opened_result_id) if alert.opened_result_id else None
         session.flush()
         for row in (alert, monitor, *([result] if result else [])):
@@ -136,8 +142,6 @@ def _claim(db: Database, alert_id: int) -> tuple[MonitorAlert, Monitor, MonitorR
 def _plan(
     db: Database, settings: Settings, alert: MonitorAlert, monitor: Monitor, result: MonitorResult | None
 ) -> _Plan:
-    from mlgate.services.monitoring.monitors import serving_version
-
     spec = MonitorConfig.model_validate(monitor.spec)
     reference = serving_version(db, settings, monitor.environment, monitor.endpoint)
     if reference is None:
@@ -222,7 +226,7 @@ def _starting(db: Database, alert_id: int) -> tuple[MonitorAlert, Monitor, Monit
     """An alert whose retraining was claimed but whose job was never recorded (the server stopped between)."""
     with db.read() as session:
         alert = session.get(MonitorAlert, alert_id)
-        if alert is None or alert.retrain_state != "starting":
+        if alert is None or alert.retrain_state != RetrainState.STARTING:
             return None
         monitor = session.get(Monitor, alert.monitor_id)
         assert monitor is not None
@@ -290,7 +294,7 @@ def _submit(
                 acts_as=Role.DATA_SCIENTIST,  # what it does in dev is what a data scientist does
             )
     except MlgateError as exc:
-        _set(db, alert_id, retrain_state="failed", retrain_note=exc.message)
+        _move(db, alert_id, RetrainState.FAILED, retrain_note=exc.message)
         log.warning("retraining for alert %s not started: %s", alert_id, exc.message)
         return
     pinned = job.data_versions.get(data.name)
@@ -298,7 +302,8 @@ def _submit(
     with db.write() as session:
         row = session.get(MonitorAlert, alert_id)
         assert row is not None
-        row.retrain_state, row.retrain_job_id, row.retrain_data = "submitted", job.id, ref
+        row.retrain_state = transition(row.retrain_state, RetrainState.SUBMITTED)
+        row.retrain_job_id, row.retrain_data = job.id, ref
         row.retrain_note = note
         audit.record(
             session,
@@ -332,7 +337,7 @@ def _finish(db: Database, settings: Settings, alert_id: int, registry_for: Regis
         return
     if state is not JobState.SUCCEEDED or not run_ids or model_name is None:
         why = f"job {job.id} {state.value}" if state is not JobState.SUCCEEDED else f"job {job.id} logged no run"
-        _set(db, alert_id, retrain_state="failed", retrain_note=why)
+        _move(db, alert_id, RetrainState.FAILED, retrain_note=why)
         return
     note = f"retrained by {where} for alert {alert_id}"
     try:
@@ -352,15 +357,9 @@ def _finish(db: Database, settings: Settings, alert_id: int, registry_for: Regis
         except ConflictError as exc:  # opened before a restart: that request is the one
             request_id = (exc.details or {}).get("request")
     except MlgateError as exc:
-        _set(db, alert_id, retrain_state="failed", retrain_note=f"registering job {job.id}'s model: {exc.message}")
+        _move(db, alert_id, RetrainState.FAILED, retrain_note=f"registering job {job.id}'s model: {exc.message}")
         return
-    _set(
-        db,
-        alert_id,
-        retrain_state="registered",
-        candidate_version=view.version,
-        request_id=request_id,
-    )
+    _move(db, alert_id, RetrainState.REGISTERED, candidate_version=view.version, request_id=request_id)
 
 
 def sweep(db: Database, settings: Settings, *, registry_for: RegistryFor, base_url: str) -> None:
@@ -370,16 +369,16 @@ def sweep(db: Database, settings: Settings, *, registry_for: RegistryFor, base_u
         pending = session.execute(
             select(MonitorAlert.id, MonitorAlert.retrain_state, Monitor.spec)
             .join(Monitor, Monitor.id == MonitorAlert.monitor_id)
-            .where(MonitorAlert.retrain_state.in_(["none", "starting", "submitted"]))
+            .where(MonitorAlert.retrain_state.in_([state.value for state in PENDING]))
             .order_by(MonitorAlert.id)
         ).all()
     for alert_id, state, spec in pending:
-        if state == "none" and (spec or {}).get("action") != "retrain":
+        if state == RetrainState.NONE and (spec or {}).get("action") != "retrain":
             continue  # a notify monitor's alerts stay `none`: no write transaction for each, every tick
         try:
-            if state == "none":
+            if state == RetrainState.NONE:
                 start(db, settings, alert_id)
-            elif state == "starting":
+            elif state == RetrainState.STARTING:
                 resume(db, settings, alert_id)
             else:
                 _finish(db, settings, alert_id, registry_for, base_url)

@@ -1,0 +1,72 @@
+"""Endpoint performance over a window: request rate, latency percentiles and error shares, overall and per slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlgate.domain.columns import FloatArray, IntArray, as_float
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    """Traffic over a window: requests per second, latency percentiles (numpy's linear interpolation) and
+    the shares of server errors (status >= 500) and client errors (4xx). None where there were no requests
+    or the window has no length."""
+
+    requests: int
+    seconds: float
+    requests_per_second: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    error_rate: float | None  # 5xx
+    client_error_rate: float | None  # 4xx
+
+
+def _endpoint_stats(latency: FloatArray, status: IntArray, seconds: float) -> EndpointStats:
+    requests = int(latency.size)
+    if requests == 0:
+        return EndpointStats(0, seconds, 0.0 if seconds > 0 else None, None, None, None, None, None)
+    p50, p95, p99 = (float(p) for p in np.percentile(latency, [50, 95, 99]))
+    return EndpointStats(
+        requests=requests,
+        seconds=seconds,
+        requests_per_second=requests / seconds if seconds > 0 else None,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        error_rate=float(np.mean(status >= 500)),
+        client_error_rate=float(np.mean((status >= 400) & (status < 500))),
+    )
+
+
+def endpoint_performance(
+    timestamps: np.ndarray,
+    latency_ms: np.ndarray,
+    status: np.ndarray,
+    slot: np.ndarray | None = None,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+) -> dict[str, EndpointStats]:
+    """Endpoint performance over the window [start, end] (seconds; default: the first and last timestamps):
+    key "all" for every request, then one key per slot."""
+    times = as_float(timestamps)
+    latency = as_float(latency_ms)
+    codes = np.asarray(status, dtype=np.int64)
+    if not (times.shape == latency.shape == codes.shape):
+        raise ValueError("timestamps, latency_ms and status must have the same length")
+    first = start if start is not None else (float(times.min()) if times.size else 0.0)
+    last = end if end is not None else (float(times.max()) if times.size else 0.0)
+    seconds = max(0.0, last - first)
+    result = {"all": _endpoint_stats(latency, codes, seconds)}
+    if slot is not None:
+        slots = np.asarray(slot).astype(str)
+        if slots.shape != times.shape:
+            raise ValueError("slot must have the same length as timestamps")
+        for name in np.unique(slots).tolist():
+            chosen = slots == name
+            result[str(name)] = _endpoint_stats(latency[chosen], codes[chosen], seconds)
+    return result
