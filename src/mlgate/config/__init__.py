@@ -34,6 +34,7 @@ from mlgate.config.schema import (
     ServingConfig,
     SloConfig,
     SmtpConfig,
+    TrackingConfig,
     WebhookConfig,
 )
 from mlgate.config.settings import CONFIG_FILE, Environment, Settings, find_config, load_settings, parse_config, resolve
@@ -73,6 +74,7 @@ __all__ = [
     "Settings",
     "SloConfig",
     "SmtpConfig",
+    "TrackingConfig",
     "WebhookConfig",
     "default_config_text",
     "find_config",

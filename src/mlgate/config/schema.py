@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlgate.adapters import registry
 from mlgate.domain.command_checks import with_policy_config
 from mlgate.domain.monitors import ACTIONS, DEFAULT_SIGNALS, MONITOR_NAME, SIGNALS, Schedule, Window
 from mlgate.domain.monitors import thresholds as monitor_thresholds
@@ -140,11 +141,35 @@ class LimitsConfig(_Strict):
     processes: int | None = Field(default=512, ge=16, strict=True)  # enforced when the server is not root
 
 
-class ExecutionConfig(_Strict):
-    """How jobs, checks and serving hosts run: `bwrap` isolates each; `none` is for a one-person laptop."""
+def _known_backend(seam: registry.Seam, name: str) -> str:
+    if name not in registry.names(seam):
+        raise ValueError(f"unknown backend '{name}'; expected one of: {', '.join(registry.names(seam))}")
+    return name
 
+
+class ExecutionConfig(_Strict):
+    """How jobs, checks and serving hosts run: `bwrap` isolates each; `none` is for a one-person laptop.
+    `backend` is where jobs run (`mlgate.adapters.registry`)."""
+
+    backend: str = "local"
     sandbox: Literal["bwrap", "none"] = "bwrap"
     limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        return _known_backend("execution", value)
+
+
+class TrackingConfig(_Strict):
+    """Where each environment's MLflow tracking and registry server runs (`mlgate.adapters.registry`)."""
+
+    backend: str = "local"
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        return _known_backend("tracking", value)
 
 
 class ServingConfig(_Strict):
@@ -154,6 +179,12 @@ class ServingConfig(_Strict):
     max_batch_size: int = Field(default=64, ge=1, le=4096, strict=True)
     max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=1024**3, strict=True)
+    backend: str = "local"
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        return _known_backend("serving", value)
 
 
 class SloConfig(_Strict):
@@ -314,6 +345,7 @@ class FileConfig(_Strict):
     checks: ChecksConfig = ChecksConfig()
     serving: ServingConfig = ServingConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    tracking: TrackingConfig = TrackingConfig()
     endpoints: dict[str, list[EndpointConfig]] = Field(default_factory=dict)
     monitors: list[MonitorConfig] = Field(default_factory=list)
     notifications: NotificationsConfig = NotificationsConfig()

@@ -8,7 +8,6 @@ process is gone (`exit_code=None`), reads it there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -59,19 +58,3 @@ class ExecutionBackend(Protocol):
     def cancel(self, handle: str) -> None:
         """Stop the job and everything it started; returns once they are gone (or after a grace period)."""
         ...
-
-
-BACKENDS: dict[str, Callable[[], ExecutionBackend]] = {}
-
-
-def backend(name: str) -> ExecutionBackend:
-    from mlgate.adapters.execution import fake, local  # noqa: F401  (they register themselves)
-
-    try:
-        return BACKENDS[name]()
-    except KeyError:
-        from mlgate.errors import ConfigError
-
-        raise ConfigError(
-            f"unknown execution backend '{name}'; expected one of: {', '.join(sorted(BACKENDS))}"
-        ) from None

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import itertools
 
-from mlgate.adapters.execution.base import BACKENDS, JobLaunch, JobOutcome
+from mlgate.adapters.execution.base import JobLaunch, JobOutcome
+from mlgate.config import Settings
 
 
 class FakeBackend:
     name = "fake"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FakeBackend:
+        return cls()
 
     def __init__(self) -> None:
         self.launched: dict[str, JobLaunch] = {}
@@ -45,6 +50,3 @@ class FakeBackend:
 
     def cancel(self, handle: str) -> None:
         self.cancelled.add(handle)
-
-
-BACKENDS["fake"] = FakeBackend

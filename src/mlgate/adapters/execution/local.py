@@ -18,7 +18,8 @@ import subprocess
 import threading
 import time
 
-from mlgate.adapters.execution.base import BACKENDS, JobLaunch, JobOutcome
+from mlgate.adapters.execution.base import JobLaunch, JobOutcome
+from mlgate.config import Settings
 from mlgate.processes import handle_alive, parse_handle, start_time
 from mlgate.sandbox import Mount
 
@@ -33,6 +34,10 @@ WRAPPER = (
 
 class LocalBackend:
     name = "local"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBackend:
+        return cls()
 
     def __init__(self) -> None:
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -96,6 +101,3 @@ class LocalBackend:
         if process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=CANCEL_GRACE_S)  # reap it: no zombie left behind
-
-
-BACKENDS["local"] = LocalBackend

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from mlgate.config import Settings
+
 
 class FakeTrackingServers:
     """Reports every environment ready at a fixed upstream address; starts and stops nothing."""
@@ -11,7 +15,11 @@ class FakeTrackingServers:
         self._upstream = upstream
         self.started = False
 
-    def start(self) -> None:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FakeTrackingServers:
+        return cls(settings.env_names)
+
+    def start(self, on_spawn: Callable[[], None] | None = None) -> None:
         self.started = True
 
     def stop(self) -> None:

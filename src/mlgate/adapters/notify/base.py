@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mlgate.config import NotificationsConfig
 from mlgate.errors import ConfigError
 
 EMAIL = "email"
@@ -49,15 +48,3 @@ class Channel(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def channels(config: NotificationsConfig) -> dict[str, Channel]:
-    """The channels the policy configures, by name: `email` with an `smtp` section, `webhook` always
-    (a delivery names its webhook, which must still be configured when it is sent)."""
-    from mlgate.adapters.notify.smtp import SmtpChannel
-    from mlgate.adapters.notify.webhook import WebhookChannel
-
-    found: dict[str, Channel] = {WEBHOOK: WebhookChannel(config.webhooks)}
-    if config.smtp is not None:
-        found[EMAIL] = SmtpChannel(config.smtp)
-    return found

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from mlgate.adapters.serving.base import HostStatus
-from mlgate.config import Environment
+from mlgate.config import Environment, Settings
 from mlgate.errors import NotFoundError, ValidationError
 
 
@@ -14,6 +14,10 @@ class FakeServingBackend:
     """Keeps the last pushed spec per environment; `refuse` makes the next pushes fail with that message."""
 
     name = "fake"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FakeServingBackend:
+        return cls()
 
     def __init__(self) -> None:
         self.specs: dict[str, dict[str, Any]] = {}

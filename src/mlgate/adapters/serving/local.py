@@ -131,6 +131,10 @@ def stop_hosts(settings: Settings) -> list[str]:
 class LocalServingBackend:
     name = "local"
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalServingBackend:
+        return cls(settings)
+
     def __init__(self, settings: Settings, *, python: str = sys.executable) -> None:
         self._settings = settings
         self._python = python
