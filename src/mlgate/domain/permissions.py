@@ -13,6 +13,9 @@ from enum import StrEnum
 from mlgate.domain.environments import EnvironmentKind
 
 ALL_ENVIRONMENTS = "*"
+# The built-in principal automation acts as: it cannot sign in or decide a gate, and it is recorded as
+# the actor of every automatic step. Its user row (kind "system" too) comes from the first migration.
+SYSTEM = "system"
 
 
 class Role(StrEnum):

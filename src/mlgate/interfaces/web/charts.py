@@ -132,32 +132,53 @@ PAD_TOP = 20
 PAD_BOTTOM = 20
 
 
+PLOT_W = LINE_W - PAD_LEFT - PAD_RIGHT
+PLOT_H = LINE_H - PAD_TOP - PAD_BOTTOM
+
+
 def _stamp(at: datetime) -> str:
     return at.strftime("%m-%d %H:%M:%S")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """A line chart's scales: the points' times across, from zero (or the lowest value) to the highest up."""
+
+    start: datetime | None  # the first and last time of any point; None when there are none
+    end: datetime | None
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, series: Sequence[Line], limit: float | None) -> _Frame:
+        finite = [v for s in series for _, v in s.points if v is not None and math.isfinite(v)]
+        bounds = [*finite, *([limit] if limit is not None else [])]
+        low = min([0.0, *bounds])
+        high = max(bounds, default=1.0)
+        high = high if high > low else low + 1.0  # the axis' labels are the largest value and zero
+        stamps = [at for s in series for at, _ in s.points]
+        return cls(min(stamps, default=None), max(stamps, default=None), low, high)
+
+    @property
+    def spans_time(self) -> bool:
+        return self.start is not None and self.end is not None and self.end.timestamp() > self.start.timestamp()
+
+    def x(self, at: datetime) -> float:
+        if self.start is None or self.end is None or not self.spans_time:
+            return PAD_LEFT + 0.5 * PLOT_W
+        first, last = self.start.timestamp(), self.end.timestamp()
+        return PAD_LEFT + (at.timestamp() - first) / (last - first) * PLOT_W
+
+    def y(self, value: float) -> float:
+        return PAD_TOP + PLOT_H * (self.high - value) / (self.high - self.low)
 
 
 def lines(title: str, series: Sequence[Line], *, threshold: float | None = None) -> Markup:
     """Lines over time (x scaled to the points' times), each point a dot with its time and value as its
     tooltip, and the threshold as a dashed horizontal line; the y axis starts at zero unless a value is
     below it. The description names each line's latest value against the threshold."""
-    finite = [v for s in series for _, v in s.points if v is not None and math.isfinite(v)]
     limit = threshold if threshold is not None and math.isfinite(threshold) else None
-    bounds = [*finite, *([limit] if limit is not None else [])]
-    low = min([0.0, *bounds])
-    high = max(bounds, default=1.0)
-    high = high if high > low else low + 1.0  # the axis' labels are the largest value and zero
-    stamps = [at for s in series for at, _ in s.points]
-    first = min(stamps).timestamp() if stamps else 0.0
-    last = max(stamps).timestamp() if stamps else 0.0
-    plot_w, plot_h = LINE_W - PAD_LEFT - PAD_RIGHT, LINE_H - PAD_TOP - PAD_BOTTOM
-
-    def x_of(at: datetime) -> float:
-        share = (at.timestamp() - first) / (last - first) if last > first else 0.5
-        return PAD_LEFT + share * plot_w
-
-    def y_of(value: float) -> float:
-        return PAD_TOP + plot_h * (high - value) / (high - low)
-
+    frame = _Frame.of(series, limit)
     described = [f"{s.name}: latest {_fmt(value)}" for s in series if (value := _latest(s)) is not None]
     if limit is not None:
         described.append(f"threshold {_fmt(limit)}")
@@ -165,26 +186,10 @@ def lines(title: str, series: Sequence[Line], *, threshold: float | None = None)
         f'<svg class="chart lines" role="img" viewBox="0 0 {LINE_W} {LINE_H}" width="{LINE_W}" height="{LINE_H}" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
         f"<desc>{escape('; '.join(described) or 'no values yet')}</desc>",
-        f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{PAD_LEFT + plot_w}" '
-        f'y2="{PAD_TOP + plot_h}"/>',
-        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 4}" text-anchor="end" class="axis">{_fmt(high)}</text>',
-        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + plot_h}" text-anchor="end" class="axis">{_fmt(low)}</text>',
+        *_axes(frame),
     ]
-    if stamps:
-        parts.append(f'<text x="{PAD_LEFT}" y="{LINE_H - 4}" class="axis">{_stamp(min(stamps))}</text>')
-        if last > first:
-            parts.append(
-                f'<text x="{PAD_LEFT + plot_w}" y="{LINE_H - 4}" text-anchor="end" class="axis">'
-                f"{_stamp(max(stamps))}</text>"
-            )
     if limit is not None:
-        y = y_of(limit)
-        parts.append(
-            f'<line class="threshold" x1="{PAD_LEFT}" y1="{y:.1f}" x2="{PAD_LEFT + plot_w}" y2="{y:.1f}">'
-            f"<title>threshold {_fmt(limit)}</title></line>"
-            f'<text x="{PAD_LEFT + plot_w}" y="{y - 3:.1f}" text-anchor="end" class="threshold-label">'
-            f"threshold {_fmt(limit)}</text>"
-        )
+        parts.append(_threshold_line(frame, limit))
     for i, s in enumerate(series):
         css = SERIES_CLASSES[i % len(SERIES_CLASSES)]
         if len(series) > 1:
@@ -192,22 +197,56 @@ def lines(title: str, series: Sequence[Line], *, threshold: float | None = None)
                 f'<rect class="{css}" x="{PAD_LEFT + i * 110}" y="3" width="10" height="10"/>'
                 f'<text x="{PAD_LEFT + i * 110 + 14}" y="12" class="legend">{escape(s.name)}</text>'
             )
-        run: list[str] = []
-        dots: list[str] = []
-        for at, value in s.points:
-            if value is None or not math.isfinite(value):  # a gap ends the line drawn so far
-                parts.extend(_polyline(css, run))
-                run = []
-                continue
-            x, y = x_of(at), y_of(value)
-            run.append(f"{x:.1f},{y:.1f}")
-            dots.append(
-                f'<circle class="{css}" cx="{x:.1f}" cy="{y:.1f}" r="2.5">'
-                f"<title>{escape(s.name)} at {_stamp(at)}: {_fmt(value)}</title></circle>"
-            )
-        parts.extend([*_polyline(css, run), *dots])
+        parts.extend(_line_marks(frame, s, css))
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 (built from escaped labels and formatted numbers only)
+
+
+def _axes(frame: _Frame) -> list[str]:
+    """The time axis, labelled with the first and last time, and the value axis' two labels."""
+    parts = [
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP + PLOT_H}" x2="{PAD_LEFT + PLOT_W}" '
+        f'y2="{PAD_TOP + PLOT_H}"/>',
+        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 4}" text-anchor="end" class="axis">{_fmt(frame.high)}</text>',
+        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + PLOT_H}" text-anchor="end" class="axis">{_fmt(frame.low)}</text>',
+    ]
+    if frame.start is not None and frame.end is not None:
+        parts.append(f'<text x="{PAD_LEFT}" y="{LINE_H - 4}" class="axis">{_stamp(frame.start)}</text>')
+        if frame.spans_time:
+            parts.append(
+                f'<text x="{PAD_LEFT + PLOT_W}" y="{LINE_H - 4}" text-anchor="end" class="axis">'
+                f"{_stamp(frame.end)}</text>"
+            )
+    return parts
+
+
+def _threshold_line(frame: _Frame, limit: float) -> str:
+    y = frame.y(limit)
+    return (
+        f'<line class="threshold" x1="{PAD_LEFT}" y1="{y:.1f}" x2="{PAD_LEFT + PLOT_W}" y2="{y:.1f}">'
+        f"<title>threshold {_fmt(limit)}</title></line>"
+        f'<text x="{PAD_LEFT + PLOT_W}" y="{y - 3:.1f}" text-anchor="end" class="threshold-label">'
+        f"threshold {_fmt(limit)}</text>"
+    )
+
+
+def _line_marks(frame: _Frame, series: Line, css: str) -> list[str]:
+    """One series: a polyline per run of values (a gap ends one), then a dot per value with its tooltip."""
+    parts: list[str] = []
+    run: list[str] = []
+    dots: list[str] = []
+    for at, value in series.points:
+        if value is None or not math.isfinite(value):  # a gap ends the line drawn so far
+            parts.extend(_polyline(css, run))
+            run = []
+            continue
+        x, y = frame.x(at), frame.y(value)
+        run.append(f"{x:.1f},{y:.1f}")
+        dots.append(
+            f'<circle class="{css}" cx="{x:.1f}" cy="{y:.1f}" r="2.5">'
+            f"<title>{escape(series.name)} at {_stamp(at)}: {_fmt(value)}</title></circle>"
+        )
+    return [*parts, *_polyline(css, run), *dots]
 
 
 def _latest(series: Line) -> float | None:

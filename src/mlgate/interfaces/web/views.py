@@ -17,7 +17,7 @@ from mlgate.domain.permissions import Principal
 from mlgate.errors import MlgateError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.routes.endpoints import endpoint_public
-from mlgate.interfaces.api.schemas import EndpointPublic
+from mlgate.interfaces.api.schemas.endpoints import EndpointPublic
 from mlgate.interfaces.web import charts
 from mlgate.services.promotion.requests import RequestView
 from mlgate.services.registration import models
