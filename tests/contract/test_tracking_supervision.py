@@ -1,5 +1,6 @@
 """The server supervises its MLflow tracking servers, which listen on Unix sockets in a private folder:
-a killed one comes back, `stop` stops them all, and no local process reaches them over TCP."""
+each starts at its environment's first use, a killed one comes back, `stop` stops them all, and no local
+process reaches them over TCP."""
 
 from __future__ import annotations
 
@@ -40,13 +41,13 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def _tracking_pids(home: Path) -> dict[str, int]:
-    """Each environment's `mlflow server` process, found by the socket its command line names."""
+    """Each environment's tracking server process, found by the socket its command line names."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         argv = _cmdline(int(entry.name))
-        if "mlflow" not in argv or "server" not in argv:
+        if "mlgate.adapters.mlflow.tracking_host" not in argv:
             continue
         for env in ENVS:
             if any(str(tracking_socket(home, env)) in arg for arg in argv):
@@ -94,25 +95,36 @@ def _tcp_ports_of(pids: set[int]) -> set[int]:
     return ports
 
 
-def test_killed_tracking_server_is_restarted_and_stop_ends_everything(project: Project) -> None:
+def _search(server: LiveServer, env: str, token: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/mlflow/{env}/api/2.0/mlflow/experiments/search",
+        json={"max_results": 10},
+        headers=bearer(token),
+        timeout=120,
+    )
+
+
+def test_tracking_servers_start_at_first_use_a_killed_one_is_restarted_and_stop_ends_everything(
+    project: Project,
+) -> None:
     server = start_server(project)
     home = project.settings.home
     try:
+        assert _tracking_pids(home) == {}, "a tracking server started before anyone used it"
+        assert httpx.get(f"{server.url}/api/v1/health").json()["status"] == "ok"
+        for env in ENVS:  # the first use of each environment's store starts its server
+            assert _search(server, env, project.tokens["vic"]).status_code == 200
         record = json.loads((home / "server.json").read_text())
         before = _tracking_pids(home)
         assert sorted(before) == sorted(ENVS)
-        assert sorted(before.values()) == sorted(record["children"])
+        assert sorted(before.values()) == sorted(record["children"])  # recorded as they started
 
         victim = before["dev"]
         os.killpg(victim, signal.SIGKILL)
         deadline = time.monotonic() + 90
         while True:
             # The door works again against the restarted server, on the same socket and store.
-            search = httpx.post(
-                f"{server.url}/mlflow/dev/api/2.0/mlflow/experiments/search",
-                json={"max_results": 10},
-                headers=bearer(project.tokens["dana"]),
-            )
+            search = _search(server, "dev", project.tokens["dana"])
             restarted = _tracking_pids(home).get("dev")
             if restarted not in (None, victim) and search.status_code == 200:
                 break
@@ -161,7 +173,9 @@ def test_no_local_process_reaches_a_tracking_server_over_tcp(live_server: LiveSe
     health = httpx.get(f"{live_server.url}/api/v1/health", timeout=30)
     assert health.json() == {"status": "ok"}, health.text
 
-    # The tracking servers (and their uvicorn children) listen on no TCP port at all...
+    # The tracking servers (started by their first use) listen on no TCP port at all...
+    for env in ENVS:
+        assert _search(live_server, env, live_server.project.tokens["vic"]).status_code == 200
     trackers = _tracking_pids(home)
     assert sorted(trackers) == sorted(ENVS)
     for env, pid in trackers.items():

@@ -31,13 +31,14 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"
     }
-    command = [sys.executable, "-m", "mlflow", "server", "--uvicorn-opts", f"--uds {sock}"]
-    command += ["--allowed-hosts", unix_transport.pseudo_host(ENV), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--serve-artifacts"]
+    command = [sys.executable, "-m", "mlgate.adapters.mlflow.tracking_host", "--uds", str(sock)]
+    command += ["--allowed-host", unix_transport.pseudo_host(ENV)]
+    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
     command += ["--artifacts-destination", str(root / "artifacts")]
     with (root / "mlflow.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = unix_transport.route(ENV, sock)
+    unix_transport.install()  # as the first MlflowRegistry the control plane makes does
     try:
         deadline = time.monotonic() + 120
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), timeout=2) as client:

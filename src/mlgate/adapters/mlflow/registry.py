@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from mlgate.adapters.mlflow import unix_transport
 from mlgate.domain.model_files import check_references, check_symlinks
 from mlgate.errors import BackendError, ConflictError, MlgateError, NotFoundError, ValidationError
 
@@ -88,6 +89,7 @@ class MlflowRegistry:
     def __init__(self, upstream: str, *, env: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.env = env
+        unix_transport.install()  # MLflow's client reaches the tracking servers over their sockets
 
     @contextmanager
     def _calling(self, what: str) -> Iterator[Any]:

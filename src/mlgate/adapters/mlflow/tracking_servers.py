@@ -3,8 +3,11 @@
 Each serves its environment's artifacts (`--serve-artifacts`) from that environment's root and listens
 on `mlflow-<env>.sock` in the home's private socket folder (`mlgate.sockets`), never on TCP: nobody
 reaches it except the control plane, whose clients (the `/mlflow/<env>/` door, MLflow's Python client)
-name it by the pseudo URL `upstream(env)` that `unix_transport` routes to the socket. A supervisor
-thread restarts a server that died, on the same socket.
+name it by the pseudo URL `upstream(env)` that `unix_transport` routes to the socket.
+
+A server starts on demand: `upstream(env)` starts that environment's server the first time it is asked
+for and returns once the server answers, so a control plane whose production MLflow is never touched
+never pays for it. A supervisor thread restarts a started server that died, on the same socket.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,12 +42,19 @@ STOP_GRACE_S = 10.0
 class TrackingServers(Protocol):
     """The seam the API uses: where each environment's tracking server answers."""
 
-    def start(self) -> None: ...
+    def start(self, on_spawn: Callable[[], None] | None = None) -> None:
+        """Get ready to start servers; `on_spawn` is called after each server (re)starts, so the caller
+        can record the processes it must stop."""
+        ...
+
     def stop(self) -> None: ...
-    def upstream(self, env: str) -> str: ...
+    def upstream(self, env: str) -> str:
+        """Where `env`'s tracking server answers; may block while it starts (call it off the event loop)."""
+        ...
+
     def status(self) -> dict[str, dict[str, object]]:
-        """Per environment: `pid`, `ready`, `restarts` (and, locally, the `socket` path). For the control
-        plane's own use (process records, logs): the anonymous health route publishes none of it."""
+        """Per environment: `started`, `pid`, `ready`, `restarts` (and, locally, the `socket` path). For the
+        control plane's own use (process records, logs): the anonymous health route publishes none of it."""
         ...
 
 
@@ -83,8 +93,13 @@ def kill_group(pid: int, *, grace_s: float = STOP_GRACE_S) -> None:
 class LocalTrackingServers:
     """`mlflow server` subprocesses, one per environment, each in its own process group."""
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalTrackingServers:
+        return cls(settings)
+
     def __init__(self, settings: Settings, *, python: str = sys.executable) -> None:
         self._python = python
+        self._on_spawn: Callable[[], None] | None = None
         self._servers = {}
         for env in settings.environments:
             path = tracking_socket(settings.home, env.name)
@@ -101,22 +116,17 @@ class LocalTrackingServers:
         return [
             self._python,
             "-m",
-            "mlflow",
-            "server",
-            # uvicorn binds --uds instead of the --host/--port mlflow also passes it (and chmods the
-            # socket 0666: the folder's 0700 is what keeps others out).
-            "--uvicorn-opts",
-            f"--uds {shlex.quote(str(server.socket))}",
+            "mlgate.adapters.mlflow.tracking_host",
+            # uvicorn chmods the socket 0666: the folder's 0700 is what keeps others out
+            "--uds",
+            str(server.socket),
             # the Host header our clients send: the pseudo host of `upstream`
-            "--allowed-hosts",
+            "--allowed-host",
             unix_transport.pseudo_host(server.env.name),
             "--backend-store-uri",
             server.env.tracking_store,
-            "--serve-artifacts",
             "--artifacts-destination",
             str(server.env.artifact_root),
-            "--workers",
-            "1",
         ]
 
     def _spawn(self, server: _Server) -> None:
@@ -135,6 +145,8 @@ class LocalTrackingServers:
                 start_new_session=True,
             )
         server.started_at, server.ready = time.monotonic(), False
+        if self._on_spawn is not None:
+            self._on_spawn()
 
     def _healthy(self, server: _Server) -> bool:
         if not server.socket.exists():  # not listening yet (and httpcore leaks a socket on that refusal)
@@ -166,16 +178,26 @@ class LocalTrackingServers:
             if pending:
                 time.sleep(0.3)
 
-    def start(self) -> None:
-        for server in self._servers.values():
-            self._spawn(server)
-        try:
-            self._wait_ready(list(self._servers.values()))
-        except BackendError:
-            self.stop()
-            raise
+    def start(self, on_spawn: Callable[[], None] | None = None) -> None:
+        """Start the supervisor; each server starts at its environment's first `upstream`."""
+        self._on_spawn = on_spawn
         self._supervisor = threading.Thread(target=self._supervise, name="mlflow-supervisor", daemon=True)
         self._supervisor.start()
+
+    def _ensure_running(self, server: _Server) -> None:
+        process = server.process
+        if server.ready and process is not None and process.poll() is None:
+            return
+        with server.lock:
+            if self._stopping.is_set():
+                raise BackendError(
+                    f"the MLflow tracking server of '{server.env.name}' is stopping with the server",
+                    details={"environment": server.env.name},
+                )
+            if server.process is None:
+                log.info("starting the MLflow tracking server of %s", server.env.name)
+                self._spawn(server)
+        self._wait_ready([server])
 
     def _supervise(self) -> None:
         while not self._stopping.wait(SUPERVISE_INTERVAL_S):
@@ -215,11 +237,13 @@ class LocalTrackingServers:
         server = self._servers.get(env)
         if server is None:
             raise NotFoundError(f"unknown environment '{env}'", details={"environment": env})
+        self._ensure_running(server)
         return server.upstream
 
     def status(self) -> dict[str, dict[str, object]]:
         return {
             name: {
+                "started": s.process is not None,
                 "pid": s.process.pid if s.process else None,
                 "socket": str(s.socket),
                 "ready": s.ready and s.process is not None and s.process.poll() is None,

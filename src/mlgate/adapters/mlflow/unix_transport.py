@@ -11,8 +11,9 @@ Two clients use the routes:
 - the door's httpx client, through `AsyncUnixRoutes`, a transport built for the purpose;
 - MLflow's own Python client (registry, promotion copies, aliases, artifact up- and downloads of
   `mlflow-artifacts:` URIs), which has no transport hook: it sends everything through the `requests`
-  session of `mlflow.utils.request_utils._get_request_session`. `route` wraps that function once per
-  process, so that every session it hands out also carries a `UnixSocketAdapter` for each routed host.
+  session of `mlflow.utils.request_utils._get_request_session`. `install` wraps that function once per
+  process (when the first `MlflowRegistry` is made: importing MLflow costs seconds, so not at start), so
+  that every session it hands out also carries a `UnixSocketAdapter` for each routed host.
   This is the one place that touches MLflow's internals; tests/test_unix_transport.py fails if MLflow
   changes so that the hook no longer applies.
 """
@@ -49,7 +50,6 @@ def route(env: str, socket_path: Path) -> str:
     host = pseudo_host(env)
     with _lock:
         _routes[host] = str(socket_path)
-    install()
     return f"http://{host}"
 
 

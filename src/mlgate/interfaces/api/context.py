@@ -1,8 +1,8 @@
-"""What every request handler may reach: settings, the control database, the tracking servers."""
+"""What every request handler may reach: settings, the control database, the tracking servers, the serving
+hosts, and the event hub services publish to."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,8 +11,10 @@ import httpx
 from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
+from mlgate.services.events import Publisher
 
 if TYPE_CHECKING:
+    from mlgate.server.control_plane import ControlPlane
     from mlgate.services.release.serving import Serving
 
 
@@ -22,10 +24,10 @@ class AppContext:
     db: Database
     tracking: TrackingServers
     base_url: str  # where this server answers; the public URL unless the config names another
-    proxy: httpx.AsyncClient | None = None
-    on_approved: Callable[[], None] | None = None  # wakes the promotion worker after a final approval
-    on_checks: Callable[[], None] | None = None  # wakes the staging pipeline after checks are asked for
-    serving: Serving | None = None  # the serving hosts and endpoint changes, once started
+    events: Publisher
+    serving: Serving  # the serving hosts and endpoint changes
+    plane: ControlPlane | None = None  # everything behind the API (tests reach its workers through it)
+    proxy: httpx.AsyncClient | None = None  # the door's client, open while the app runs
 
     @property
     def public_url(self) -> str:
