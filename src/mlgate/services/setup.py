@@ -9,7 +9,7 @@ from mlgate.adapters.mlflow.stores import create_store
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
-from mlgate.domain.permissions import ALL_ENVIRONMENTS, Role
+from mlgate.domain.permissions import ALL_ENVIRONMENTS, SYSTEM, Role
 from mlgate.private_home import PRIVATE_FOLDER_MODE, tighten
 from mlgate.services.identity import accounts
 
@@ -67,7 +67,7 @@ def initialize(settings: Settings) -> InitReport:
                 report.created.append(f"{env.name} MLflow store: {env.tracking_store}")
         if not accounts.has_human_users(db):
             bindings = [accounts.Binding(Role.ADMIN, ALL_ENVIRONMENTS)]
-            _, issued = accounts.create_user(db, actor=accounts.SYSTEM_USER, name=FIRST_ADMIN, bindings=bindings)
+            _, issued = accounts.create_user(db, actor=SYSTEM, name=FIRST_ADMIN, bindings=bindings)
             report.admin_token = issued.value
     finally:
         db.dispose()

@@ -33,7 +33,7 @@ from mlgate.interfaces.web.core import (
 )
 from mlgate.services import audit
 from mlgate.services.identity import accounts
-from mlgate.services.monitoring import monitors, retraining
+from mlgate.services.monitoring import monitors, retraining, runs
 from mlgate.services.promotion import requests
 from mlgate.services.registration import models
 from mlgate.services.release import rollouts
@@ -171,11 +171,10 @@ def decide(request: Request, ctx: Ctx, user: User, form: Form, request_id: int) 
             approve=decision == "approve",
             comment=comment,
             base_url=ctx.base_url,
+            events=ctx.events,
         )
     except MlgateError as exc:
         return redirect(request, page, kind="error", text=exc.message)
-    if decided.state == "approved" and ctx.on_approved is not None:
-        ctx.on_approved()  # the final approval: wake the promotion worker
     verb = "Approved" if decision == "approve" else "Rejected"
     return redirect(request, page, kind="ok", text=f"{verb} request {request_id}: it is now {decided.state}.")
 
@@ -284,8 +283,6 @@ def shift_traffic(request: Request, ctx: Ctx, user: User, form: Form, env: str, 
 def rollback(request: Request, ctx: Ctx, user: User, form: Form, env: str, name: str) -> Response:
     require(ctx, user, Action.DEPLOY, env)
     page = f"/endpoints/{env}/{name}"
-    if ctx.serving is None:
-        return redirect(request, page, kind="error", text="serving is not running on this server")
     try:
         view = ctx.serving.rollback(env, name, actor=user.name)
     except MlgateError as exc:
@@ -375,7 +372,7 @@ def run_monitor(request: Request, ctx: Ctx, user: User, form: Form, env: str, na
     require(ctx, user, Action.MANAGE_MONITORS, env)
     page = f"/monitoring/{env}/{name}"
     try:
-        outcome = monitors.run(ctx.db, ctx.settings, env, name, base_url=ctx.base_url)
+        outcome = runs.run(ctx.db, ctx.settings, env, name, base_url=ctx.base_url)
         if outcome.change == "fire" and outcome.alert is not None:
             retraining.start(ctx.db, ctx.settings, outcome.alert.id)
     except MlgateError as exc:

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ApiToken, EndedSession, RoleBinding, User, utcnow
-from mlgate.domain.permissions import ALL_ENVIRONMENTS, Principal, Role
+from mlgate.adapters.sql.queries import as_utc
+from mlgate.domain.permissions import ALL_ENVIRONMENTS, SYSTEM, Principal, Role
 from mlgate.domain.tokens import TOKEN_PREFIX, display_prefix, new_token, token_hash
 from mlgate.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from mlgate.services import audit
 
 USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
-SYSTEM_USER = "system"
 MAX_TOKEN_DAYS = 3650
 
 
@@ -80,10 +80,6 @@ def _token_view(token: ApiToken, user_name: str | None = None) -> TokenView:
     )
 
 
-def _aware(at: datetime | None) -> datetime | None:
-    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
-
-
 def parse_bindings(roles: Sequence[str], environments: Sequence[str], known: Sequence[str]) -> list[Binding]:
     """Every role bound in every environment given; `admin` without environments means all of them."""
     if not roles:
@@ -133,7 +129,7 @@ def _get_user(session: Session, name: str) -> User:
 
 
 def _issue(session: Session, *, user: User, name: str, expires_in: timedelta | None) -> IssuedToken:
-    if user.kind == SYSTEM_USER:
+    if user.kind == SYSTEM:
         raise ValidationError("the system principal cannot sign in: it has no tokens")
     if expires_in is not None and not timedelta(0) < expires_in <= timedelta(days=MAX_TOKEN_DAYS):
         raise ValidationError(f"token expiry must be more than 0 and at most {MAX_TOKEN_DAYS} days")
@@ -165,8 +161,8 @@ def create_user(
             f"invalid user name '{name}': expected lowercase letters, digits, '.', '_' or '-'",
             details={"user": name},
         )
-    if name == SYSTEM_USER:
-        raise ConflictError("'system' is the built-in automation principal")
+    if name == SYSTEM:
+        raise ConflictError(f"'{SYSTEM}' is the built-in automation principal")
     if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
         raise ValidationError(f"invalid email address '{email}'", details={"email": email})
     try:
@@ -194,7 +190,7 @@ def create_user(
 def grant(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
     with db.write() as session:
         user = _get_user(session, name)
-        if user.kind == SYSTEM_USER:
+        if user.kind == SYSTEM:
             raise ValidationError("the system principal holds no roles")
         have = {(b.role, b.environment) for b in user.bindings}
         added = [b for b in bindings if (b.role.value, b.environment) not in have]
@@ -213,7 +209,7 @@ def grant(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -
 def revoke_roles(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
     with db.write() as session:
         user = _get_user(session, name)
-        if user.kind == SYSTEM_USER:
+        if user.kind == SYSTEM:
             raise ValidationError("the system principal holds no roles")
         drop = {(b.role.value, b.environment) for b in bindings}
         user.bindings = [b for b in user.bindings if (b.role, b.environment) not in drop]
@@ -279,7 +275,7 @@ def principal_of(user: User, *, token_id: int | None = None) -> Principal:
     return Principal(
         id=user.id,
         name=user.name,
-        is_system=user.kind == SYSTEM_USER,
+        is_system=user.kind == SYSTEM,
         bindings={env: frozenset(roles) for env, roles in bindings.items()},
         token_id=token_id,
     )
@@ -288,7 +284,7 @@ def principal_of(user: User, *, token_id: int | None = None) -> Principal:
 def system_principal(db: Database) -> Principal:
     """The built-in principal automation acts as."""
     with db.read() as session:
-        return principal_of(_get_user(session, SYSTEM_USER))
+        return principal_of(_get_user(session, SYSTEM))
 
 
 def authenticate(db: Database, token: str) -> Principal:
@@ -319,12 +315,12 @@ def authenticate_session(db: Database, token_id: int, *, user: str, session_hash
 def _principal_of_token(record: ApiToken) -> Principal:
     if record.revoked_at is not None:
         raise AuthenticationError("this token was revoked")
-    expires_at = _aware(record.expires_at)
+    expires_at = as_utc(record.expires_at)
     if expires_at is not None and expires_at <= utcnow():
         raise AuthenticationError("this token has expired")
     user = record.user
     acts_with_own_role = record.role is not None and record.scope is not None and record.job_id is not None
-    if user.disabled_at is not None or (user.kind == SYSTEM_USER and not acts_with_own_role):
+    if user.disabled_at is not None or (user.kind == SYSTEM and not acts_with_own_role):
         raise AuthenticationError("this user cannot sign in")
     principal = principal_of(user, token_id=record.id)
     if record.scope is not None:

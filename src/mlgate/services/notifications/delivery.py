@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
 
-from mlgate.adapters.notify.base import OUTBOUND, Channel, Delivery, UndeliverableError, channels
+from mlgate.adapters.notify.base import OUTBOUND, Channel, Delivery, UndeliverableError
+from mlgate.adapters.notify.channels import channels
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Notification, utcnow
 from mlgate.config import Settings
 from mlgate.errors import MlgateError
+from mlgate.services.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,14 @@ class _Claim:
     delivery: Delivery
 
 
-class DeliveryWorker:
+class DeliveryWorker(Worker):
+    """Sends the outbox's pending messages; a send in flight at stop finishes if it ends soon, and unsent
+    rows wait for the next start."""
+
+    name = "delivery-worker"
+    interval_s = TICK_S
+    stop_wait_s = STOP_WAIT_S
+
     def __init__(
         self,
         *,
@@ -72,29 +80,13 @@ class DeliveryWorker:
         self.lease = lease
         self._channels = dict(channels_by_name) if channels_by_name is not None else channels(policy)
         self._rng = rng or random.Random()  # jitter, not a secret
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="delivery-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Finish the send in flight (if it ends soon) and stop; unsent rows wait for the next start."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=STOP_WAIT_S)
+    def stopped(self) -> None:
         for channel in self._channels.values():
             channel.close()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                self.tick()
-            except Exception:  # the worker must outlive a database hiccup or a bad row
-                log.exception("delivery worker tick failed")
 
     # -- one pass ------------------------------------------------------------------------------
 

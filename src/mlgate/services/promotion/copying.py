@@ -34,16 +34,20 @@ from mlgate.adapters.mlflow.copy import CopiedVersion, CopySpec, MlflowVersionCo
 from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, utcnow
+from mlgate.adapters.sql.queries import model_version, promotion_chain
 from mlgate.config import Settings
+from mlgate.domain.events import VersionPromoted
 from mlgate.domain.gates import RequestState
+from mlgate.domain.permissions import SYSTEM
 from mlgate.errors import ConflictError, MlgateError, NotFoundError, ValidationError
 from mlgate.services import audit
+from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.notifications import outbox
 from mlgate.services.registration.models import version_dir
+from mlgate.services.worker import Worker
 
 log = logging.getLogger(__name__)
 
-SYSTEM = "system"
 TICK_S = 1.0
 STOP_WAIT_S = 10.0
 # Test-only: seconds to wait between the verified copy and its record, so that a test can kill the
@@ -65,8 +69,13 @@ def _test_delay() -> float:
         return 0.0
 
 
-class PromotionWorker:
-    """A server thread: resumes interrupted promotions at start, then carries out approved requests."""
+class PromotionWorker(Worker):
+    """A server thread: resumes interrupted promotions at start, then carries out approved requests.
+    A copy under way at stop gets `stop_wait_s` to finish, else it is resumed at the next start."""
+
+    name = "promotion-worker"
+    interval_s = TICK_S
+    stop_wait_s = STOP_WAIT_S
 
     def __init__(
         self,
@@ -76,55 +85,27 @@ class PromotionWorker:
         base_url: str,
         *,
         copier: VersionCopier | None = None,
+        events: Publisher = NO_EVENTS,
     ) -> None:
         self.settings = settings
+        self.events = events
         self.db = db
         self.base_url = base_url
         self.copier: VersionCopier = copier or MlflowVersionCopier(tracking.upstream)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._idle = threading.Condition()
         self._active = 0
         self._delay_s = _test_delay()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="promotion-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop taking requests; a copy under way gets STOP_WAIT_S to finish, else it is resumed at the
-        next start."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=STOP_WAIT_S)
-
-    def wake(self) -> None:
-        """Look for approved requests now rather than at the next tick (called after a final approval)."""
-        self._wake.set()
-
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no promotion is under way; False if `timeout` passed first."""
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
-    def _loop(self) -> None:
-        try:
-            self.resume()
-        except Exception:
-            log.exception("resuming interrupted promotions failed")
-        while not self._stop.is_set():
-            self._wake.wait(TICK_S)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.tick()
-            except Exception:  # the worker must outlive any one bad request or a database hiccup
-                log.exception("promotion worker tick failed")
+    def starting(self) -> None:
+        self.resume()
 
     @contextmanager
     def _working(self) -> Iterator[None]:
@@ -220,6 +201,7 @@ class PromotionWorker:
             spec.target_env,
             copied.version,
         )
+        self.events.publish(VersionPromoted(request_id=request_id, environment=spec.target_env))
 
     def _spec(self, request_id: int) -> CopySpec:
         """What to copy, checked against the request: the approved version, its digest, its gate."""
@@ -281,48 +263,12 @@ class PromotionWorker:
             source = session.get(ModelVersion, request.model_version_id)
             assert source is not None  # a foreign key
             _check_free(session, copied)
-            now = utcnow()
-            row = ModelVersion(
-                environment=copied.environment,
-                name=copied.name,
-                version=copied.version,
-                digest=source.digest,
-                run_id=source.run_id,
-                model_uri=copied.model_uri,
-                signature=source.signature,
-                input_example=source.input_example,
-                lineage=source.lineage,
-                profile=source.profile,
-                card=_promoted_card(source.card, request, copied),
-                source_id=source.id,
-                created_by=SYSTEM,
-                created_at=now,
-            )
+            row = _copy_record(source, request=request, copied=copied)
             session.add(row)
             session.flush()
             request.state = RequestState.PROMOTED.value
             request.target_version, request.target_version_id, request.failure = copied.version, row.id, None
-            audit.record(
-                session,
-                actor=SYSTEM,
-                action="model.promote",
-                environment=copied.environment,
-                subject=f"model:{copied.name}:{copied.version}",
-                payload={
-                    "digest": row.digest,
-                    "model_uri": row.model_uri,
-                    "source": f"{spec.source_env}:{spec.name}:{spec.source_version}",
-                    "request": request_id,
-                },
-            )
-            audit.record(
-                session,
-                actor=SYSTEM,
-                action="request.promote",
-                environment=copied.environment,
-                subject=f"request:{request_id}",
-                payload={"target_version": copied.version, "digest": row.digest, "adopted": copied.adopted},
-            )
+            _audit_promotion(session, spec=spec, copied=copied, row=row, request_id=request_id)
             outbox.emit(
                 session,
                 self.settings,
@@ -359,14 +305,56 @@ def _promoted_card(card: str, request: PromotionRequest, copied: CopiedVersion) 
     )
 
 
+def _copy_record(source: ModelVersion, *, request: PromotionRequest, copied: CopiedVersion) -> ModelVersion:
+    """The target's record of the copy: the source's digest, signature, lineage, profile and card, with
+    `source_id` pointing back."""
+    return ModelVersion(
+        environment=copied.environment,
+        name=copied.name,
+        version=copied.version,
+        digest=source.digest,
+        run_id=source.run_id,
+        model_uri=copied.model_uri,
+        signature=source.signature,
+        input_example=source.input_example,
+        lineage=source.lineage,
+        profile=source.profile,
+        card=_promoted_card(source.card, request, copied),
+        source_id=source.id,
+        created_by=SYSTEM,
+        created_at=utcnow(),
+    )
+
+
+def _audit_promotion(
+    session: Session, *, spec: CopySpec, copied: CopiedVersion, row: ModelVersion, request_id: int
+) -> None:
+    """Two events: the model's version made in the target, and the request carried out."""
+    audit.record(
+        session,
+        actor=SYSTEM,
+        action="model.promote",
+        environment=copied.environment,
+        subject=f"model:{copied.name}:{copied.version}",
+        payload={
+            "digest": row.digest,
+            "model_uri": row.model_uri,
+            "source": f"{spec.source_env}:{spec.name}:{spec.source_version}",
+            "request": request_id,
+        },
+    )
+    audit.record(
+        session,
+        actor=SYSTEM,
+        action="request.promote",
+        environment=copied.environment,
+        subject=f"request:{request_id}",
+        payload={"target_version": copied.version, "digest": row.digest, "adopted": copied.adopted},
+    )
+
+
 def _check_free(session: Session, copied: CopiedVersion) -> None:
-    taken = session.execute(
-        select(ModelVersion).where(
-            ModelVersion.environment == copied.environment,
-            ModelVersion.name == copied.name,
-            ModelVersion.version == copied.version,
-        )
-    ).scalar_one_or_none()
+    taken = model_version(session, environment=copied.environment, name=copied.name, version=copied.version)
     if taken is not None:
         raise ConflictError(
             f"the '{copied.environment}' registry gave version {copied.version} of '{copied.name}', which mlgate "
@@ -425,31 +413,13 @@ def chain(
     """The version's promotion chain, from the version registered in development to its copies
     (following `source_id` both ways), in promotion order; only environments `visible` says."""
     with db.read() as session:
-        here = session.execute(
-            select(ModelVersion).where(
-                ModelVersion.environment == env, ModelVersion.name == name, ModelVersion.version == version
-            )
-        ).scalar_one_or_none()
+        here = model_version(session, environment=env, name=name, version=version)
         if here is None:
             raise NotFoundError(
                 f"no version {version} of model '{name}' in '{env}'",
                 details={"name": name, "version": version, "environment": env},
             )
-        ancestors: list[ModelVersion] = []
-        row = here
-        while row.source_id is not None and len(ancestors) < 64:  # a chain is as long as the environments
-            parent = session.get(ModelVersion, row.source_id)
-            if parent is None:
-                break
-            ancestors.append(parent)
-            row = parent
-        descendants: list[ModelVersion] = []
-        frontier = [here.id]
-        while frontier and len(descendants) < 256:
-            children = list(session.execute(select(ModelVersion).where(ModelVersion.source_id.in_(frontier))).scalars())
-            descendants.extend(children)
-            frontier = [c.id for c in children]
-        rows = [*reversed(ancestors), here, *descendants]
+        rows = promotion_chain(session, record=here)
         made_by = session.execute(
             select(PromotionRequest.target_version_id, PromotionRequest.id).where(
                 PromotionRequest.target_version_id.in_([r.id for r in rows])

@@ -8,7 +8,7 @@ promotion worker (`services.promotion.copying`), acting as `system`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CheckRecord, Decision, Job, ModelVersion, PromotionRequest, utcnow
+from mlgate.adapters.sql.queries import as_utc, chain_root, model_version
 from mlgate.config import Settings
+from mlgate.domain.events import RequestApproved
 from mlgate.domain.gates import (
     Gate,
     GateRefusal,
@@ -26,9 +28,10 @@ from mlgate.domain.gates import (
     check_open,
     quorum_reached,
 )
-from mlgate.domain.permissions import Principal
+from mlgate.domain.permissions import SYSTEM, Principal
 from mlgate.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from mlgate.services import audit
+from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.notifications import outbox
 
 ACTIVE = (RequestState.OPEN.value, RequestState.APPROVED.value, RequestState.PROMOTING.value)
@@ -65,10 +68,6 @@ class RequestView:
     failure: str | None
 
 
-def _aware(at: datetime | None) -> datetime | None:
-    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
-
-
 def view(row: PromotionRequest) -> RequestView:
     return RequestView(
         id=row.id,
@@ -102,21 +101,9 @@ def _refused(exc: GateRefusal) -> Exception:
 # -- evidence ----------------------------------------------------------------------------------------
 
 
-def _root(session: Session, record: ModelVersion) -> ModelVersion:
-    """The first version of a promotion chain: the one registered in development."""
-    seen = set()
-    while record.source_id is not None and record.id not in seen:
-        seen.add(record.id)
-        source = session.get(ModelVersion, record.source_id)
-        if source is None:
-            break
-        record = source
-    return record
-
-
 def author_of(session: Session, record: ModelVersion) -> str:
     """Who made the model: the person whose job trained it, else whoever registered it."""
-    root = _root(session, record)
+    root = chain_root(session, record=record)
     job_id = (root.lineage or {}).get("job_id")
     if job_id is not None:
         job = session.get(Job, int(job_id))
@@ -230,44 +217,13 @@ def open_request(
     on someone's behalf: `actor` is then `system` and `requested_by` the person whose action led here."""
     gate = _gate_for(settings, source, target)
     with db.write() as session:
-        record = session.execute(
-            select(ModelVersion).where(
-                ModelVersion.environment == source, ModelVersion.name == name, ModelVersion.version == version
-            )
-        ).scalar_one_or_none()
+        record = model_version(session, environment=source, name=name, version=version)
         if record is None:
             raise NotFoundError(
                 f"no version {name}:{version} in '{source}'", details={"model": name, "version": version}
             )
-        existing = session.execute(
-            select(PromotionRequest).where(
-                PromotionRequest.model_version_id == record.id,
-                PromotionRequest.target_env == gate.target,
-                PromotionRequest.state.in_([*ACTIVE, RequestState.PROMOTED.value]),
-            )
-        ).scalar_one_or_none()
-        if existing is not None:
-            raise ConflictError(
-                f"{name}:{version} already has request {existing.id} into '{gate.target}' ({existing.state})",
-                details={"request": existing.id, "state": existing.state},
-            )
-        request = PromotionRequest(
-            gate=gate.name,
-            model_version_id=record.id,
-            model_name=name,
-            source_env=source,
-            source_version=version,
-            target_env=gate.target,
-            state=RequestState.OPEN.value,
-            requested_by=requested_by or actor,
-            author=author_of(session, record),
-            required_approvals=gate.approvals,
-            approver_role=gate.approver_role.value,
-            required_checks=list(gate.checks),
-            evidence=_evidence(session, settings, record, gate.target),
-            created_at=utcnow(),
-            expires_at=utcnow() + gate.expiry,
-        )
+        _refuse_second_request(session, record=record, gate=gate)
+        request = _new_request(session, settings, record=record, gate=gate, requested_by=requested_by or actor)
         session.add(request)
         session.flush()
         audit.record(
@@ -290,6 +246,45 @@ def open_request(
         return view(request)
 
 
+def _refuse_second_request(session: Session, *, record: ModelVersion, gate: Gate) -> None:
+    """A version goes through a gate once: refused while it has a request there that is active or done."""
+    existing = session.execute(
+        select(PromotionRequest).where(
+            PromotionRequest.model_version_id == record.id,
+            PromotionRequest.target_env == gate.target,
+            PromotionRequest.state.in_([*ACTIVE, RequestState.PROMOTED.value]),
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        raise ConflictError(
+            f"{record.name}:{record.version} already has request {existing.id} into '{gate.target}' ({existing.state})",
+            details={"request": existing.id, "state": existing.state},
+        )
+
+
+def _new_request(
+    session: Session, settings: Settings, *, record: ModelVersion, gate: Gate, requested_by: str
+) -> PromotionRequest:
+    """An open request for `record` at `gate`: the gate's policy as it is now, and the evidence."""
+    return PromotionRequest(
+        gate=gate.name,
+        model_version_id=record.id,
+        model_name=record.name,
+        source_env=record.environment,
+        source_version=record.version,
+        target_env=gate.target,
+        state=RequestState.OPEN.value,
+        requested_by=requested_by,
+        author=author_of(session, record),
+        required_approvals=gate.approvals,
+        approver_role=gate.approver_role.value,
+        required_checks=list(gate.checks),
+        evidence=_evidence(session, settings, record, gate.target),
+        created_at=utcnow(),
+        expires_at=utcnow() + gate.expiry,
+    )
+
+
 def open_on_registration(
     db: Database, settings: Settings, *, actor: str, env: str, name: str, version: int, base_url: str
 ) -> RequestView | None:
@@ -310,14 +305,17 @@ def _load(session: Session, request_id: int) -> PromotionRequest:
     return request
 
 
-def _expire_if_due(session: Session, settings: Settings, request: PromotionRequest, base_url: str) -> bool:
-    expires_at = _aware(request.expires_at)
-    if request.state != RequestState.OPEN.value or expires_at is None or expires_at > utcnow():
+def _expire_if_due(
+    session: Session, settings: Settings, request: PromotionRequest, base_url: str, *, now: datetime | None = None
+) -> bool:
+    now = now or utcnow()
+    expires_at = as_utc(request.expires_at)
+    if request.state != RequestState.OPEN.value or expires_at is None or expires_at > now:
         return False
-    request.state, request.decided_at = RequestState.EXPIRED.value, utcnow()
+    request.state, request.decided_at = RequestState.EXPIRED.value, now
     audit.record(
         session,
-        actor="system",
+        actor=SYSTEM,
         action="request.expire",
         environment=request.target_env,
         subject=f"request:{request.id}",
@@ -333,6 +331,56 @@ def _expire_if_due(session: Session, settings: Settings, request: PromotionReque
     return True
 
 
+def _refuse_while_checks_block(session: Session, request: PromotionRequest) -> None:
+    """No approval while a check the gate requires has not passed (the latest run of each counts)."""
+    results = check_results(session, request.model_version_id)
+    blocking = blocking_checks(request.required_checks, {k: v["status"] for k, v in results.items()})
+    if blocking:
+        listed = ", ".join(f"{name} ({status})" for name, status in blocking.items())
+        raise ConflictError(
+            f"request {request.id} cannot be approved while required checks have not passed: {listed}",
+            details={"checks": blocking},
+        )
+
+
+def _add_decision(
+    session: Session,
+    gate: Gate,
+    *,
+    request: PromotionRequest,
+    principal: Principal,
+    approve: bool,
+    comment: str | None,
+) -> None:
+    """The principal's approval or rejection of an open request, once each, if the gate lets them decide."""
+    try:
+        check_open(RequestState(request.state), request.id)
+        check_decider(gate, principal, author=request.author, requester=request.requested_by)
+    except GateRefusal as exc:
+        raise _refused(exc) from None
+    if any(d.actor == principal.name for d in request.decisions):
+        raise ConflictError(f"{principal.name} already decided request {request.id}")
+    if approve:
+        _refuse_while_checks_block(session, request)
+    request.decisions.append(
+        Decision(actor=principal.name, decision="approve" if approve else "reject", comment=comment, at=utcnow())
+    )
+    session.flush()
+
+
+def _settle(request: PromotionRequest, gate: Gate, *, approve: bool) -> str | None:
+    """After a decision: one rejection rejects, the quorum of approvals approves. Returns the event to
+    announce when the request's state moved."""
+    if not approve:
+        request.state, request.decided_at = RequestState.REJECTED.value, utcnow()
+        return "request.rejected"
+    approvers = [d.actor for d in request.decisions if d.decision == "approve"]
+    if quorum_reached(gate, approvers):
+        request.state, request.decided_at = RequestState.APPROVED.value, utcnow()
+        return "request.approved"
+    return None
+
+
 def decide(
     db: Database,
     settings: Settings,
@@ -343,11 +391,12 @@ def decide(
     approve: bool,
     comment: str | None,
     base_url: str,
+    events: Publisher = NO_EVENTS,
 ) -> RequestView:
-    """Approve or reject. The write transaction serializes deciders: exactly one completes a quorum."""
+    """Approve or reject. The write transaction serializes deciders: exactly one completes a quorum, and
+    it announces `RequestApproved` once the transaction is committed."""
     if not approve and not (comment and comment.strip()):
         raise ValidationError("a rejection needs a reason: give it with --comment", details={"field": "comment"})
-    expired = False
     with db.write() as session:
         request = _load(session, request_id)
         if request.target_env != env:
@@ -355,34 +404,8 @@ def decide(
         expired = _expire_if_due(session, settings, request, base_url)
         if not expired:
             gate = settings.gate_into(request.target_env)
-            try:
-                check_open(RequestState(request.state), request.id)
-                check_decider(gate, principal, author=request.author, requester=request.requested_by)
-            except GateRefusal as exc:
-                raise _refused(exc) from None
-            if any(d.actor == principal.name for d in request.decisions):
-                raise ConflictError(f"{principal.name} already decided request {request_id}")
-            if approve:
-                results = check_results(session, request.model_version_id)
-                blocking = blocking_checks(request.required_checks, {k: v["status"] for k, v in results.items()})
-                if blocking:
-                    listed = ", ".join(f"{name} ({status})" for name, status in blocking.items())
-                    raise ConflictError(
-                        f"request {request_id} cannot be approved while required checks have not passed: {listed}",
-                        details={"checks": blocking},
-                    )
-            request.decisions.append(
-                Decision(
-                    actor=principal.name, decision="approve" if approve else "reject", comment=comment, at=utcnow()
-                )
-            )
-            session.flush()
-            approvers = [d.actor for d in request.decisions if d.decision == "approve"]
-            event = None
-            if not approve:
-                request.state, request.decided_at, event = RequestState.REJECTED.value, utcnow(), "request.rejected"
-            elif quorum_reached(gate, approvers):
-                request.state, request.decided_at, event = RequestState.APPROVED.value, utcnow(), "request.approved"
+            _add_decision(session, gate, request=request, principal=principal, approve=approve, comment=comment)
+            event = _settle(request, gate, approve=approve)
             audit.record(
                 session,
                 actor=principal.name,
@@ -404,18 +427,21 @@ def decide(
         result = view(request)
     if expired:
         raise ConflictError(f"request {request_id} has expired", details={"state": "expired"})
+    if result.state == RequestState.APPROVED.value:
+        events.publish(RequestApproved(request_id=request_id, target=result.target_env))
     return result
 
 
-def expire_due(db: Database, settings: Settings, *, base_url: str) -> int:
-    """Close open requests past their expiry; returns how many."""
+def expire_due(db: Database, settings: Settings, *, base_url: str, now: datetime | None = None) -> int:
+    """Close open requests past their expiry at `now` (the server's clock); returns how many."""
+    now = now or utcnow()
     with db.write() as session:
         due = session.execute(
             select(PromotionRequest).where(
-                PromotionRequest.state == RequestState.OPEN.value, PromotionRequest.expires_at <= utcnow()
+                PromotionRequest.state == RequestState.OPEN.value, PromotionRequest.expires_at <= now
             )
         ).scalars()
-        return sum(_expire_if_due(session, settings, request, base_url) for request in due)
+        return sum(_expire_if_due(session, settings, request, base_url, now=now) for request in due)
 
 
 # -- reading -----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from mlgate.adapters.mlflow.registry import LoggedModel, ModelFolder, RunRecord, read_model_folder
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion, utcnow
+from mlgate.adapters.sql.queries import model_version
 from mlgate.config import Environment, Settings
 from mlgate.domain.audit import canonical_time
 from mlgate.domain.digest import tree_digest
@@ -200,11 +201,7 @@ def _same_model(session: Session, env: str, name: str, model_uri: str, digest: s
 
 
 def _check_free(session: Session, env: str, name: str, version: int) -> None:
-    taken = session.execute(
-        select(ModelVersion).where(
-            ModelVersion.environment == env, ModelVersion.name == name, ModelVersion.version == version
-        )
-    ).scalar_one_or_none()
+    taken = model_version(session, environment=env, name=name, version=version)
     if taken is not None:
         raise ConflictError(
             f"the '{env}' MLflow registry gave version {version} of '{name}', which mlgate already records "
@@ -402,11 +399,7 @@ def list_versions(db: Database, env: str, *, name: str | None = None) -> list[Mo
 
 def get(db: Database, env: str, name: str, version: int) -> ModelVersionView:
     with db.read() as session:
-        row = session.execute(
-            select(ModelVersion).where(
-                ModelVersion.environment == env, ModelVersion.name == name, ModelVersion.version == version
-            )
-        ).scalar_one_or_none()
+        row = model_version(session, environment=env, name=name, version=version)
         if row is None:
             raise NotFoundError(
                 f"no version {version} of model '{name}' in '{env}'",

@@ -20,6 +20,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Endpoint, EndpointRevision, utcnow
 from mlgate.config import ENDPOINT_NAME, Settings
 from mlgate.domain.endpoints import Allocation
+from mlgate.domain.permissions import SYSTEM
 from mlgate.domain.tokens import display_prefix, token_hash
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.services import audit
@@ -148,7 +149,7 @@ def ensure_declared(db: Database, settings: Settings) -> list[str]:
                         settings,
                         env,
                         endpoint.name,
-                        actor="system",
+                        actor=SYSTEM,
                         description=endpoint.description,
                         origin="config",
                     )

@@ -28,7 +28,6 @@ automatically on a breach.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
@@ -43,19 +43,19 @@ from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout, 
 from mlgate.config import EndpointConfig, Settings
 from mlgate.domain import rollouts as rules
 from mlgate.domain.gates import RequestState
-from mlgate.domain.permissions import Role
+from mlgate.domain.permissions import SYSTEM, Role
 from mlgate.domain.rollouts import RolloutState
 from mlgate.errors import MlgateError, NotFoundError
 from mlgate.services import audit
 from mlgate.services.notifications import outbox
 from mlgate.services.release import endpoints
 from mlgate.services.release.serving import Serving
+from mlgate.services.worker import Worker
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 POLL_S = 0.5  # how often a bake reads the host's counters (a breach is acted on within this)
-ACTOR = "system"
 
 
 class _Stopping(Exception):
@@ -146,11 +146,45 @@ def get(db: Database, env: str, rollout_id: int) -> RolloutView:
 # --- the worker --------------------------------------------------------------------------------------
 
 
+def _due_version(session: Session, *, env: str, endpoint: str, model: str) -> tuple[ModelVersion, int] | None:
+    """The newest version of `model` promoted into `env`, and the request that promoted it, unless the
+    endpoint has had a rollout of it or of a newer version."""
+    newest = session.execute(
+        select(ModelVersion, PromotionRequest.id)
+        .join(PromotionRequest, PromotionRequest.target_version_id == ModelVersion.id)
+        .where(
+            PromotionRequest.state == RequestState.PROMOTED.value,
+            ModelVersion.environment == env,
+            ModelVersion.name == model,
+        )
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    ).first()
+    if newest is None:
+        return None
+    version, request_id = newest
+    done = session.execute(
+        select(Rollout.id).where(
+            Rollout.environment == env,
+            Rollout.endpoint == endpoint,
+            Rollout.version >= version.version,
+            Rollout.model == version.name,
+        )
+    ).first()
+    return None if done is not None else (version, request_id)
+
+
 def _iso(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds")
 
 
-class RolloutWorker:
+class RolloutWorker(Worker):
+    """Starts the rollouts of versions that passed the gate into an environment and carries them out; a
+    rollout in progress at stop resumes when the server starts again."""
+
+    name = "rollouts"
+    interval_s = TICK_S
+
     def __init__(
         self, settings: Settings, db: Database, serving: Serving, tracking: TrackingServers, *, base_url: str
     ) -> None:
@@ -159,28 +193,10 @@ class RolloutWorker:
         self.serving = serving
         self.tracking = tracking
         self.base_url = base_url
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    def start(self) -> None:
-        """Start the worker."""
-        if not any(e.model for declared in self.settings.endpoints.values() for e in declared):
-            return  # no endpoint takes rollouts: nothing to watch
-        self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the worker; a rollout in progress resumes when the server starts again."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("the rollout worker's round failed")
+    def enabled(self) -> bool:
+        return any(e.model for declared in self.settings.endpoints.values() for e in declared)
 
     def tick(self) -> None:
         """One round: start due rollouts, advance running ones."""
@@ -210,61 +226,47 @@ class RolloutWorker:
             for policy in declared:
                 if policy.model is None:
                     continue
-                with self.db.write() as session:
-                    newest = session.execute(
-                        select(ModelVersion, PromotionRequest.id)
-                        .join(PromotionRequest, PromotionRequest.target_version_id == ModelVersion.id)
-                        .where(
-                            PromotionRequest.state == RequestState.PROMOTED.value,
-                            ModelVersion.environment == env,
-                            ModelVersion.name == policy.model,
-                        )
-                        .order_by(ModelVersion.version.desc())
-                        .limit(1)
-                    ).first()
-                    if newest is None:
-                        continue
-                    version, request_id = newest
-                    done = session.execute(
-                        select(Rollout.id).where(
-                            Rollout.environment == env,
-                            Rollout.endpoint == policy.name,
-                            Rollout.version >= version.version,
-                            Rollout.model == version.name,
-                        )
-                    ).first()
-                    if done is not None:
-                        continue
-                    row = Rollout(
-                        environment=env,
-                        endpoint=policy.name,
-                        model=version.name,
-                        version=version.version,
-                        model_version_id=version.id,
-                        request_id=request_id,
-                        strategy=policy.strategy,
-                        state=RolloutState.PENDING.value,
-                        steps=[],
-                        created_at=utcnow(),
-                        updated_at=utcnow(),
-                    )
-                    session.add(row)
-                    try:
-                        session.flush()
-                    except IntegrityError:  # another worker made it meanwhile
-                        session.rollback()
-                        continue
-                    audit.record(
-                        session,
-                        actor=ACTOR,
-                        action="rollout.create",
-                        environment=env,
-                        subject=f"endpoint:{policy.name}",
-                        payload={"rollout": row.id, "model": version.name, "version": version.version},
-                    )
-                    made.append(row.id)
-                    log.info("rollout %s: %s:%s to %s/%s", row.id, version.name, version.version, env, policy.name)
+                rollout_id = self._discover_one(env, policy, policy.model)
+                if rollout_id is not None:
+                    made.append(rollout_id)
         return made
+
+    def _discover_one(self, env: str, policy: EndpointConfig, model: str) -> int | None:
+        """The rollout of `model`'s newest version promoted into `env` to the policy's endpoint, if due."""
+        with self.db.write() as session:
+            due = _due_version(session, env=env, endpoint=policy.name, model=model)
+            if due is None:
+                return None
+            version, request_id = due
+            row = Rollout(
+                environment=env,
+                endpoint=policy.name,
+                model=version.name,
+                version=version.version,
+                model_version_id=version.id,
+                request_id=request_id,
+                strategy=policy.strategy,
+                state=RolloutState.PENDING.value,
+                steps=[],
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError:  # another worker made it meanwhile
+                session.rollback()
+                return None
+            audit.record(
+                session,
+                actor=SYSTEM,
+                action="rollout.create",
+                environment=env,
+                subject=f"endpoint:{policy.name}",
+                payload={"rollout": row.id, "model": version.name, "version": version.version},
+            )
+            log.info("rollout %s: %s:%s to %s/%s", row.id, version.name, version.version, env, policy.name)
+            return row.id
 
     # --- carrying one out ----------------------------------------------------------------------------
 
@@ -337,7 +339,7 @@ class RolloutWorker:
             slot=rollout.to_slot,
             traffic=None if rollout.from_slot is None else 0,
             mirror=None,
-            actor=ACTOR,
+            actor=SYSTEM,
         )
         steps = rollout.steps
         if rollout.from_slot is None:
@@ -358,7 +360,7 @@ class RolloutWorker:
         rollout = self._update(rollout.id, state=RolloutState.SHIFTING.value, steps=steps)
         weights = self._weights(rollout, traffic)
         if endpoints.get(self.db, env, name).allocation.weights != weights:
-            self.serving.shift(env, name, weights, mirror=False, actor=ACTOR)
+            self.serving.shift(env, name, weights, mirror=False, actor=SYSTEM)
         rollout = self._update(rollout.id, state=RolloutState.BAKING.value)
         before = self.serving.backend.stats(env)
         started = time.monotonic()
@@ -403,7 +405,7 @@ class RolloutWorker:
         if restore and rollout.from_slot is not None and rollout.to_slot is not None:
             try:
                 if endpoints.get(self.db, env, name).allocation.weights.get(rollout.to_slot, 0) > 0:
-                    self.serving.shift(env, name, self._weights(rollout, 0), mirror=False, actor=ACTOR)
+                    self.serving.shift(env, name, self._weights(rollout, 0), mirror=False, actor=SYSTEM)
             except MlgateError as exc:
                 log.error("rollout %s: could not move the traffic back to '%s': %s", rollout.id, rollout.from_slot, exc)
                 reason = f"{reason}; moving the traffic back to '{rollout.from_slot}' failed too: {exc.message}"
@@ -415,7 +417,7 @@ class RolloutWorker:
             view = _view(row)
             audit.record(
                 session,
-                actor=ACTOR,
+                actor=SYSTEM,
                 action=event,
                 environment=env,
                 subject=f"endpoint:{name}",

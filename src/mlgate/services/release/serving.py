@@ -24,7 +24,8 @@ from sqlalchemy import select
 
 from mlgate.adapters.serving.base import HostStatus, ServingBackend
 from mlgate.adapters.sql.database import Database
-from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout
+from mlgate.adapters.sql.models import PromotionRequest, Rollout
+from mlgate.adapters.sql.queries import model_version
 from mlgate.config import Environment, Settings
 from mlgate.domain import endpoints as allocations
 from mlgate.domain import rollouts
@@ -35,18 +36,24 @@ from mlgate.domain.tokens import token_hash
 from mlgate.errors import MlgateError, NotFoundError, PermissionDeniedError, ValidationError
 from mlgate.services.release import endpoints
 from mlgate.services.release.endpoints import EndpointView, Which
+from mlgate.services.worker import Worker
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 2.0
 
 
-class Serving:
-    """Hosts, copies and pushes for every environment; endpoint changes go through here."""
+class Serving(Worker):
+    """Hosts, copies and pushes for every environment; endpoint changes go through here. As a worker it
+    supervises the hosts: restarts dead ones and pushes what a host missed."""
+
+    name = "serving-supervisor"
+    interval_s = SUPERVISE_INTERVAL_S
 
     def __init__(
         self, settings: Settings, db: Database, backend: ServingBackend, upstream: Callable[[str], str]
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.db = db
         self.backend = backend
@@ -61,15 +68,14 @@ class Serving:
         self._placing: dict[Path, threading.Lock] = {}
         self._placing_guard = threading.Lock()
         self._dirty: set[str] = set()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Bring every host up with its deployments, then supervise them (the hosts keep serving after
+        `stop`: `mlgate stop` stops them)."""
         self.bring_up()
-        self._thread = threading.Thread(target=self._supervise, name="serving-supervisor", daemon=True)
-        self._thread.start()
+        super().start()
 
     def bring_up(self) -> None:
         """The config's endpoints created, every host adopted or started and given its deployments."""
@@ -80,20 +86,10 @@ class Serving:
             self.backend.ensure(env)
             self._sync_quietly(env.name)
 
-    def stop(self) -> None:
-        """Stop supervising; the hosts keep serving (`mlgate stop` stops them)."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _supervise(self) -> None:
-        while not self._stopping.wait(SUPERVISE_INTERVAL_S):
-            self.tick()
-
     def tick(self) -> None:
         """One supervision round: restart dead hosts, push what a host missed."""
         for env in self.settings.environments:
-            if self._stopping.is_set():
+            if self.stopping:
                 return
             try:
                 if not self.backend.running(env.name):
@@ -296,11 +292,7 @@ class Serving:
         """The version's row id and digest; into an environment behind a gate, only a version that came
         through that gate (into production: only what passed gate B)."""
         with self.db.read() as session:
-            row = session.execute(
-                select(ModelVersion).where(
-                    ModelVersion.environment == env, ModelVersion.name == model, ModelVersion.version == version
-                )
-            ).scalar_one_or_none()
+            row = model_version(session, environment=env, name=model, version=version)
             if row is None:
                 raise NotFoundError(
                     f"no version {version} of model '{model}' in '{env}'",

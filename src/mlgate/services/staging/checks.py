@@ -33,13 +33,17 @@ from sqlalchemy.orm import Session
 
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CheckRecord, CodeSnapshot, Job, ModelVersion, PromotionRequest, utcnow
+from mlgate.adapters.sql.queries import model_version
 from mlgate.config import CommandCheckConfig, Settings
 from mlgate.domain.command_checks import evidence_notes, runs_pytest, with_policy_config
 from mlgate.domain.environments import EnvironmentKind
+from mlgate.domain.events import ChecksRequested
 from mlgate.domain.gates import RequestState
 from mlgate.domain.jobs import JobState
+from mlgate.domain.permissions import SYSTEM
 from mlgate.errors import NotFoundError, ValidationError
 from mlgate.services import audit
+from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.notifications import outbox
 from mlgate.services.training import jobs
 
@@ -101,11 +105,7 @@ def configured(settings: Settings) -> list[str]:
 
 
 def _version(session: Session, env: str, name: str, version: int) -> ModelVersion:
-    row = session.execute(
-        select(ModelVersion).where(
-            ModelVersion.environment == env, ModelVersion.name == name, ModelVersion.version == version
-        )
-    ).scalar_one_or_none()
+    row = model_version(session, environment=env, name=name, version=version)
     if row is None:
         raise NotFoundError(f"no version {name}:{version} in '{env}'", details={"model": name, "version": version})
     return row
@@ -123,9 +123,11 @@ def request_runs(
     name: str,
     version: int,
     only: list[str] | None = None,
+    events: Publisher = NO_EVENTS,
 ) -> list[CheckView]:
-    """Records, `running`, for the checks asked (all configured by default); the pipeline starts them.
-    A check still running on the version is not asked twice: its record is returned instead."""
+    """Records, `running`, for the checks asked (all configured by default); the pipeline starts them
+    (`ChecksRequested` wakes it). A check still running on the version is not asked twice: its record is
+    returned instead."""
     if settings.environment(env).kind is not EnvironmentKind.STAGING:
         raise ValidationError(f"checks run in staging, and '{env}' is not a staging environment")
     known = configured(settings)
@@ -168,7 +170,9 @@ def request_runs(
             subject=f"model:{name}:{version}",
             payload={"checks": wanted, "records": [r.id for r in rows]},
         )
-        return [_view(row, record) for row in rows]
+        views = [_view(row, record) for row in rows]
+    events.publish(ChecksRequested(environment=env, name=name, version=version))
+    return views
 
 
 def record_unknown(db: Database, *, model_version_id: int, names: list[str]) -> None:
@@ -275,7 +279,7 @@ def finish(
         assert version is not None
         audit.record(
             session,
-            actor="system",
+            actor=SYSTEM,
             action=f"check.{status}",
             environment=version.environment,
             subject=f"model:{version.name}:{version.version}",
@@ -340,7 +344,7 @@ def submit_job(
             spec={"command": command, "environment": "inherit", "check_record": record_id},
             data_versions=dict(data_versions or {}),
             run_ids=[],
-            requested_by="system",
+            requested_by=SYSTEM,
             created_at=utcnow(),
             timeout_s=timeout_s,
             backend=BACKEND,
@@ -353,7 +357,7 @@ def submit_job(
         row.job_id, row.summary = job.id, f"job {job.id}: {command}"
         audit.record(
             session,
-            actor="system",
+            actor=SYSTEM,
             action="job.submit",
             environment=env,
             subject=f"job:{job.id}",

@@ -21,6 +21,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion
 from mlgate.config import EndpointTestsConfig, Settings
 from mlgate.domain.endpoints import SlotAllocation
+from mlgate.domain.permissions import SYSTEM
 from mlgate.errors import NotFoundError, ValidationError
 from mlgate.services.registration.scoring import SandboxScorer
 from mlgate.services.release import endpoints
@@ -125,32 +126,16 @@ def run(
     env: str,
     model_version_id: int,
 ) -> Outcome:
+    """Deploy the version to the configured slot, then test it there: smoke, formats, malformed input,
+    predictions against the staging copy's own, latency. Stops at the first test the rest depend on."""
     outcome = Outcome()
     with db.read() as session:
         row = session.get(ModelVersion, model_version_id)
         assert row is not None
-        model, version, digest = row.name, row.version, row.digest
+        slot = SlotAllocation(config.slot, model_version_id, row.name, row.version, row.digest, 0)
         example = _example(row)
-    name = config.endpoint or model
-    try:
-        view = endpoints.get(db, env, name)
-    except NotFoundError:
-        serving.create(env, name, actor="system", description=f"created by mlgate for the endpoint tests of {model}")
-        view = endpoints.get(db, env, name)
-        outcome.note(f"created endpoint '{name}' in {env}")
-    slots = view.allocation.slots
-    first = not slots or all(s.slot == config.slot for s in slots)
-    serving.deploy(
-        env,
-        name,
-        model=model,
-        version=version,
-        slot=config.slot,
-        traffic=None if first else 0,
-        mirror=None,
-        actor="system",
-    )
-    outcome.note(f"deployed {model}:{version} to slot '{config.slot}' of '{name}' ({'100' if first else '0'}%)")
+    name = config.endpoint or slot.model
+    _deploy(db, serving, env=env, endpoint=name, slot=slot, outcome=outcome)
     if example is None:
         outcome.fail("the version has no input example (split JSON) to test the endpoint with")
         return outcome
@@ -167,57 +152,128 @@ def run(
             return outcome
         reference = _flat(smoke.json())
         outcome.note(f"smoke: {len(data)} rows answered 200")
-        for label, body in formats.items():
-            answer = http.post(invocations, json=body)
-            if answer.status_code != 200 or not _same(_flat(answer.json()), reference):
-                outcome.fail(f"format {label}: {answer.status_code}, answers differ from dataframe_split")
-            else:
-                outcome.note(f"format {label}: same answers")
-        tensors = [
-            {"name": c, "datatype": _v2_type(v), "shape": [len(v)], "data": v}
-            for c, v in formats["inputs"]["inputs"].items()
-        ]
-        v2 = http.post(f"{base}/v2/models/{name}/versions/{config.slot}/infer", json={"inputs": tensors})
-        if v2.status_code != 200 or not _same(_flat(v2.json()), reference):
-            outcome.fail(f"format OIP v2: {v2.status_code}, answers differ from dataframe_split: {v2.text[:200]}")
-        else:
-            outcome.note("format OIP v2: same answers")
-        malformed = {
-            "a body that is not JSON": http.post(
-                invocations, content=b"not json", headers={"content-type": "application/json"}
-            ),
-            f"a row missing column '{columns[0]}'": http.post(
-                invocations, json={"dataframe_split": {"columns": columns[1:], "data": [r[1:] for r in data]}}
-            ),
-        }
-        for label, answer in malformed.items():
-            if 400 <= answer.status_code < 500:
-                outcome.note(f"malformed ({label}): {answer.status_code}")
-            else:
-                outcome.fail(f"malformed input ({label}) got {answer.status_code}, expected a 4xx")
-        slot = SlotAllocation(config.slot, model_version_id, model, version, digest, 0)
-        try:
-            local = _local_predictions(
-                settings, serving.place(settings.environment(env), slot), columns, data, what=f"{model}:{version}"
-            )
-        except ValidationError as exc:
-            outcome.fail(f"the staging copy's own predictions failed: {exc.message}")
+        v2 = f"{base}/v2/models/{name}/versions/{config.slot}/infer"
+        _test_formats(http, invocations=invocations, v2=v2, formats=formats, reference=reference, outcome=outcome)
+        _test_malformed(http, invocations=invocations, columns=columns, data=data, outcome=outcome)
+        local_ok = _test_local(
+            settings, serving, env=env, slot=slot, columns=columns, data=data, reference=reference, outcome=outcome
+        )
+        if not local_ok:
             return outcome
-        if _same(local, reference):
-            outcome.note(f"predictions equal the staging copy's own on {len(data)} rows")
-        else:
-            outcome.fail(
-                f"the endpoint's predictions differ from the staging copy's own: {reference[:5]} vs {local[:5]}"
-            )
-        timings = []
-        for _ in range(config.requests):
-            started = time.perf_counter()
-            http.post(invocations, json=formats["dataframe_split"])
-            timings.append((time.perf_counter() - started) * 1000)
-        timings.sort()
-        p95 = timings[min(len(timings) - 1, math.ceil(0.95 * len(timings)) - 1)]
-        if p95 > config.p95_ms:
-            outcome.fail(f"p95 latency {p95:.1f} ms over {config.requests} requests, above {config.p95_ms:g} ms")
-        else:
-            outcome.note(f"p95 latency {p95:.1f} ms over {config.requests} requests (budget {config.p95_ms:g} ms)")
+        _test_latency(http, invocations=invocations, body=formats["dataframe_split"], config=config, outcome=outcome)
     return outcome
+
+
+def _deploy(db: Database, serving: Serving, *, env: str, endpoint: str, slot: SlotAllocation, outcome: Outcome) -> None:
+    """The version into its slot of the endpoint (made if missing): all the traffic if the endpoint serves
+    nothing else, none otherwise."""
+    try:
+        view = endpoints.get(db, env, endpoint)
+    except NotFoundError:
+        description = f"created by mlgate for the endpoint tests of {slot.model}"
+        serving.create(env, endpoint, actor=SYSTEM, description=description)
+        view = endpoints.get(db, env, endpoint)
+        outcome.note(f"created endpoint '{endpoint}' in {env}")
+    slots = view.allocation.slots
+    first = not slots or all(s.slot == slot.slot for s in slots)
+    serving.deploy(
+        env,
+        endpoint,
+        model=slot.model,
+        version=slot.version,
+        slot=slot.slot,
+        traffic=None if first else 0,
+        mirror=None,
+        actor=SYSTEM,
+    )
+    where = f"slot '{slot.slot}' of '{endpoint}' ({'100' if first else '0'}%)"
+    outcome.note(f"deployed {slot.model}:{slot.version} to {where}")
+
+
+def _test_formats(
+    http: httpx.Client,
+    *,
+    invocations: str,
+    v2: str,
+    formats: dict[str, Any],
+    reference: list[Any],
+    outcome: Outcome,
+) -> None:
+    """Every MLflow payload format, and the Open Inference Protocol, answer as the smoke test did."""
+    for label, body in formats.items():
+        answer = http.post(invocations, json=body)
+        if answer.status_code != 200 or not _same(_flat(answer.json()), reference):
+            outcome.fail(f"format {label}: {answer.status_code}, answers differ from dataframe_split")
+        else:
+            outcome.note(f"format {label}: same answers")
+    tensors = [
+        {"name": c, "datatype": _v2_type(v), "shape": [len(v)], "data": v}
+        for c, v in formats["inputs"]["inputs"].items()
+    ]
+    answer = http.post(v2, json={"inputs": tensors})
+    if answer.status_code != 200 or not _same(_flat(answer.json()), reference):
+        outcome.fail(f"format OIP v2: {answer.status_code}, answers differ from dataframe_split: {answer.text[:200]}")
+    else:
+        outcome.note("format OIP v2: same answers")
+
+
+def _test_malformed(
+    http: httpx.Client, *, invocations: str, columns: list[str], data: list[list[Any]], outcome: Outcome
+) -> None:
+    """A body that is not JSON, and rows missing a column, are refused with a 4xx."""
+    malformed = {
+        "a body that is not JSON": http.post(
+            invocations, content=b"not json", headers={"content-type": "application/json"}
+        ),
+        f"a row missing column '{columns[0]}'": http.post(
+            invocations, json={"dataframe_split": {"columns": columns[1:], "data": [r[1:] for r in data]}}
+        ),
+    }
+    for label, answer in malformed.items():
+        if 400 <= answer.status_code < 500:
+            outcome.note(f"malformed ({label}): {answer.status_code}")
+        else:
+            outcome.fail(f"malformed input ({label}) got {answer.status_code}, expected a 4xx")
+
+
+def _test_local(
+    settings: Settings,
+    serving: Serving,
+    *,
+    env: str,
+    slot: SlotAllocation,
+    columns: list[str],
+    data: list[list[Any]],
+    reference: list[Any],
+    outcome: Outcome,
+) -> bool:
+    """The endpoint's answers equal the staging copy's own, scored in the sandbox; False if those could
+    not be had (the latency figure is then not worth taking)."""
+    try:
+        folder = serving.place(settings.environment(env), slot)
+        local = _local_predictions(settings, folder, columns, data, what=f"{slot.model}:{slot.version}")
+    except ValidationError as exc:
+        outcome.fail(f"the staging copy's own predictions failed: {exc.message}")
+        return False
+    if _same(local, reference):
+        outcome.note(f"predictions equal the staging copy's own on {len(data)} rows")
+    else:
+        outcome.fail(f"the endpoint's predictions differ from the staging copy's own: {reference[:5]} vs {local[:5]}")
+    return True
+
+
+def _test_latency(
+    http: httpx.Client, *, invocations: str, body: dict[str, Any], config: EndpointTestsConfig, outcome: Outcome
+) -> None:
+    """The p95 of `config.requests` requests, one after the other, within the budget."""
+    timings = []
+    for _ in range(config.requests):
+        started = time.perf_counter()
+        http.post(invocations, json=body)
+        timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    p95 = timings[min(len(timings) - 1, math.ceil(0.95 * len(timings)) - 1)]
+    if p95 > config.p95_ms:
+        outcome.fail(f"p95 latency {p95:.1f} ms over {config.requests} requests, above {config.p95_ms:g} ms")
+    else:
+        outcome.note(f"p95 latency {p95:.1f} ms over {config.requests} requests (budget {config.p95_ms:g} ms)")

@@ -22,18 +22,26 @@ from mlgate.adapters.sql.models import CheckRecord, ModelVersion, PromotionReque
 from mlgate.config import Settings
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.gates import RequestState
+from mlgate.domain.permissions import SYSTEM
 from mlgate.errors import ConflictError, MlgateError
 from mlgate.services.promotion import requests
 from mlgate.services.release.serving import Serving
 from mlgate.services.staging import checks, endpoint_tests, validation
+from mlgate.services.worker import Worker
 
 log = logging.getLogger(__name__)
 
 SWEEP_S = 1.0
-SYSTEM = "system"
 
 
-class StagingPipeline:
+class StagingPipeline(Worker):
+    """Opens gate B requests for versions arriving in staging and runs their checks; checks already
+    running at stop finish as jobs."""
+
+    name = "staging-pipeline"
+    interval_s = SWEEP_S
+    stop_wait_s = 10.0
+
     def __init__(
         self, settings: Settings, db: Database, serving: Serving, tracking: TrackingServers, *, base_url: str
     ) -> None:
@@ -42,9 +50,7 @@ class StagingPipeline:
         self.serving = serving
         self.tracking = tracking
         self.base_url = base_url
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         # Records being started (or, for endpoint tests, run) by a thread of this server.
         self._busy: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -52,33 +58,6 @@ class StagingPipeline:
         # validation takes it too: both place a version's folder (`Serving.place`, which replaces a
         # folder another thread is placing at the same time), and validation's sandbox reads it.
         self._endpoint_lock = threading.Lock()
-
-    def start(self) -> None:
-        """Start the periodic sweep."""
-        self._thread = threading.Thread(target=self._loop, name="staging-pipeline", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the sweep; checks already running finish as jobs."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def wake(self) -> None:
-        """Sweep now (checks were just asked for)."""
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(SWEEP_S)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.tick()
-            except Exception:  # the pipeline must outlive any one bad version
-                log.exception("staging pipeline sweep failed")
 
     def tick(self) -> None:
         """One sweep."""

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from mlgate.adapters.sql.database import Database
-from mlgate.adapters.sql.models import ModelVersion
+from mlgate.adapters.sql.queries import model_version
 from mlgate.config import Settings
 from mlgate.domain import metrics
 from mlgate.domain.endpoints import SlotAllocation
@@ -76,11 +74,7 @@ def champion(
     if number is None:
         return None
     with db.read() as session:
-        row = session.execute(
-            select(ModelVersion).where(
-                ModelVersion.environment == gate.target, ModelVersion.name == name, ModelVersion.version == number
-            )
-        ).scalar_one_or_none()
+        row = model_version(session, environment=gate.target, name=name, version=number)
         if row is None:
             return None
         slot = SlotAllocation("check", row.id, name, number, row.digest, 0)

@@ -114,6 +114,43 @@ def _data_files(root: Path) -> tuple[list[Path], str]:
     return files, str(formats.pop())
 
 
+@dataclass(frozen=True)
+class _Upload:
+    """An upload's files, kept in the data store, and what they hold."""
+
+    digest: str  # over the listing of (relative path, file digest)
+    format: str
+    rows: int
+    columns: list[dict[str, str]]
+    files: list[dict[str, Any]]  # {path, sha256, size}
+
+
+def _store_upload(env: Environment, archive: bytes) -> _Upload:
+    """Unpack the upload (a gzipped tar), read its tables, and keep each file once by digest."""
+    with tempfile.TemporaryDirectory(prefix="mlgate-data-") as tmp:
+        root = Path(tmp)
+        extract(archive, root, what="data upload", max_bytes=MAX_EXTRACTED_BYTES)
+        files, fmt = _data_files(root)
+        listing = [(p.relative_to(root).as_posix(), file_sha256(p)) for p in files]
+        rows, columns = _inspect(files, fmt)
+        _keep_objects(env, [(path, sha) for path, (_, sha) in zip(files, listing, strict=True)])
+        entries = [{"path": rel, "sha256": sha, "size": (root / rel).stat().st_size} for rel, sha in listing]
+    return _Upload(digest=listing_digest(listing), format=fmt, rows=rows, columns=columns, files=entries)
+
+
+def _keep_objects(env: Environment, files: list[tuple[Path, str]]) -> None:
+    """Each (file, digest) copied into the data store's objects/ unless a file of that digest is there."""
+    objects = _objects(env)
+    objects.mkdir(parents=True, exist_ok=True)
+    for path, sha in files:
+        target = objects / sha
+        if not target.exists():  # a private partial name: two uploads of the same file may race here
+            handle, partial = tempfile.mkstemp(dir=objects, prefix=f".{sha}.", suffix=".partial")
+            os.close(handle)
+            shutil.copyfile(path, partial)
+            os.replace(partial, target)
+
+
 def register(
     db: Database,
     env: Environment,
@@ -132,24 +169,7 @@ def register(
             f"invalid data asset name '{name}': expected lowercase letters, digits, '.', '_' or '-'",
             details={"name": name},
         )
-    with tempfile.TemporaryDirectory(prefix="mlgate-data-") as tmp:
-        root = Path(tmp)
-        extract(archive, root, what="data upload", max_bytes=MAX_EXTRACTED_BYTES)
-        files, fmt = _data_files(root)
-        listing = [(p.relative_to(root).as_posix(), file_sha256(p)) for p in files]
-        digest = listing_digest(listing)
-        rows, columns = _inspect(files, fmt)
-        objects = _objects(env)
-        objects.mkdir(parents=True, exist_ok=True)
-        for path, (_, sha) in zip(files, listing, strict=True):
-            target = objects / sha
-            if not target.exists():  # a private partial name: two uploads of the same file may race here
-                handle, partial = tempfile.mkstemp(dir=objects, prefix=f".{sha}.", suffix=".partial")
-                os.close(handle)
-                shutil.copyfile(path, partial)
-                os.replace(partial, target)
-        sizes = {rel: (root / rel).stat().st_size for rel, _ in listing}
-        entries: list[dict[str, Any]] = [{"path": rel, "sha256": sha, "size": sizes[rel]} for rel, sha in listing]
+    upload = _store_upload(env, archive)
     with db.write() as session:
         latest = session.execute(
             select(DataAsset)
@@ -157,18 +177,18 @@ def register(
             .order_by(DataAsset.version.desc())
             .limit(1)
         ).scalar_one_or_none()
-        if latest is not None and latest.sha256 == digest:
+        if latest is not None and latest.sha256 == upload.digest:
             return _view(latest), False
         row = DataAsset(
             environment=env.name,
             name=name,
             version=(latest.version + 1) if latest else 1,
-            sha256=digest,
-            format=fmt,
-            rows=rows,
-            columns=columns,
-            files=entries,
-            size=sum(sizes.values()),
+            sha256=upload.digest,
+            format=upload.format,
+            rows=upload.rows,
+            columns=upload.columns,
+            files=upload.files,
+            size=sum(entry["size"] for entry in upload.files),
             source=source,
             created_by=actor,
             created_at=utcnow(),
@@ -181,7 +201,7 @@ def register(
             action="data.register",
             environment=env.name,
             subject=f"data:{name}@{row.version}",
-            payload={"sha256": digest, "rows": rows, "files": len(entries)},
+            payload={"sha256": upload.digest, "rows": upload.rows, "files": len(upload.files)},
         )
         return _view(row), True
 

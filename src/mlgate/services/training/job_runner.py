@@ -21,8 +21,10 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -30,14 +32,16 @@ from mlgate import sandbox as sandboxes
 from mlgate.adapters.execution.base import EXIT_STATUS_FILE, ExecutionBackend, JobLaunch
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, utcnow
+from mlgate.adapters.sql.queries import as_utc
 from mlgate.config import Settings
 from mlgate.domain.jobs import DataRef, JobState, render_command
-from mlgate.domain.permissions import Role
+from mlgate.domain.permissions import SYSTEM, Role
 from mlgate.errors import MlgateError
 from mlgate.sandbox import Mount
 from mlgate.services import audit
 from mlgate.services.identity import accounts
 from mlgate.services.training import data_assets, jobs
+from mlgate.services.worker import Worker
 from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
 
 log = logging.getLogger(__name__)
@@ -57,10 +61,6 @@ VENV_BUILD_TIMEOUT_S = 1800
 STOP_WAIT_S = 10.0
 
 
-def _aware(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
-
-
 def _exit_error(code: int) -> str:
     return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
@@ -73,7 +73,25 @@ class _Stopping(Exception):
     """The server is stopping: a job still being prepared is not started."""
 
 
-class JobRunner:
+@dataclass(frozen=True)
+class _Claimed:
+    """What preparing a job needs of its record, read when it was moved to `running`."""
+
+    environment: str
+    requested_by: str
+    snapshot_sha256: str | None
+    spec: dict[str, Any]
+    data_versions: dict[str, Any]
+    timeout_s: float
+
+
+class JobRunner(Worker):
+    """Prepares queued jobs, launches them on the execution backend, follows them to their end."""
+
+    name = "job-runner"
+    interval_s = TICK_S
+    stop_wait_s = STOP_WAIT_S
+
     def __init__(
         self,
         *,
@@ -88,8 +106,7 @@ class JobRunner:
         self.db = db
         self.backend = backend
         self.base_url = base_url
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         # Jobs being prepared, each by its own thread; guarded by _lock (tick adds, the threads remove).
         self._preparing: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -98,14 +115,7 @@ class JobRunner:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=STOP_WAIT_S)
+    def stopped(self) -> None:
         self.drain(timeout=STOP_WAIT_S)
 
     def drain(self, timeout: float | None = None) -> None:
@@ -115,13 +125,6 @@ class JobRunner:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                self.tick()
-            except Exception:  # the runner must outlive any one bad job
-                log.exception("job runner tick failed")
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -153,89 +156,112 @@ class JobRunner:
                 log.exception("watching job %s failed", job_id)
 
     def _launch(self, job_id: int) -> None:
+        """Claim a queued job, prepare its folder, start it on the backend; on its preparation's thread."""
         handle: str | None = None
         try:
-            with self.db.write() as session:
-                job = session.get(Job, job_id)
-                if job is None or job.state != JobState.QUEUED.value:
-                    return  # cancelled meanwhile, or launched by an earlier pass
-                job.state, job.started_at = JobState.RUNNING.value, utcnow()
-                job.spec = {**job.spec, "sandbox": self.sandbox.mode}  # the job's record shows how it ran
-                env_name, user, snapshot_sha = (
-                    job.environment,
-                    job.requested_by,
-                    job.snapshot.sha256 if job.snapshot else None,
-                )
-                spec, pinned, timeout_s = dict(job.spec), dict(job.data_versions), job.timeout_s
-                audit.record(session, actor="system", action="job.start", environment=env_name, subject=f"job:{job_id}")
-            folder = jobs.job_dir(self.settings, job_id)
-            work = folder / "work"
-            logfile = jobs.log_path(self.settings, job_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            self._note(logfile, f"job {job_id}: preparing {work}")
-            self.sandbox.check()  # a sandbox that cannot be made refuses the job, naming what is missing
-            if not self.sandbox.isolated:
-                self._note(logfile, "execution.sandbox is 'none': this job runs with the server's powers")
-            if snapshot_sha:
-                snapshot = jobs.snapshot_path(self.settings, snapshot_sha).read_bytes()
-                extract(snapshot, work, max_bytes=MAX_SNAPSHOT_EXTRACTED_BYTES)
-            env = self.settings.environment(env_name)
-            paths = {}
-            for name, version in pinned.items():
-                asset = data_assets.resolve(self.db, env_name, DataRef(name, int(version)))
-                paths[name] = str(data_assets.materialize(env, asset, work / "data" / name))
-                self._note(
-                    logfile,
-                    f"data {asset.ref} ({asset.rows} rows, sha256 {asset.sha256[:12]}) -> {paths[name]}",
-                )
-            command = render_command(str(spec["command"]), paths)
-            python_bin = self._python_bin(spec, work, logfile)
-            if self._stop.is_set():
-                raise _Stopping
-            if self._cancel_requested(job_id):
-                self._note(logfile, f"job {job_id} cancelled before it started")
-                self._finish(job_id, JobState.CANCELLED, exit_code=None, error=None)
-                return
-            token = accounts.mint_job_token(
-                self.db,
-                job_id=job_id,
-                user_name=user,
-                environment=env_name,
-                ttl=timedelta(seconds=timeout_s) + TOKEN_GRACE,
-                role=Role(spec["acts_as"]) if spec.get("acts_as") else None,
-            )
-            launch = JobLaunch(
-                job_id=job_id,
-                command=command,
-                workdir=work,
-                env=self._environment(work, env_name, token, job_id),
-                log_path=logfile,
-                sandbox=self.sandbox,
-                python_bin=python_bin,
-                mounts=(Mount(python_bin.parent),) if python_bin is not None else (),
-            )
-            self._note(logfile, f"$ {command}")
+            claimed = self._mark_running(job_id)
+            if claimed is None:
+                return  # cancelled meanwhile, or launched by an earlier pass
+            launch = self._prepare(job_id, claimed)
+            if launch is None:
+                return  # cancelled while it was being prepared
+            self._note(launch.log_path, f"$ {launch.command}")
             handle = self.backend.submit(launch)
             with self.db.write() as session:
                 job = session.get(Job, job_id)
                 assert job is not None
                 # The timeout counts from here: preparing (a first venv build, say) is not the command's time.
-                job.handle, job.command, job.started_at = handle, command, utcnow()
+                job.handle, job.command, job.started_at = handle, launch.command, utcnow()
         except Exception as exc:  # a job that cannot start fails, with the reason in its log
-            if isinstance(exc, _Stopping):
-                reason = "the server stopped while the job was being prepared; submit it again"
-            elif isinstance(exc, MlgateError):
-                reason = exc.message
-            else:
-                reason = f"{type(exc).__name__}: {exc}"
-                log.exception("job %s could not start", job_id)
-            if handle is not None:  # started, but not recorded: stop it rather than leave it unwatched
-                self.backend.cancel(handle)
-            self._note(jobs.log_path(self.settings, job_id), f"job {job_id} could not start: {reason}")
-            self._finish(job_id, JobState.FAILED, exit_code=None, error=f"could not start: {reason}")
+            self._could_not_start(job_id, exc, handle=handle)
         finally:
             with self._lock:
                 self._preparing.pop(job_id, None)
+
+    def _mark_running(self, job_id: int) -> _Claimed | None:
+        """A queued job moved to `running` (and how it runs, recorded); None if it is no longer queued."""
+        with self.db.write() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.QUEUED.value:
+                return None
+            job.state, job.started_at = JobState.RUNNING.value, utcnow()
+            job.spec = {**job.spec, "sandbox": self.sandbox.mode}  # the job's record shows how it ran
+            audit.record(
+                session, actor=SYSTEM, action="job.start", environment=job.environment, subject=f"job:{job_id}"
+            )
+            return _Claimed(
+                environment=job.environment,
+                requested_by=job.requested_by,
+                snapshot_sha256=job.snapshot.sha256 if job.snapshot else None,
+                spec=dict(job.spec),
+                data_versions=dict(job.data_versions),
+                timeout_s=job.timeout_s,
+            )
+
+    def _prepare(self, job_id: int, job: _Claimed) -> JobLaunch | None:
+        """The job's folder laid out (code, data, venv) and its launch built; None if it was cancelled."""
+        folder = jobs.job_dir(self.settings, job_id)
+        work = folder / "work"
+        logfile = jobs.log_path(self.settings, job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._note(logfile, f"job {job_id}: preparing {work}")
+        self.sandbox.check()  # a sandbox that cannot be made refuses the job, naming what is missing
+        if not self.sandbox.isolated:
+            self._note(logfile, "execution.sandbox is 'none': this job runs with the server's powers")
+        if job.snapshot_sha256:
+            snapshot = jobs.snapshot_path(self.settings, job.snapshot_sha256).read_bytes()
+            extract(snapshot, work, max_bytes=MAX_SNAPSHOT_EXTRACTED_BYTES)
+        paths = self._materialize(job, work, logfile)
+        command = render_command(str(job.spec["command"]), paths)
+        python_bin = self._python_bin(job.spec, work, logfile)
+        if self._stop.is_set():
+            raise _Stopping
+        if self._cancel_requested(job_id):
+            self._note(logfile, f"job {job_id} cancelled before it started")
+            self._finish(job_id, JobState.CANCELLED, exit_code=None, error=None)
+            return None
+        token = accounts.mint_job_token(
+            self.db,
+            job_id=job_id,
+            user_name=job.requested_by,
+            environment=job.environment,
+            ttl=timedelta(seconds=job.timeout_s) + TOKEN_GRACE,
+            role=Role(job.spec["acts_as"]) if job.spec.get("acts_as") else None,
+        )
+        return JobLaunch(
+            job_id=job_id,
+            command=command,
+            workdir=work,
+            env=self._environment(work, job.environment, token, job_id),
+            log_path=logfile,
+            sandbox=self.sandbox,
+            python_bin=python_bin,
+            mounts=(Mount(python_bin.parent),) if python_bin is not None else (),
+        )
+
+    def _materialize(self, job: _Claimed, work: Path, logfile: Path) -> dict[str, str]:
+        """The job's pinned data versions copied under work/data/; where each one is, by name."""
+        env = self.settings.environment(job.environment)
+        paths = {}
+        for name, version in job.data_versions.items():
+            asset = data_assets.resolve(self.db, job.environment, DataRef(name, int(version)))
+            paths[name] = str(data_assets.materialize(env, asset, work / "data" / name))
+            self._note(logfile, f"data {asset.ref} ({asset.rows} rows, sha256 {asset.sha256[:12]}) -> {paths[name]}")
+        return paths
+
+    def _could_not_start(self, job_id: int, exc: Exception, *, handle: str | None) -> None:
+        """Fail a job that could not start, with the reason in its log (and stop it if it did start)."""
+        if isinstance(exc, _Stopping):
+            reason = "the server stopped while the job was being prepared; submit it again"
+        elif isinstance(exc, MlgateError):
+            reason = exc.message
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.exception("job %s could not start", job_id, exc_info=exc)
+        if handle is not None:  # started, but not recorded: stop it rather than leave it unwatched
+            self.backend.cancel(handle)
+        self._note(jobs.log_path(self.settings, job_id), f"job {job_id} could not start: {reason}")
+        self._finish(job_id, JobState.FAILED, exit_code=None, error=f"could not start: {reason}")
 
     def _cancel_requested(self, job_id: int) -> bool:
         with self.db.read() as session:
@@ -267,7 +293,7 @@ class JobRunner:
             self._note(logfile, f"job {job_id} cancelled")
             self._finish(job_id, JobState.CANCELLED, exit_code=None, error=None)
             return
-        if started is not None and utcnow() - _aware(started) > timedelta(seconds=timeout_s):
+        if started is not None and utcnow() - as_utc(started) > timedelta(seconds=timeout_s):
             self.backend.cancel(handle)
             minutes = timeout_s / 60
             self._note(logfile, f"job {job_id} timed out after {minutes:g} minutes")
@@ -301,7 +327,7 @@ class JobRunner:
                 job.state, job.exit_code, job.error, job.finished_at = state.value, exit_code, error, utcnow()
                 audit.record(
                     session,
-                    actor="system",
+                    actor=SYSTEM,
                     action=f"job.{state.value}",
                     environment=job.environment,
                     subject=f"job:{job_id}",

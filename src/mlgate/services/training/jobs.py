@@ -23,7 +23,7 @@ from mlgate import sandbox as sandboxes
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CodeSnapshot, Job, utcnow
 from mlgate.config import Settings
-from mlgate.domain.jobs import DataRef, JobState
+from mlgate.domain.jobs import DataRef, JobState, TrainSpec
 from mlgate.domain.permissions import Role
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.project import train_spec
@@ -186,26 +186,10 @@ def submit_train(
     `acts_as`: the role the job's token has in its environment instead of the actor's bindings (for jobs
     the server submits as `system`); kept in the spec too. Refused (503) where no sandbox can be made."""
     sandboxes.from_settings(settings).check()
-    with db.read() as session:
-        snapshot = session.execute(
-            select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == snapshot_sha256)
-        ).scalar_one_or_none()
-    if snapshot is None:
-        raise NotFoundError(
-            f"no code snapshot {snapshot_sha256[:12]} in '{env}': upload it first",
-            details={"snapshot": snapshot_sha256},
-        )
+    snapshot = _stored_snapshot(db, env=env, sha256=snapshot_sha256)
     config = _config_text(snapshot_path(settings, snapshot.sha256).read_bytes())
     spec = train_spec(config or "", source="the snapshot's mlgate.yaml")
-    pinned = {ref.name: data_assets.resolve(db, env, ref).version for ref in spec.data}
-    unknown = sorted(set(versions or {}) - set(pinned))
-    if unknown:
-        raise ValidationError(
-            f"the snapshot's train.data does not name {', '.join(unknown)}; it names: {', '.join(pinned) or 'nothing'}",
-            details={"data": unknown},
-        )
-    for name, version in (versions or {}).items():
-        pinned[name] = data_assets.resolve(db, env, DataRef(name, version)).version
+    pinned = _pinned_data(db, env=env, spec=spec, versions=versions or {})
     stored = dataclasses.asdict(spec) | {"data": [str(r) for r in spec.data]} | ({"origin": origin} if origin else {})
     if acts_as is not None:
         stored["acts_as"] = acts_as.value
@@ -237,6 +221,31 @@ def submit_train(
         )
         session.refresh(job)
         return view(job)
+
+
+def _stored_snapshot(db: Database, *, env: str, sha256: str) -> CodeSnapshot:
+    """The code snapshot with this digest uploaded to `env`."""
+    with db.read() as session:
+        snapshot = session.execute(
+            select(CodeSnapshot).where(CodeSnapshot.environment == env, CodeSnapshot.sha256 == sha256)
+        ).scalar_one_or_none()
+    if snapshot is None:
+        raise NotFoundError(f"no code snapshot {sha256[:12]} in '{env}': upload it first", details={"snapshot": sha256})
+    return snapshot
+
+
+def _pinned_data(db: Database, *, env: str, spec: TrainSpec, versions: dict[str, int]) -> dict[str, int]:
+    """The version of each data asset the train section names: the latest, or the one `versions` gives."""
+    pinned = {ref.name: data_assets.resolve(db, env, ref).version for ref in spec.data}
+    unknown = sorted(set(versions) - set(pinned))
+    if unknown:
+        raise ValidationError(
+            f"the snapshot's train.data does not name {', '.join(unknown)}; it names: {', '.join(pinned) or 'nothing'}",
+            details={"data": unknown},
+        )
+    for name, version in versions.items():
+        pinned[name] = data_assets.resolve(db, env, DataRef(name, version)).version
+    return pinned
 
 
 def _get(session: Session, env: str, job_id: int) -> Job:

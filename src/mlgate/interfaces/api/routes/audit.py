@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Query
 
 from mlgate.interfaces.api.deps import Administrator, ContextDep
-from mlgate.interfaces.api.schemas import AuditEventPublic, AuditEventsPublic, AuditVerifyPublic
+from mlgate.interfaces.api.schemas.audit import AuditEventPublic, AuditEventsPublic, AuditVerifyPublic
 from mlgate.services import audit
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, status
 
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
-from mlgate.interfaces.api.schemas import CheckPublic, ChecksCreate, ChecksPublic
+from mlgate.interfaces.api.schemas.models import CheckPublic, ChecksCreate, ChecksPublic
 from mlgate.services.staging import checks
 
 router = APIRouter(prefix="/api/v1/environments/{env}/models/{name}/versions/{version}/checks", tags=["checks"])
@@ -28,10 +28,15 @@ def run_checks(
 ) -> ChecksPublic:
     """Run the configured checks (or `only` these) on the version; answers with their `running` records."""
     started = checks.request_runs(
-        ctx.db, ctx.settings, actor=principal.name, env=env, name=name, version=version, only=body.only
+        ctx.db,
+        ctx.settings,
+        actor=principal.name,
+        env=env,
+        name=name,
+        version=version,
+        only=body.only,
+        events=ctx.events,
     )
-    if ctx.on_checks is not None:
-        ctx.on_checks()
     return _public(started)
 
 

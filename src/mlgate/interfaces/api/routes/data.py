@@ -12,7 +12,7 @@ from mlgate.domain.jobs import DataRef
 from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import ValidationError
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
-from mlgate.interfaces.api.schemas import DataAssetPublic, DataAssetsPublic
+from mlgate.interfaces.api.schemas.training import DataAssetPublic, DataAssetsPublic
 from mlgate.interfaces.api.uploads import read_body
 from mlgate.services.training import data_assets
 

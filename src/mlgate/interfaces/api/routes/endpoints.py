@@ -14,7 +14,7 @@ from mlgate.domain.permissions import Action, Principal
 from mlgate.domain.tokens import display_prefix
 from mlgate.errors import BackendError
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
-from mlgate.interfaces.api.schemas import (
+from mlgate.interfaces.api.schemas.endpoints import (
     DeploymentCreate,
     EndpointCreate,
     EndpointCreated,
@@ -37,10 +37,7 @@ PASSED_HEADERS = ("content-type", "x-request-id", "mlgate-deployment")  # both w
 
 
 def _serving(ctx: ContextDep) -> Serving:
-    serving = ctx.serving
-    if serving is None:
-        raise BackendError("serving is not running on this server")
-    return serving
+    return ctx.serving
 
 
 ServingDep = Annotated[Serving, Depends(_serving)]

@@ -8,7 +8,7 @@ from mlgate.config import Environment
 from mlgate.domain.permissions import Principal
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import Authenticated, ContextDep, Reader
-from mlgate.interfaces.api.schemas import EnvironmentPublic, EnvironmentsPublic
+from mlgate.interfaces.api.schemas.system import EnvironmentPublic, EnvironmentsPublic
 
 router = APIRouter(prefix="/api/v1/environments", tags=["environments"])
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from mlgate.domain.jobs import JobState
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
-from mlgate.interfaces.api.schemas import JobCreate, JobLog, JobPublic, JobsPublic, SnapshotPublic
+from mlgate.interfaces.api.schemas.training import JobCreate, JobLog, JobPublic, JobsPublic, SnapshotPublic
 from mlgate.interfaces.api.uploads import read_body
 from mlgate.services.training import jobs
 from mlgate.snapshot import MAX_SNAPSHOT_BYTES

@@ -198,7 +198,8 @@ async def mlflow_door(
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     # A pseudo URL: ctx.proxy's transport (unix_transport.AsyncUnixRoutes) sends it over the tracking
     # server's Unix socket, which only the control plane can reach.
-    upstream = ctx.tracking.upstream(env)
+    # (off the event loop: the environment's server starts at its first use, which takes seconds)
+    upstream = await anyio.to_thread.run_sync(ctx.tracking.upstream, env)
     outgoing = ctx.proxy.build_request(
         request.method,
         f"{upstream}/{path}",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from mlgate.adapters.mlflow.registry import MlflowRegistry
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
-from mlgate.interfaces.api.schemas import (
+from mlgate.interfaces.api.schemas.models import (
     ModelRegister,
     ModelRegistered,
     ModelVersionLink,
@@ -18,8 +18,8 @@ from mlgate.interfaces.api.schemas import (
     ModelVersionsPublic,
     ModelVersionSummary,
 )
-from mlgate.services.promotion import copying, requests
-from mlgate.services.registration import models
+from mlgate.services.promotion import copying
+from mlgate.services.registration import models, submission
 
 router = APIRouter(prefix="/api/v1/environments/{env}/models", tags=["models"])
 
@@ -52,23 +52,19 @@ def register(env: str, body: ModelRegister, response: Response, principal: Train
 
     The same logged model registered again under the same name returns its version (200), not a copy.
     """
-    request = models.RegisterRequest(**body.model_dump())
     registry = MlflowRegistry(ctx.tracking.upstream(env), env=env)
-    view, created = models.register(ctx.db, ctx.settings, registry, actor=principal.name, env=env, request=request)
-    opened = None
-    if created:  # policy `auto_request`: a new version goes straight to the gate out of `env`
-        opened = requests.open_on_registration(
-            ctx.db,
-            ctx.settings,
-            actor=principal.name,
-            env=env,
-            name=view.name,
-            version=view.version,
-            base_url=ctx.base_url,
-        )
-    else:
+    done = submission.register_and_request(
+        ctx.db,
+        ctx.settings,
+        registry,
+        actor=principal.name,
+        env=env,
+        request=models.RegisterRequest(**body.model_dump()),
+        base_url=ctx.base_url,
+    )
+    if not done.created:
         response.status_code = status.HTTP_200_OK
-    return ModelRegistered(**dataclasses.asdict(view), created=created, request_id=opened.id if opened else None)
+    return ModelRegistered(**dataclasses.asdict(done.version), created=done.created, request_id=done.request_id)
 
 
 @router.get("", response_model=ModelVersionsPublic)

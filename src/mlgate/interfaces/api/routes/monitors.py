@@ -14,7 +14,7 @@ from mlgate.config import MonitorConfig
 from mlgate.domain.monitors import thresholds
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
-from mlgate.interfaces.api.schemas import (
+from mlgate.interfaces.api.schemas.monitors import (
     FeedbackCreate,
     FeedbackResult,
     MonitorAlertPublic,
@@ -24,7 +24,7 @@ from mlgate.interfaces.api.schemas import (
     MonitorRunPublic,
     MonitorsPublic,
 )
-from mlgate.services.monitoring import monitors, retraining
+from mlgate.services.monitoring import monitors, retraining, runs
 from mlgate.services.monitoring.monitors import AlertView, MonitorView, ResultView
 
 router = APIRouter(prefix="/api/v1/environments/{env}", tags=["monitors"])
@@ -96,8 +96,8 @@ async def run_monitor(env: str, name: str, _: Manager, ctx: ContextDep) -> Monit
     """Evaluate the monitor's window now (as its schedule would): the result, and the alert it fired or
     resolved. An alert of a `retrain` monitor starts its retraining at once."""
 
-    def work() -> monitors.RunOutcome:
-        outcome = monitors.run(ctx.db, ctx.settings, env, name, base_url=ctx.base_url)
+    def work() -> runs.RunOutcome:
+        outcome = runs.run(ctx.db, ctx.settings, env, name, base_url=ctx.base_url)
         if outcome.change == "fire" and outcome.alert is not None:
             retraining.start(ctx.db, ctx.settings, outcome.alert.id)
         return outcome

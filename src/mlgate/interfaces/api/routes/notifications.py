@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from mlgate.interfaces.api.deps import Administrator, Authenticated, ContextDep
-from mlgate.interfaces.api.schemas import DeliveriesPublic, DeliveryPublic, InboxItemPublic, InboxPublic
+from mlgate.interfaces.api.schemas.notifications import DeliveriesPublic, DeliveryPublic, InboxItemPublic, InboxPublic
 from mlgate.services.notifications import inbox
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])

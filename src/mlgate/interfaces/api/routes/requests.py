@@ -11,7 +11,7 @@ from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import NotFoundError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import Authenticated, ContextDep, Permission, Reader
-from mlgate.interfaces.api.schemas import RequestCreate, RequestLocation, RequestPublic, RequestsPublic, Verdict
+from mlgate.interfaces.api.schemas.models import RequestCreate, RequestLocation, RequestPublic, RequestsPublic, Verdict
 from mlgate.services.promotion import requests
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
@@ -70,9 +70,8 @@ def _decide(
         approve=approve,
         comment=body.comment,
         base_url=ctx.base_url,
+        events=ctx.events,
     )
-    if decided.state == "approved" and ctx.on_approved is not None:
-        ctx.on_approved()  # the final approval: wake the promotion worker
     return request_public(decided)
 
 

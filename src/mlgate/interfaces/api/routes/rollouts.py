@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from mlgate.interfaces.api.deps import ContextDep, Reader
-from mlgate.interfaces.api.schemas import RolloutPublic, RolloutsPublic, RolloutStepPublic
+from mlgate.interfaces.api.schemas.endpoints import RolloutPublic, RolloutsPublic, RolloutStepPublic
 from mlgate.services.release import rollouts
 from mlgate.services.release.rollouts import RolloutView
 

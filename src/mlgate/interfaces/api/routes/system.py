@@ -7,15 +7,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from mlgate.interfaces.api.deps import Authenticated, ContextDep, Public
-from mlgate.interfaces.api.schemas import BindingPublic, Health, WhoAmI
+from mlgate.interfaces.api.schemas.identity import BindingPublic, WhoAmI
+from mlgate.interfaces.api.schemas.system import Health
 
 router = APIRouter(prefix="/api/v1", tags=["system"])
 
 
 @router.get("/health", response_model=Health)
 def health(_: Public, ctx: ContextDep) -> Health:
-    # Anonymous: no pids, sockets or ports of the internal services, only whether they are up.
-    ready = all(state.get("ready") for state in ctx.tracking.status().values())
+    # Anonymous: no pids, sockets or ports of the internal services, only whether they are up. A tracking
+    # server not started yet (they start at first use) is not a fault.
+    ready = all(state.get("ready") or not state.get("started", True) for state in ctx.tracking.status().values())
     return Health(status="ok" if ready else "degraded")
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 
 from mlgate.interfaces.api.deps import Administrator, Authenticated, ContextDep
-from mlgate.interfaces.api.schemas import (
+from mlgate.interfaces.api.schemas.identity import (
     BindingPublic,
     RolesChange,
     TokenCreate,
