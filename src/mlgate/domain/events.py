@@ -44,13 +44,4 @@ class AlertFired:
     monitor: str
 
 
-@dataclass(frozen=True)
-class RolloutEnded:
-    """A rollout finished (`succeeded`, `failed` or `rolled-back`)."""
-
-    rollout_id: int
-    environment: str
-    state: str
-
-
-Event = RequestApproved | VersionPromoted | ChecksRequested | AlertFired | RolloutEnded
+Event = RequestApproved | VersionPromoted | ChecksRequested | AlertFired

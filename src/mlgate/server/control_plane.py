@@ -121,6 +121,10 @@ class ControlPlane:
     def tracking(self) -> TrackingServers:
         return self.backends.tracking
 
+    def all_workers(self) -> list[Worker]:
+        """Every background worker, the serving hosts' supervisor included, in start order."""
+        return [self.serving, *self.workers.in_order()]
+
     def _build_workers(self) -> Workers:
         settings, db, url, tracking = self.settings, self.db, self.base_url, self.backends.tracking
         return Workers(
@@ -134,7 +138,11 @@ class ControlPlane:
             ),
             pipeline=StagingPipeline(settings, db, self.serving, tracking, base_url=url),
             rollouts=RolloutWorker(settings, db, self.serving, tracking, base_url=url),
-            monitors=Periodic("monitors", self._run_monitors, interval_s=MONITOR_TICK_S),
+            monitors=Periodic(
+                "monitors",
+                lambda: runs.run_due(db, settings, base_url=url, now=self.clock.now(), events=self.hub),
+                interval_s=MONITOR_TICK_S,
+            ),
             retraining=Periodic(
                 "retraining",
                 lambda: retraining.sweep(
@@ -143,12 +151,6 @@ class ControlPlane:
                 interval_s=RETRAINING_TICK_S,
             ),
         )
-
-    def _run_monitors(self) -> None:
-        for outcome in runs.run_due(self.db, self.settings, base_url=self.base_url, now=self.clock.now()):
-            if outcome.change == "fire" and outcome.alert is not None:
-                alert = outcome.alert
-                self.hub.publish(AlertFired(alert_id=alert.id, environment=alert.environment, monitor=alert.monitor))
 
     def _wire(self) -> None:
         """Who acts on what: each event wakes the workers that carry the change on."""

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from mlgate.adapters.sql.models import ModelVersion, Monitor, MonitorAlert, MonitorResult
 from mlgate.config import Settings
 from mlgate.domain import alerts as hysteresis
-from mlgate.domain.permissions import Role
+from mlgate.domain.permissions import SYSTEM, Role
 from mlgate.domain.retraining import RetrainState
 from mlgate.services import audit
 from mlgate.services.notifications import outbox
@@ -83,7 +83,7 @@ def fire(
     session.flush()
     audit.record(
         session,
-        actor="system",
+        actor=SYSTEM,
         action="monitor.alert",
         environment=monitor.environment,
         subject=f"monitor:{monitor.name}",
@@ -128,7 +128,7 @@ def resolve(
     alert.state, alert.resolved_at, alert.resolved_result_id = hysteresis.AlertState.RESOLVED.value, now, result.id
     audit.record(
         session,
-        actor="system",
+        actor=SYSTEM,
         action="monitor.resolve",
         environment=monitor.environment,
         subject=f"monitor:{monitor.name}",

@@ -20,6 +20,7 @@ from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Monitor, MonitorAlert, MonitorResult, utcnow
 from mlgate.config import MonitorConfig, Settings
+from mlgate.domain.permissions import SYSTEM
 from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.services import audit
 from mlgate.services.release import endpoints
@@ -170,19 +171,19 @@ def ensure_declared(db: Database, settings: Settings) -> list[str]:
                         firing=False,
                         breaching=0,
                         clean=0,
-                        created_by="system",
+                        created_by=SYSTEM,
                         created_at=utcnow(),
                         updated_at=utcnow(),
                     )
                 )
                 audit.record(
-                    session, actor="system", action="monitor.create", environment=env, subject=f"monitor:{spec.name}"
+                    session, actor=SYSTEM, action="monitor.create", environment=env, subject=f"monitor:{spec.name}"
                 )
                 made.append(f"{env}/{spec.name}")
             elif row.spec != stored:
                 row.spec, row.endpoint, row.origin, row.updated_at = stored, spec.endpoint, "config", utcnow()
                 audit.record(
-                    session, actor="system", action="monitor.update", environment=env, subject=f"monitor:{spec.name}"
+                    session, actor=SYSTEM, action="monitor.update", environment=env, subject=f"monitor:{spec.name}"
                 )
     return made
 

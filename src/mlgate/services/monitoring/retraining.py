@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +31,20 @@ from sqlalchemy import select
 from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, ModelVersion, Monitor, MonitorAlert, MonitorResult, utcnow
+from mlgate.adapters.sql.queries import as_utc, chain_root
 from mlgate.config import MonitorConfig, Settings
 from mlgate.domain.jobs import DataRef, JobState
-from mlgate.domain.permissions import Role
+from mlgate.domain.permissions import SYSTEM, Role
 from mlgate.domain.retraining import PENDING, RetrainState, transition
-from mlgate.errors import ConflictError, MlgateError
+from mlgate.errors import MlgateError
 from mlgate.services import audit
 from mlgate.services.monitoring.runs import serving_version
-from mlgate.services.promotion import requests
-from mlgate.services.registration import models
+from mlgate.services.registration import models, submission
 from mlgate.services.training import data_assets, jobs
 from mlgate.snapshot import pack_data
 
 log = logging.getLogger(__name__)
 
-ACTOR = "system"
 MAX_PACKED_BYTES = 1 << 34
 RECENT_JOBS = 200  # how far back (system training jobs in dev) a resumed alert looks for its job
 
@@ -83,24 +82,13 @@ class _Plan:
     until: Any
 
 
-def _aware(at: datetime | None) -> datetime | None:
-    """SQLite hands stored times back naive; they are UTC."""
-    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
-
-
 def _root_record(db: Database, record_id: int) -> ModelVersion:
     with db.read() as session:
         record = session.get(ModelVersion, record_id)
         assert record is not None
-        seen: set[int] = set()
-        while record.source_id is not None and record.id not in seen:
-            seen.add(record.id)
-            source = session.get(ModelVersion, record.source_id)
-            if source is None:
-                break
-            record = source
-        session.expunge(record)
-        return record
+        root = chain_root(session, record=record)
+        session.expunge(root)
+        return root
 
 
 def _move(db: Database, alert_id: int, to: RetrainState, **fields: Any) -> None:
@@ -124,7 +112,7 @@ def _claim(db: Database, alert_id: int) -> tuple[MonitorAlert, Monitor, MonitorR
         spec = MonitorConfig.model_validate(monitor.spec)
         if spec.action != "retrain":
             return None
-        last = _aware(monitor.last_retrain_at)
+        last = as_utc(monitor.last_retrain_at)
         cooldown = timedelta(hours=spec.retrain.cooldown_hours)
         if last is not None and utcnow() - last < cooldown:
             alert.retrain_state = transition(alert.retrain_state, RetrainState.SKIPPED)
@@ -175,8 +163,8 @@ def _plan(
         data=data,
         label=lineage.get("label"),
         features=features,
-        since=_aware(result.window_start) if result else None,
-        until=_aware(result.window_end) if result else None,
+        since=as_utc(result.window_start) if result else None,
+        until=as_utc(result.window_end) if result else None,
     )
 
 
@@ -213,7 +201,7 @@ def _with_window(db: Database, settings: Settings, plan: _Plan, dev: str) -> tup
         made, _ = data_assets.register(
             db,
             environment,
-            actor=ACTOR,
+            actor=SYSTEM,
             name=base.name,
             archive=pack_data(out, limit=MAX_PACKED_BYTES),
             source=f"{base.ref} + {labelled.num_rows} labelled rows of {plan.env}/{plan.endpoint} "
@@ -241,7 +229,7 @@ def _job_for(db: Database, env: str, alert_id: int) -> jobs.JobView | None:
     with db.read() as session:
         recent = session.execute(
             select(Job)
-            .where(Job.environment == env, Job.kind == "train", Job.requested_by == ACTOR)
+            .where(Job.environment == env, Job.kind == "train", Job.requested_by == SYSTEM)
             .order_by(Job.id.desc())
             .limit(RECENT_JOBS)
         ).scalars()
@@ -286,7 +274,7 @@ def _submit(
             job = jobs.submit_train(
                 db,
                 settings,
-                actor=ACTOR,
+                actor=SYSTEM,
                 env=dev,
                 snapshot_sha256=plan.snapshot,
                 versions={data.name: version} if version is not None else None,
@@ -307,7 +295,7 @@ def _submit(
         row.retrain_note = note
         audit.record(
             session,
-            actor=ACTOR,
+            actor=SYSTEM,
             action="monitor.retrain",
             environment=dev,
             subject=f"job:{job.id}",
@@ -341,25 +329,20 @@ def _finish(db: Database, settings: Settings, alert_id: int, registry_for: Regis
         return
     note = f"retrained by {where} for alert {alert_id}"
     try:
-        view, _ = models.register(
+        done = submission.register_and_request(
             db,
             settings,
             registry_for(dev),
-            actor=ACTOR,
+            actor=SYSTEM,
             env=dev,
             request=models.RegisterRequest(name=model_name, run_id=run_ids[0], notes=(note,)),
+            base_url=base_url,
+            resuming=True,  # registered, or its request opened, before a restart: those are the ones
         )
-        try:
-            opened = requests.open_on_registration(
-                db, settings, actor=ACTOR, env=dev, name=view.name, version=view.version, base_url=base_url
-            )
-            request_id = opened.id if opened else None
-        except ConflictError as exc:  # opened before a restart: that request is the one
-            request_id = (exc.details or {}).get("request")
     except MlgateError as exc:
         _move(db, alert_id, RetrainState.FAILED, retrain_note=f"registering job {job.id}'s model: {exc.message}")
         return
-    _move(db, alert_id, RetrainState.REGISTERED, candidate_version=view.version, request_id=request_id)
+    _move(db, alert_id, RetrainState.REGISTERED, candidate_version=done.version.version, request_id=done.request_id)
 
 
 def sweep(db: Database, settings: Settings, *, registry_for: RegistryFor, base_url: str) -> None:

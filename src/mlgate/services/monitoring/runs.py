@@ -20,9 +20,12 @@ from sqlalchemy.orm import Session
 from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Monitor, MonitorAlert, MonitorResult, utcnow
+from mlgate.adapters.sql.queries import as_utc
 from mlgate.config import MonitorConfig, Settings
 from mlgate.domain import alerts as hysteresis
+from mlgate.domain.events import AlertFired
 from mlgate.domain.monitors import Schedule, Window, thresholds
+from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.monitoring import alerts, monitors
 from mlgate.services.monitoring.evaluation import Evaluation, evaluate
 from mlgate.services.monitoring.monitors import AlertView, MonitorView, ResultView
@@ -192,21 +195,32 @@ def run(
         )
 
 
-def run_due(db: Database, settings: Settings, *, base_url: str, now: datetime | None = None) -> list[RunOutcome]:
-    """Run every monitor whose schedule says a run is owed; one failing does not stop the others."""
+def run_due(
+    db: Database,
+    settings: Settings,
+    *,
+    base_url: str,
+    now: datetime | None = None,
+    events: Publisher = NO_EVENTS,
+) -> list[RunOutcome]:
+    """Run every monitor whose schedule says a run is owed at `now` (the server's clock); one failing does
+    not stop the others. Each alert a run fires is announced (`AlertFired`: its retraining starts)."""
     now = now or utcnow()
     due = []
     for env in settings.env_names:
         for monitor in monitors.list_monitors(db, env):
-            last = monitor.last_run_at
-            if last is not None and last.tzinfo is None:  # SQLite gives naive times back
-                last = last.replace(tzinfo=now.tzinfo)
+            last = as_utc(monitor.last_run_at)
             if Schedule.parse(monitor.spec.schedule).due(last, now):
                 due.append(monitor)
     outcomes = []
     for monitor in due:
         try:
-            outcomes.append(run(db, settings, monitor.environment, monitor.name, base_url=base_url, now=now))
+            outcome = run(db, settings, monitor.environment, monitor.name, base_url=base_url, now=now)
         except Exception:
             log.exception("monitor %s in %s failed", monitor.name, monitor.environment)
+            continue
+        outcomes.append(outcome)
+        if outcome.change == "fire" and outcome.alert is not None:
+            alert = outcome.alert
+            events.publish(AlertFired(alert_id=alert.id, environment=alert.environment, monitor=alert.monitor))
     return outcomes
