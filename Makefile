@@ -36,7 +36,7 @@ demo: venv
 	$(BIN)/mlgate demo $(ARGS)
 
 test: venv system-deps
-	$(BIN)/pytest -n 2 --dist loadfile $(ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile --durations=25 $(ARGS)
 
 check: venv
 	$(BIN)/ruff check src tests

@@ -1,1 +1,1 @@
-"""The ways in: REST API, CLI, SDK (and later the web UI)."""
+"""The ways in: the REST API, the web UI, the CLI and the SDK."""

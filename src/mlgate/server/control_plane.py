@@ -10,7 +10,7 @@ and what sets each one going.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mlgate.adapters import registry
 from mlgate.adapters.execution.base import ExecutionBackend
@@ -77,7 +77,6 @@ class Workers:
     rollouts: RolloutWorker
     monitors: Periodic
     retraining: Periodic
-    extra: list[Worker] = field(default_factory=list)
 
     def in_order(self) -> list[Worker]:
         return [
@@ -89,7 +88,6 @@ class Workers:
             self.rollouts,
             self.monitors,
             self.retraining,
-            *self.extra,
         ]
 
 

@@ -14,7 +14,7 @@ Two clients use the routes:
   session of `mlflow.utils.request_utils._get_request_session`. `install` wraps that function once per
   process (when the first `MlflowRegistry` is made: importing MLflow costs seconds, so not at start), so
   that every session it hands out also carries a `UnixSocketAdapter` for each routed host.
-  This is the one place that touches MLflow's internals; tests/test_unix_transport.py fails if MLflow
+  This is the one place that touches MLflow's internals; tests/contract/test_unix_transport.py fails if MLflow
   changes so that the hook no longer applies.
 """
 

@@ -149,7 +149,7 @@ def request_page(request: Request, ctx: Ctx, user: User, request_id: int) -> Res
 @router.post("/requests/{request_id}/decide")
 def decide(request: Request, ctx: Ctx, user: User, form: Form, request_id: int) -> Response:
     """Approve or reject. The gate's approver role is checked as the API's DECIDE_GATE permission checks
-    it; everything else (author, opener, checks, state) by `services.requests.decide`."""
+    it; everything else (author, opener, checks, state) by `services.promotion.requests.decide`."""
     page = f"/requests/{request_id}"
     found = _visible_request(ctx, user, request_id)
     decision = form.get("decision")

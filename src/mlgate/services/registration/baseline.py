@@ -28,7 +28,7 @@ PROFILE_FILE = "profile.json"
 # PatientID, patient_id, ID, customer-id; not "paid" or "valid".
 ID_NAME = re.compile(r"^(id|ID|Id)$|[_\-\s.](id|ID|Id)$|[a-z0-9](ID|Id)$")
 
-# The model folder's predictions on a frame of its inputs: `services.scoring.SandboxScorer`, bound to the model.
+# The model folder's predictions on a frame of its inputs: `registration.scoring.SandboxScorer`, bound to the model.
 Predict = Callable[[Path, Any], Predictions]
 
 

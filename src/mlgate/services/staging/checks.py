@@ -15,7 +15,7 @@ starts what was waiting and collects what ran.
   in their own sandbox (`services.registration.scoring`); the labels, the metric and the verdict stay in the server.
 - `endpoint-tests` runs in the server (`services.staging.endpoint_tests`): it needs the serving host and key.
 
-The gate reads the latest record of each name (`services.requests.check_results`), so running a
+The gate reads the latest record of each name (`services.promotion.requests.check_results`), so running a
 check again replaces its earlier result.
 """
 
@@ -63,7 +63,6 @@ LEGACY_VALIDATION_JOB = "model-validation no longer runs as a job (its model cou
 JUNIT_HEAD_BYTES = 64 * 1024
 TESTSUITE = re.compile(r"<testsuite\s[^>]*>")
 ATTRIBUTE = re.compile(r'(tests|failures|errors|skipped)="(\d+)"')
-BACKEND = "local"
 
 
 @dataclass(frozen=True)
@@ -318,6 +317,7 @@ def _with_junit(command: str) -> str:
 def submit_job(
     db: Database,
     *,
+    backend: str,
     record_id: int,
     env: str,
     command: str,
@@ -347,7 +347,7 @@ def submit_job(
             requested_by=SYSTEM,
             created_at=utcnow(),
             timeout_s=timeout_s,
-            backend=BACKEND,
+            backend=backend,
             cancel_requested=False,
         )
         session.add(job)
@@ -376,6 +376,7 @@ def start_command(
     command = config.command if config.config is None else with_policy_config(config.command, config.config)
     submit_job(
         db,
+        backend=settings.execution.backend,
         record_id=pending.record_id,
         env=pending.environment,
         command=_with_junit(command),

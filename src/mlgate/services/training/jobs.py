@@ -175,7 +175,7 @@ def submit_train(
     actor: str,
     env: str,
     snapshot_sha256: str,
-    backend: str = "local",
+    backend: str | None = None,
     versions: dict[str, int] | None = None,
     origin: dict[str, Any] | None = None,
     acts_as: Role | None = None,
@@ -206,7 +206,7 @@ def submit_train(
             requested_by=actor,
             created_at=utcnow(),
             timeout_s=spec.timeout_minutes * 60,
-            backend=backend,
+            backend=backend or settings.execution.backend,
             cancel_requested=False,
         )
         session.add(job)
