@@ -7,11 +7,24 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.project import LiveServer, bearer
+
+# An environment's tracking server starts at its first use: the first call to its door waits for it.
+DOOR_TIMEOUT_S = 120.0
+
+
+def _post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, timeout=DOOR_TIMEOUT_S, **kwargs)
+
+
+def _get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=DOOR_TIMEOUT_S, **kwargs)
+
 
 # What a data scientist writes: plain MLflow and scikit-learn, knowing nothing of mlgate.
 TRAIN_AND_LOG = textwrap.dedent(
@@ -65,7 +78,7 @@ def test_data_scientist_logs_run_and_model_to_dev(live_server: LiveServer) -> No
     result = json.loads(done.stdout.strip().splitlines()[-1])
 
     # The run is in dev's store, attributed to the mlgate user rather than the client's OS user.
-    run = httpx.get(
+    run = _get(
         f"{live_server.url}/mlflow/dev/api/2.0/mlflow/runs/get",
         params={"run_id": result["run_id"]},
         headers=bearer(tokens["vic"]),
@@ -75,7 +88,7 @@ def test_data_scientist_logs_run_and_model_to_dev(live_server: LiveServer) -> No
     assert run["data"]["params"] == [{"key": "C", "value": "1.0"}]
 
     # The model is registered in dev's registry, and its bytes sit under dev's artifact root.
-    versions = httpx.get(
+    versions = _get(
         f"{live_server.url}/mlflow/dev/api/2.0/mlflow/model-versions/search",
         params={"filter": "name='door-dev-model'"},
         headers=bearer(tokens["lee"]),
@@ -87,7 +100,7 @@ def test_data_scientist_logs_run_and_model_to_dev(live_server: LiveServer) -> No
     assert not list(prod_root.rglob("MLmodel"))
 
     # The creation steps are in the audit log with the person who did them.
-    events = httpx.get(
+    events = _get(
         f"{live_server.url}/api/v1/audit", params={"environment": "dev"}, headers=bearer(tokens["admin"])
     ).json()["data"]
     actions = {(e["actor"], e["action"]) for e in events}
@@ -101,7 +114,7 @@ def test_same_code_is_refused_on_production(live_server: LiveServer) -> None:
     assert refused.returncode != 0
     assert "403" in refused.stderr or "forbidden" in refused.stderr
     # Nothing was written there.
-    listing = httpx.post(
+    listing = _post(
         f"{live_server.url}/mlflow/production/api/2.0/mlflow/experiments/search",
         json={"max_results": 100},
         headers=bearer(tokens["sam"]),
@@ -115,7 +128,7 @@ def test_same_code_is_refused_on_production(live_server: LiveServer) -> None:
 @pytest.mark.parametrize("env", ["staging", "production"])
 def test_no_role_writes_to_promotion_only_stores(live_server: LiveServer, user: str, env: str) -> None:
     token = live_server.project.tokens[user]
-    reply = httpx.post(
+    reply = _post(
         f"{live_server.url}/mlflow/{env}/api/2.0/mlflow/experiments/create",
         json={"name": f"sneaky-{user}"},
         headers=bearer(token),
@@ -130,23 +143,23 @@ def test_reads_follow_role_bindings(live_server: LiveServer) -> None:
     tokens = live_server.project.tokens
     search = "api/2.0/mlflow/experiments/search"
     # sam is bound to production: reads it; dana is bound to dev only: refused there.
-    ok = httpx.post(
+    ok = _post(
         f"{live_server.url}/mlflow/production/{search}",
         json={"max_results": 10},
         headers=bearer(tokens["sam"]),
     )
     assert ok.status_code == 200
-    refused = httpx.post(f"{live_server.url}/mlflow/production/{search}", json={}, headers=bearer(tokens["dana"]))
+    refused = _post(f"{live_server.url}/mlflow/production/{search}", json={}, headers=bearer(tokens["dana"]))
     assert refused.status_code == 403
     assert "production" in refused.json()["error"]["message"]
     # A viewer reads dev but may not write to it.
     assert (
-        httpx.post(
+        _post(
             f"{live_server.url}/mlflow/dev/{search}", json={"max_results": 10}, headers=bearer(tokens["vic"])
         ).status_code
         == 200
     )
-    write = httpx.post(
+    write = _post(
         f"{live_server.url}/mlflow/dev/api/2.0/mlflow/experiments/create",
         json={"name": "viewer-writes"},
         headers=bearer(tokens["vic"]),
@@ -157,15 +170,15 @@ def test_reads_follow_role_bindings(live_server: LiveServer) -> None:
 
 def test_door_needs_a_valid_token(live_server: LiveServer) -> None:
     url = f"{live_server.url}/mlflow/dev/api/2.0/mlflow/experiments/search"
-    assert httpx.post(url, json={}).status_code == 401
-    assert httpx.post(url, json={}, headers=bearer("mlg_not-a-real-token")).status_code == 401
+    assert _post(url, json={}).status_code == 401
+    assert _post(url, json={}, headers=bearer("mlg_not-a-real-token")).status_code == 401
     # Basic auth with the token as password works too, for tools that only speak Basic.
-    basic = httpx.post(url, json={"max_results": 10}, auth=("dana", live_server.project.tokens["dana"]))
+    basic = _post(url, json={"max_results": 10}, auth=("dana", live_server.project.tokens["dana"]))
     assert basic.status_code == 200
 
 
 def test_unknown_environment_is_404(live_server: LiveServer) -> None:
-    reply = httpx.get(
+    reply = _get(
         f"{live_server.url}/mlflow/qa/api/2.0/mlflow/experiments/get-by-name",
         params={"experiment_name": "x"},
         headers=bearer(live_server.project.tokens["admin"]),
@@ -177,9 +190,9 @@ def test_unknown_environment_is_404(live_server: LiveServer) -> None:
 def test_lineage_tags_cannot_be_forged(live_server: LiveServer) -> None:
     tokens = live_server.project.tokens
     base = f"{live_server.url}/mlflow/dev/api/2.0/mlflow"
-    experiment = httpx.post(f"{base}/experiments/create", json={"name": "forgery"}, headers=bearer(tokens["dana"]))
+    experiment = _post(f"{base}/experiments/create", json={"name": "forgery"}, headers=bearer(tokens["dana"]))
     assert experiment.status_code == 200, experiment.text
-    created = httpx.post(
+    created = _post(
         f"{base}/runs/create",
         json={
             "experiment_id": experiment.json()["experiment_id"],
@@ -195,8 +208,8 @@ def test_lineage_tags_cannot_be_forged(live_server: LiveServer) -> None:
         ("runs/set-tag", {"run_id": run["info"]["run_id"], "key": "mlgate.snapshot_sha256", "value": "0" * 64}),
         ("runs/log-batch", {"run_id": run["info"]["run_id"], "tags": [{"key": "mlgate.job_id", "value": "7"}]}),
     ):
-        refused = httpx.post(f"{base}/{path}", json=body, headers=bearer(tokens["dana"]))
+        refused = _post(f"{base}/{path}", json=body, headers=bearer(tokens["dana"]))
         assert refused.status_code == 422, refused.text
         assert "mlgate." in refused.json()["error"]["message"]
-    tags = httpx.get(f"{base}/runs/get", params={"run_id": run["info"]["run_id"]}, headers=bearer(tokens["dana"]))
+    tags = _get(f"{base}/runs/get", params={"run_id": run["info"]["run_id"]}, headers=bearer(tokens["dana"]))
     assert not [t for t in tags.json()["run"]["data"]["tags"] if t["key"].startswith("mlgate.")]

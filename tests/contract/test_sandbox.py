@@ -133,7 +133,7 @@ AS_NOBODY = textwrap.dedent(
     from mlgate.adapters.execution.local import LocalBackend
     from mlgate.adapters.sql.database import Database
     from mlgate.config import load_settings
-    from mlgate.services import jobs
+    from mlgate.services.training import jobs
     from mlgate.services.training.job_runner import JobRunner
     from mlgate.snapshot import pack
 
