@@ -284,7 +284,7 @@ def test_two_approvals_on_postgresql_and_expiry(
 def test_the_gate_policy_names_the_approver_and_open_requests_expire(project_template: Project, tmp_path: Path) -> None:
     # This team's policy: an operator approves into staging, within two seconds.
     gate_a = {"from": "dev", "to": "staging", "approver_role": "operator", "expiry_hours": 0.0005}
-    project = _gated_project(project_template, tmp_path / "expiry", [gate_a], None)
+    project = project_template.copy(tmp_path / "expiry", config=yaml.safe_dump({"gates": [gate_a]}))
     server = start_server(project)
     try:
         gates = Gates(server)
