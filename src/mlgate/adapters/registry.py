@@ -23,7 +23,7 @@ from mlgate.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlgate.adapters.execution.base import ExecutionBackend
-    from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+    from mlgate.adapters.mlflow.base import TrackingServers
     from mlgate.adapters.serving.base import ServingBackend
     from mlgate.config import Settings
 

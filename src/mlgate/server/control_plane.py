@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from mlgate.adapters import registry
 from mlgate.adapters.execution.base import ExecutionBackend
+from mlgate.adapters.mlflow.base import TrackingServers
 from mlgate.adapters.mlflow.registry import MlflowRegistry
-from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.serving.base import ServingBackend
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database

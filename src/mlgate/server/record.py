@@ -7,7 +7,7 @@ import os
 import threading
 from datetime import UTC, datetime
 
-from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+from mlgate.adapters.mlflow.base import TrackingServers
 from mlgate.config import Settings
 
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 
@@ -37,25 +36,6 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
 SUPERVISE_INTERVAL_S = 2.0
 STOP_GRACE_S = 10.0
-
-
-class TrackingServers(Protocol):
-    """The seam the API uses: where each environment's tracking server answers."""
-
-    def start(self, on_spawn: Callable[[], None] | None = None) -> None:
-        """Get ready to start servers; `on_spawn` is called after each server (re)starts, so the caller
-        can record the processes it must stop."""
-        ...
-
-    def stop(self) -> None: ...
-    def upstream(self, env: str) -> str:
-        """Where `env`'s tracking server answers; may block while it starts (call it off the event loop)."""
-        ...
-
-    def status(self) -> dict[str, dict[str, object]]:
-        """Per environment: `started`, `pid`, `ready`, `restarts` (and, locally, the `socket` path). For the
-        control plane's own use (process records, logs): the anonymous health route publishes none of it."""
-        ...
 
 
 @dataclass

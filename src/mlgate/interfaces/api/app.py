@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 import mlgate
 from mlgate.adapters.execution.base import ExecutionBackend
-from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+from mlgate.adapters.mlflow.base import TrackingServers
 from mlgate.adapters.mlflow.unix_transport import AsyncUnixRoutes
 from mlgate.adapters.serving.base import ServingBackend
 from mlgate.config import Settings

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+from mlgate.adapters.mlflow.base import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.services.events import Publisher

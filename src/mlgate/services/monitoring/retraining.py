@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from mlgate.adapters.mlflow.base import ModelRegistry
 from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, ModelVersion, Monitor, MonitorAlert, MonitorResult, utcnow
@@ -303,7 +304,7 @@ def _submit(
         )
 
 
-RegistryFor = Callable[[str], models.ModelRegistry]
+RegistryFor = Callable[[str], ModelRegistry]
 
 
 def _finish(db: Database, settings: Settings, alert_id: int, registry_for: RegistryFor, base_url: str) -> None:

@@ -25,13 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mlgate.adapters.mlflow.base import TrackingServers, VersionCopier
 from mlgate.adapters.mlflow.copy import CopiedVersion, CopySpec, MlflowVersionCopier
-from mlgate.adapters.mlflow.tracking_servers import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, utcnow
 from mlgate.adapters.sql.queries import model_version, promotion_chain
@@ -53,13 +52,6 @@ STOP_WAIT_S = 10.0
 # Test-only: seconds to wait between the verified copy and its record, so that a test can kill the
 # server at the worst moment (a version in the target registry, no record yet).
 TEST_DELAY_VARIABLE = "MLGATE_TEST_PROMOTION_DELAY_S"
-
-
-class VersionCopier(Protocol):
-    """Copies a version into its target registry (`adapters.mlflow.copy.MlflowVersionCopier`)."""
-
-    def promote(self, spec: CopySpec) -> CopiedVersion: ...
-    def discard(self, copied: CopiedVersion) -> None: ...
 
 
 def _test_delay() -> float:

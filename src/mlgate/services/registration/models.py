@@ -19,11 +19,12 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mlgate.adapters.mlflow.base import ModelRegistry
 from mlgate.adapters.mlflow.registry import LoggedModel, ModelFolder, RunRecord, read_model_folder
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion, utcnow
@@ -49,19 +50,6 @@ HOW_TO_SIGN = (
     "log it with a signature: `from mlflow.models import infer_signature`, then "
     "`log_model(..., signature=infer_signature(X, predictions))`"
 )
-
-
-class ModelRegistry(Protocol):
-    """An environment's MLflow as registration uses it (`adapters.mlflow.registry.MlflowRegistry`)."""
-
-    def run(self, run_id: str) -> RunRecord: ...
-    def logged_models_of(self, run: RunRecord) -> list[LoggedModel]: ...
-    def logged_model(self, model_uri: str) -> LoggedModel: ...
-    def download(self, model: LoggedModel, destination: Path) -> Path: ...
-    def create_version(
-        self, *, name: str, model: LoggedModel, run_id: str | None, tags: dict[str, str], description: str
-    ) -> tuple[int, bool]: ...
-    def delete_version(self, *, name: str, version: int, drop_model: bool) -> None: ...
 
 
 @dataclass(frozen=True)

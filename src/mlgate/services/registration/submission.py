@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlgate.adapters.mlflow.base import ModelRegistry
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.errors import ConflictError
@@ -25,7 +26,7 @@ class Submitted:
 def register_and_request(
     db: Database,
     settings: Settings,
-    registry: models.ModelRegistry,
+    registry: ModelRegistry,
     *,
     actor: str,
     env: str,

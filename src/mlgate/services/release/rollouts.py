@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+from mlgate.adapters.mlflow.base import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout, utcnow
 from mlgate.config import EndpointConfig, Settings

@@ -16,7 +16,7 @@ import threading
 from sqlalchemy import and_, select
 from sqlalchemy.orm import aliased
 
-from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+from mlgate.adapters.mlflow.base import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CheckRecord, ModelVersion, PromotionRequest
 from mlgate.config import Settings

@@ -28,7 +28,7 @@ from mlgate.services.registration.scoring import SANDBOXED_NOTE, Predictions, Sa
 from mlgate.services.training import data_assets
 
 if TYPE_CHECKING:
-    from mlgate.adapters.mlflow.tracking_servers import TrackingServers
+    from mlgate.adapters.mlflow.base import TrackingServers
     from mlgate.services.release.serving import Serving
     from mlgate.services.staging.checks import Pending
 
