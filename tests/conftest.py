@@ -1,4 +1,5 @@
-"""Shared fixtures: one initialized home built per session and copied per test, API clients, a live server.
+"""Shared fixtures: the session's templates (an initialized home with the team's accounts, copied per test;
+worlds copied per module), API clients, a live server.
 
 The code they share with the tests is in `tests/support/`."""
 
@@ -16,6 +17,7 @@ from mlgate.config import load_settings
 from mlgate.services.identity import accounts
 from mlgate.services.setup import initialize
 from tests.support.project import TEAM, LiveServer, Project, start_server, stop_server, write_config
+from tests.support.worlds import PROJECT, Built, Template, built_once
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,10 +28,10 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ.pop(name, None)
 
 
-@pytest.fixture(scope="session")
-def project_template(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """Built once per session: init, then the team's accounts."""
-    folder = tmp_path_factory.mktemp("template")
+def _accounts(root: Path) -> Built:
+    """init, then the team's accounts."""
+    folder = root / PROJECT
+    folder.mkdir()
     settings = load_settings(write_config(folder))
     report = initialize(settings)
     assert report.admin_token
@@ -40,7 +42,23 @@ def project_template(tmp_path_factory: pytest.TempPathFactory) -> Project:
         _, issued = accounts.create_user(db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com")
         project.tokens[name] = issued.value
     db.dispose()
-    return project
+    return Built(tokens=project.tokens)
+
+
+@pytest.fixture(scope="session")
+def project_template(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """Built once per session (the first worker to ask builds it for all): init, then the team's accounts."""
+    template = built_once(tmp_path_factory, "accounts", _accounts)
+    return Project(template.root / PROJECT, dict(template.tokens))
+
+
+@pytest.fixture(scope="session")
+def staged_template(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Template:
+    """Two versions of `diabetes` promoted into staging, the staging endpoint `diabetes` declared and gate B
+    opened by hand (tests/support/serving_world.py); built once per session, by the first module to ask."""
+    from tests.support import serving_world
+
+    return built_once(tmp_path_factory, "staged", lambda root: serving_world.template(project_template, root))
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.project import MLGATE, Project, stop_server
-from tests.support.serving_world import FEATURES, Served, build, clean_env, rows
+from tests.support.project import MLGATE, stop_server
+from tests.support.serving_world import FEATURES, Served, clean_env, from_template, rows
+from tests.support.worlds import Template
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
@@ -22,8 +23,8 @@ KEY = re.compile(r"mlgk_[A-Za-z0-9_-]{20,}")
 
 
 @pytest.fixture(scope="module")
-def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = build(project_template, tmp_path_factory.mktemp("cli-serving"))
+def world(staged_template: Template, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    served: Served = from_template(staged_template, tmp_path_factory.mktemp("cli-serving"))
     try:
         yield served
     finally:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class World:
     code: Path  # the customer's repository: a git copy of examples/diabetes
     data: Path
     job: dict[str, Any]
+    script: Future[dict[str, str]] | None = None  # the plain MLflow script's runs (`script_runs`)
 
     @property
     def url(self) -> str:
@@ -132,7 +134,8 @@ def _git_repository(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """A server; the example trained in dev by dana through `mlgate train`, on a registered data asset."""
+    """A server; the example trained in dev by dana through `mlgate train`, on a registered data asset; and,
+    logged meanwhile, the runs of a plain MLflow script (`script_runs`)."""
     root = tmp_path_factory.mktemp("registration")
     folder = root / "project"
     server = start_server(project_template.copy(folder))
@@ -145,9 +148,11 @@ def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
         world = World(server=server, code=code, data=data, job={})
         registered = world.cli("data", "register", "diabetes-train", str(data), "--env", "dev")
         assert registered.returncode == 0, registered.stderr
-        trained = world.cli("train", "--env", "dev", "--json", "--path", str(code))
-        assert trained.returncode == 0, trained.stdout + trained.stderr
-        world.job = json.loads(trained.stdout)
+        with ThreadPoolExecutor(1) as pool:
+            world.script = pool.submit(_log_script_runs, world)  # independent of the training job
+            trained = world.cli("train", "--env", "dev", "--json", "--path", str(code))
+            assert trained.returncode == 0, trained.stdout + trained.stderr
+            world.job = json.loads(trained.stdout)
         yield world
     finally:
         stop_server(server)
@@ -158,9 +163,7 @@ def registered(world: World) -> dict[str, Any]:
     return world.register("--env", "dev", "--run", world.run_id, "--name", "diabetes")
 
 
-@pytest.fixture(scope="module")
-def script_runs(world: World) -> dict[str, str]:
-    """Runs logged by a plain MLflow script through the door, outside any mlgate job."""
+def _log_script_runs(world: World) -> dict[str, str]:
     script = world.code.parent / "notebook.py"
     script.write_text(SCRIPT)
     out = _python(
@@ -171,6 +174,13 @@ def script_runs(world: World) -> dict[str, str]:
     )
     runs: dict[str, str] = json.loads(out.strip().splitlines()[-1])
     return runs
+
+
+@pytest.fixture(scope="module")
+def script_runs(world: World) -> dict[str, str]:
+    """Runs logged by a plain MLflow script through the door, outside any mlgate job."""
+    assert world.script is not None
+    return world.script.result()
 
 
 def _downloaded_through_the_door(world: World, model_id: str, destination: Path) -> Path:

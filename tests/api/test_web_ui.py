@@ -1,8 +1,8 @@
 """The web UI in a real browser (headless Chromium through Selenium) against a live `mlgate server`.
 
-The world (tests/web_world.py): diabetes:1 and :2 in staging, deployed side by side on the staging
-endpoint, the same two in production side by side on `web`, and two gate A requests dana's registrations
-opened, waiting for lee. A screenshot of each page
+The world (tests/support/web_world.py), from a copy of the staged template: diabetes:1 and :2 in
+staging, deployed side by side on the staging endpoint, the same two in production side by side on
+`web`, and two gate A requests dana's registrations opened, waiting for lee. A screenshot of each page
 visited is written under the pytest tmp folder; the folder is named in the test output.
 
 The route walker (tests/test_route_permissions.py) leaves the web pages out; their rules are checked here.
@@ -23,7 +23,7 @@ import pytest
 
 from mlgate.interfaces.sdk.client import Client
 from mlgate.interfaces.web import charts, views
-from tests.support.project import Project, stop_server
+from tests.support.project import stop_server
 from tests.support.serving_world import FEATURES, rows
 from tests.support.web_world import (
     ENDPOINT,
@@ -36,11 +36,12 @@ from tests.support.web_world import (
     screenshots,
     signed_in,
 )
+from tests.support.worlds import Template
 
 
 @pytest.fixture(scope="module")
-def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
-    built = build_web(project_template, tmp_path_factory.mktemp("web-world"))
+def world(staged_template: Template, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
+    built = build_web(staged_template, tmp_path_factory.mktemp("web-world"))
     yield built
     stop_server(built.served.server)
 

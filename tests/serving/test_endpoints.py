@@ -1,8 +1,9 @@
 """Endpoints against a running server and its serving hosts, as their users see them.
 
-One world for the module (tests/serving_world.py): a live server whose staging holds versions 1 and 2
-of `diabetes`, promoted through gate A, and the config-declared endpoint `diabetes`. The tests run in
-file order and build on each other's allocation where they say so.
+One world for the module, a copy of the staged template (tests/support/serving_world.py) with a live
+server of its own: staging holds versions 1 and 2 of `diabetes`, promoted through gate A, and the
+config-declared endpoint `diabetes`. The tests run in file order and build on each other's allocation
+where they say so.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from mlgate.domain.digest import tree_digest
 from mlgate.interfaces.sdk.client import ApiError
 from tests.support.load import WrkResult, run_wrk
 from tests.support.project import Project, start_server, stop_server
-from tests.support.serving_world import FEATURES, Served, build, rows, score
+from tests.support.serving_world import FEATURES, Served, from_template, rows, score
+from tests.support.worlds import Template
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
 
 @pytest.fixture(scope="module")
-def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = build(project_template, tmp_path_factory.mktemp("serving"))
+def world(staged_template: Template, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    served: Served = from_template(staged_template, tmp_path_factory.mktemp("serving"))
     try:
         yield served
     finally:

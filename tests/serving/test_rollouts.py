@@ -1,6 +1,6 @@
 """Production rollouts against a real server: versions that pass gate B roll out to the `web` endpoint.
 
-The tests run in order on one world (tests/rollout_world.py): version 1 is the endpoint's first
+The tests run in order on one world (tests/support/rollout_world.py): version 1 is the endpoint's first
 deployment; version 2 rolls out by canary under load; version 3, whose model raises on a negative age,
 is rolled back during its canary while the load (every row with a negative age) sees no failure, since
 the host answers from the stable slot. Production versions are numbered as they arrive: 1, 2, 3.
@@ -20,17 +20,18 @@ from sqlalchemy import select
 
 from mlgate.adapters.sql.models import Notification
 from tests.support.load import WrkResult, run_wrk
-from tests.support.project import Project, bearer, stop_server
+from tests.support.project import bearer, stop_server
 from tests.support.rollout_world import ENDPOINT, RolloutWorld, build
 from tests.support.serving_world import FEATURES
+from tests.support.worlds import Template
 
 ENV = "production"
 WAIT_S = 90.0
 
 
 @pytest.fixture(scope="module")
-def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutWorld]:
-    built = build(project_template, tmp_path_factory.mktemp("rollouts"))
+def world(staged_template: Template, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutWorld]:
+    built = build(staged_template, tmp_path_factory.mktemp("rollouts"))
     try:
         yield built
     finally:
@@ -67,20 +68,37 @@ def _weights(world: RolloutWorld) -> dict[str, tuple[int, int]]:
     return {s["slot"]: (s["version"], s["traffic"]) for s in endpoint["slots"]}
 
 
+def _answered(host: str) -> float:
+    """How many live requests to the endpoint the production host has answered, by its metrics."""
+    text = httpx.get(f"{host}/metrics", timeout=30).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mlgate_serving_requests_total{")
+        and f'endpoint="{ENDPOINT}"' in line
+        and 'kind="live"' in line
+    )
+
+
 class Load:
     """wrk against the production endpoint in a thread, for `seconds`."""
 
     def __init__(self, world: RolloutWorld, *, age: int, seconds: int) -> None:
         with world.client("olu") as olu:
             key = olu.rotate_key(ENV, ENDPOINT, "secondary")["key"]
-        url = f"{world.host_url(ENV)}/endpoints/{ENDPOINT}/invocations"
+        host = world.host_url(ENV)
+        url = f"{host}/endpoints/{ENDPOINT}/invocations"
         body = {"dataframe_split": {"columns": FEATURES, "data": [[age, 0.3, -0.2, 1.1], [40, -1.0, 0.5, 0.0]]}}
         self.result: WrkResult | None = None
         self._thread = threading.Thread(
             target=self._run, args=(url, body, {"Authorization": f"Bearer {key}"}, seconds), daemon=True
         )
+        before = _answered(host)
         self._thread.start()
-        time.sleep(1.0)  # under way before the version arrives
+        deadline = time.monotonic() + 30
+        while _answered(host) <= before:  # under way before the version arrives: the host is answering it
+            assert time.monotonic() < deadline, "the load never reached the host"
+            time.sleep(0.1)
 
     def _run(self, url: str, body: dict[str, Any], headers: dict[str, str], seconds: int) -> None:
         self.result = run_wrk(url, body=body, headers=headers, seconds=seconds, connections=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from mlgate.domain.digest import tree_digest
 from mlgate.ports import free_port
+from tests.support.worlds import Built, built_once
 
 ADMIN = "admin-token-for-tests-0123456789"
 PRIMARY, SECONDARY = "primary-key-abcdefghijklmnop", "secondary-key-abcdefghijklmnop"
@@ -83,12 +85,36 @@ class Models:
     root: Path
 
 
+SLOTS = {"blue": (1.0, 1), "green": (0.0005, 2)}  # slot: (C, seed)
+
+
+def _two_models(root: Path) -> Built:
+    """The template of `models`: both saved under root/serving/<digest>/, the trained models pickled beside."""
+    digests = {}
+    for slot, (c, seed) in SLOTS.items():
+        _, digests[slot], model = _save_model(root, c=c, seed=seed)
+        (root / f"{slot}.pickle").write_bytes(pickle.dumps(model))
+    return Built(facts=digests)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """This module's copy of two models trained and saved once per session (saving one takes seconds: MLflow
+    infers its requirements in a subprocess)."""
+    template = built_once(tmp_path_factory, "serving-models", _two_models)
     tmp = tmp_path_factory.mktemp("models")
-    blue_dir, blue_digest, blue = _save_model(tmp, c=1.0, seed=1)
-    green_dir, green_digest, green = _save_model(tmp, c=0.0005, seed=2)
-    return Models(blue_dir, blue_digest, blue, green_dir, green_digest, green, tmp)
+    shutil.copytree(template.root, tmp, dirs_exist_ok=True)
+    digests: dict[str, str] = template.facts
+    blue, green = (pickle.loads((tmp / f"{slot}.pickle").read_bytes()) for slot in SLOTS)  # noqa: S301 (ours)
+    return Models(
+        tmp / "serving" / digests["blue"],
+        digests["blue"],
+        blue,
+        tmp / "serving" / digests["green"],
+        digests["green"],
+        green,
+        tmp,
+    )
 
 
 class Host:

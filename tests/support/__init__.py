@@ -1,1 +1,2 @@
-"""Support code the tests share: the worlds they build, load generation, a private PostgreSQL."""
+"""Support code the tests share: the worlds they build (and the session's templates of them, `worlds`), load
+generation, a private PostgreSQL."""

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.snapshot import pack, pack_data
 from tests.support.project import LiveServer, Project, start_server
-from tests.support.serving_world import clean_env, log_runs
+from tests.support.serving_world import clean_env, log_runs, stopped_on_failure
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "diabetes"
 CONFIG = """
@@ -184,16 +185,38 @@ def _diabetes_project(root: Path) -> Path:
 
 
 def build(project_template: Project, root: Path) -> ChecksWorld:
+    """The world; the caller stops its server (`stop_server(world.server)`)."""
     folder = root / "project"
     project = project_template.copy(folder, config=CONFIG)
     world = ChecksWorld(project=project, server=start_server(project), root=root)
-    runs = log_runs(world.url, project.tokens["dana"], SCRIPT, root)
-    forger_script = FORGER_SCRIPT.replace("@HOME@", str(project.settings.home))
-    forger = log_runs(world.url, project.tokens["dana"], forger_script, root, name="log_forger.py")
-    _register_holdout(world, root / "holdout.csv")
-    # The diabetes model, trained by `mlgate train` from its code snapshot.
-    code = _diabetes_project(root)
-    data = root / "diabetes.csv"
+    with stopped_on_failure(world.server), ThreadPoolExecutor(1) as pool:
+        # dana's plain MLflow scripts log their runs while the diabetes model trains (independent work)
+        logged = pool.submit(_log_plain_runs, world)
+        job = _train_diabetes(world)
+        runs, forger = logged.result()
+        _register_holdout(world, root / "holdout.csv")
+        with world.client("dana") as dana:
+            registered = [dana.register_model("dev", name="risk", run_id=run_id) for run_id in runs]
+            registered.append(dana.register_model("dev", name="diabetes", run_id=job["run_ids"][0]))
+            registered.append(dana.register_model("dev", name="forger", run_id=forger[0]))
+        for entry in registered:
+            version = _promote(world, entry)
+            world.requests[f"{entry['name']}:{version}"] = entry["request_id"]
+    return world
+
+
+def _log_plain_runs(world: ChecksWorld) -> tuple[list[str], list[str]]:
+    """The two `risk` runs (SCRIPT, which also writes holdout.csv) and the forger's run."""
+    token = world.project.tokens["dana"]
+    runs = log_runs(world.url, token, SCRIPT, world.root)
+    forger_script = FORGER_SCRIPT.replace("@HOME@", str(world.project.settings.home))
+    return runs, log_runs(world.url, token, forger_script, world.root, name="log_forger.py")
+
+
+def _train_diabetes(world: ChecksWorld) -> dict[str, Any]:
+    """The diabetes model, trained by a job from its code snapshot on registered data, as `mlgate train` does."""
+    code = _diabetes_project(world.root)
+    data = world.root / "diabetes.csv"
     generate = [sys.executable, "-m", "diabetes.data", "--rows", "2000", "--seed", "0", "--out", str(data)]
     made = subprocess.run(generate, env=clean_env(PYTHONPATH=str(code / "src")), capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
@@ -206,11 +229,5 @@ def build(project_template: Project, root: Path) -> ChecksWorld:
         while (job := dana.job("dev", job["id"]))["state"] in ("queued", "running"):
             assert time.monotonic() < deadline, job
             time.sleep(0.5)
-        assert job["state"] == "succeeded", job
-        registered = [dana.register_model("dev", name="risk", run_id=run_id) for run_id in runs]
-        registered.append(dana.register_model("dev", name="diabetes", run_id=job["run_ids"][0]))
-        registered.append(dana.register_model("dev", name="forger", run_id=forger[0]))
-    for entry in registered:
-        version = _promote(world, entry)
-        world.requests[f"{entry['name']}:{version}"] = entry["request_id"]
-    return world
+    assert job["state"] == "succeeded", job
+    return job

@@ -70,9 +70,14 @@ class Project:
         )
 
 
+def config_text(*, port: int = 0) -> str:
+    """The default mlgate.yaml, with the server's port (0: any free one)."""
+    return default_config_text().replace("port: 8750", f"port: {port}")
+
+
 def write_config(folder: Path, *, port: int = 0) -> Path:
     config = folder / "mlgate.yaml"
-    config.write_text(default_config_text().replace("port: 8750", f"port: {port}"))
+    config.write_text(config_text(port=port))
     return config
 
 

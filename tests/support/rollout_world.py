@@ -1,12 +1,12 @@
 """A live server whose production endpoint `web` takes rollouts of `diabetes`, for the rollout tests.
 
-Built once per test module that asks for it, from serving_world's pieces: a copy of the template home
-whose config declares `web` in production (canary 10/50/100, 2 s bake per step, SLOs), a real `mlgate
-server`, and three versions logged by plain MLflow through dev's door as dana, registered and approved
-by lee through gate A into staging: 1 and 2 are good classifiers; 3 raises on a negative age (a model
-bug that only some inputs hit). Gate B is passed by writing an approved request into the control
-database (as tests/test_promotion.py does; deciding requests is tested elsewhere) for the server's
-promotion worker to carry out.
+Built once per test module that asks for it, from a copy of the staged template (serving_world: versions
+1 and 2 of `diabetes` in staging, both good classifiers) whose config also declares `web` in production
+(canary 10/50/100, 2 s bake per step, SLOs), with a real `mlgate server` of its own, and a third version
+logged by plain MLflow through dev's door as dana, registered and approved by lee through gate A into
+staging: it raises on a negative age (a model bug that only some inputs hit). Gate B is passed by
+writing an approved request into the control database (as tests/api/test_promotion.py does; deciding
+requests is tested elsewhere) for the server's promotion worker to carry out.
 """
 
 from __future__ import annotations
@@ -14,15 +14,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import serving_world
-from tests.support.project import Project
-from tests.support.serving_world import MANUAL_GATE_B, Served, through_gate_b
+from tests.support.serving_world import (
+    MANUAL_GATE_B,
+    Served,
+    from_template,
+    promote_runs,
+    stopped_on_failure,
+    through_gate_b,
+)
+from tests.support.worlds import Template
 
 ENDPOINT = "web"
 BAKE_S = 2
 MIN_REQUESTS = 10
-ENDPOINTS_CONFIG = f"""
+POLICY = f"""
 endpoints:
+  staging:
+    - name: diabetes
+      description: the web app's risk score
   production:
     - name: {ENDPOINT}
       description: the clinic's web app
@@ -31,9 +40,10 @@ endpoints:
       steps: [10, 50, 100]
       bake_time_s: {BAKE_S}
       slo: {{max_error_rate: 0.01, p95_ms: 500, min_requests: {MIN_REQUESTS}}}
-"""
+{MANUAL_GATE_B}"""
 
-# Plain MLflow: two good classifiers and one that raises when a row's age is negative.
+# Plain MLflow: on the staged template's data (serving_world.SCRIPT's), a classifier that raises when a
+# row's age is negative; pickled by value (cloudpickle), its class being the script's own.
 SCRIPT = """
 import json
 import mlflow, mlflow.sklearn
@@ -49,26 +59,23 @@ class NoNegativeAge(LogisticRegression):
         return super().predict(X)
 
 
-runs = []
 mlflow.set_experiment("rollouts")
 rng = np.random.default_rng(0)
 X = pd.DataFrame(rng.normal(size=(300, 4)), columns=["age", "bmi", "glucose", "pressure"])
 X["age"] = (X["age"] * 10 + 50).round().astype("int64")
 y = (X["glucose"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
-for model in (LogisticRegression(C=1.0), LogisticRegression(C=1e-6), NoNegativeAge(C=1.0)):
-    model.fit(X, y)
-    with mlflow.start_run() as run:
-        mlflow.log_metrics({"accuracy": float(model.score(X, y))})
-        mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(X, LogisticRegression.predict(model, X)),
-            input_example=X.head(3),
-            pip_requirements=["scikit-learn"],
-            serialization_format="cloudpickle",
-        )
-    runs.append(run.info.run_id)
-print(json.dumps(runs))
+model = NoNegativeAge(C=1.0).fit(X, y)
+with mlflow.start_run() as run:
+    mlflow.log_metrics({"accuracy": float(model.score(X, y))})
+    mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(X, LogisticRegression.predict(model, X)),
+        input_example=X.head(3),
+        pip_requirements=["scikit-learn"],
+        serialization_format="cloudpickle",
+    )
+print(json.dumps([run.info.run_id]))
 """
 
 
@@ -84,10 +91,10 @@ class RolloutWorld(Served):
         return through_gate_b(self.project, version)
 
 
-def build(project_template: Project, root: Path) -> RolloutWorld:
+def build(staged: Template, root: Path) -> RolloutWorld:
     """The world; the caller stops its server (`stop_server(world.server)`)."""
-    world = serving_world.build(
-        project_template, root, config=ENDPOINTS_CONFIG + MANUAL_GATE_B, script=SCRIPT, kind=RolloutWorld
-    )
-    assert sorted(world.digests) == [1, 2, 3]
+    world = from_template(staged, root, policy=POLICY, kind=RolloutWorld)
+    with stopped_on_failure(world.server):
+        promote_runs(world, SCRIPT, name="log_rollout_models.py")
+    assert sorted(world.digests) == world.staging == [1, 2, 3]
     return world

@@ -1,9 +1,11 @@
 """A live server with two versions of `diabetes` promoted into staging, for the serving tests.
 
-Built once per test module that asks for it: a copy of the template home whose config declares the
-`diabetes` endpoint in staging, a real `mlgate server` (with its tracking servers and serving hosts),
-two small classifiers logged by plain MLflow through dev's door as dana, registered, and approved by
-lee through gate A, so staging's registry holds versions 1 and 2 as promotion put them there.
+Built once per test session, as the `staged_template` (tests/conftest.py, tests/support/worlds.py): a
+copy of the accounts' home whose config declares the `diabetes` endpoint in staging, a real `mlgate
+server` (with its tracking servers and serving hosts), two small classifiers logged by plain MLflow
+through dev's door as dana, registered, and approved by lee through gate A, so staging's registry holds
+versions 1 and 2 as promotion put them there; then the server is stopped. Each module that uses it gets a
+copy with a server of its own (`from_template`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +25,8 @@ import httpx
 
 from mlgate.interfaces.sdk.client import Client
 from tests.api.test_promotion import write_approved_request
-from tests.support.project import MLGATE, LiveServer, Project, start_server
+from tests.support.project import MLGATE, LiveServer, Project, start_server, stop_server
+from tests.support.worlds import PROJECT, Built, Template
 
 FEATURES = ["age", "bmi", "glucose", "pressure"]
 ENDPOINTS_CONFIG = "\nendpoints:\n  staging:\n    - name: diabetes\n      description: the web app's risk score\n"
@@ -33,6 +38,7 @@ MANUAL_GATE_B = (
     "  - name: B\n    from: staging\n    to: production\n    approver_role: software-developer\n"
     "    checks: [lint, unit-tests, model-validation, endpoint-tests]\n    auto_request: false\n"
 )
+STAGED_POLICY = ENDPOINTS_CONFIG + MANUAL_GATE_B
 
 # Plain MLflow: two runs, each a signed classifier with an input example; the second one is nearly
 # constant (heavily regularised), so the two versions answer differently.
@@ -125,15 +131,34 @@ def build(
     project_template: Project,
     root: Path,
     *,
-    config: str = ENDPOINTS_CONFIG + MANUAL_GATE_B,
+    config: str = STAGED_POLICY,
     script: str = SCRIPT,
     kind: type[World] = Served,  # type: ignore[assignment]
 ) -> World:
     """The served world; the caller stops its server (`stop_server(world.server)`). Each model the script
     logs is registered by dana and approved by lee, in order: staging's versions 1, 2, ..."""
-    project = project_template.copy(root / "project", config=config)
+    project = project_template.copy(root / PROJECT, config=config)
     world = kind(project=project, server=start_server(project), root=root)
-    runs = log_runs(world.url, project.tokens["dana"], script, root)
+    with stopped_on_failure(world.server):
+        promote_runs(world, script)
+    return world
+
+
+@contextmanager
+def stopped_on_failure(server: LiveServer) -> Iterator[None]:
+    """Stops a world's server if what is done to it while the world is built fails."""
+    try:
+        yield
+    except BaseException:
+        stop_server(server)
+        raise
+
+
+def promote_runs(world: Served, script: str, *, name: str = "log_models.py") -> None:
+    """Log the script's models through dev's door as dana; dana registers each as `diabetes` and lee
+    approves each through gate A; staging's new versions are added to `world.promoted`, in order."""
+    runs = log_runs(world.url, world.project.tokens["dana"], script, world.root, name=name)
+    first = len(world.promoted) + 1
     with world.client("dana") as dana, world.client("lee") as lee:
         registered = [dana.register_model("dev", name="diabetes", run_id=run_id) for run_id in runs]
         for entry in registered:  # the promotion worker carries them out in this order
@@ -146,7 +171,30 @@ def build(
                 time.sleep(0.3)
             world.digests[request["target_version"]] = entry["digest"]
             world.promoted.append(request["target_version"])
-    assert world.promoted == list(range(1, len(runs) + 1)), world.promoted
+    assert world.promoted[first - 1 :] == list(range(first, first + len(runs))), world.promoted
+
+
+def template(project_template: Project, root: Path) -> Built:
+    """The staged template (tests/conftest.py `staged_template`): `build`'s world, its server stopped."""
+    world = build(project_template, root)
+    stop_server(world.server)
+    assert world.project.path == root / PROJECT
+    return Built(world.project.tokens, {"digests": world.digests, "promoted": world.promoted})
+
+
+def from_template(
+    staged: Template,
+    root: Path,
+    *,
+    policy: str | None = None,
+    kind: type[World] = Served,  # type: ignore[assignment]
+) -> World:
+    """A copy of the staged template in `root`, with a server of its own (with `policy` in place of the
+    template's, if given); the caller stops it (`stop_server(world.server)`)."""
+    project = staged.copy(root, policy=policy)
+    digests = {int(version): digest for version, digest in staged.facts["digests"].items()}
+    world = kind(project=project, server=start_server(project), root=root, digests=digests)
+    world.promoted = list(staged.facts["promoted"])
     return world
 
 

@@ -1,8 +1,9 @@
-"""The web UI's world: the served world (two `diabetes` versions in staging, an endpoint there) with both
-versions deployed side by side on the staging endpoint; both passed through gate B into production, where
-olu serves them side by side on the endpoint `web` (blue 100%, green 0%); and two more versions registered
-in dev by dana, so two gate A requests wait for lee. And what browser tests share: a headless Chromium (`chromium`) with
-screenshots, and a signed-in session outside the browser (`signed_in`)."""
+"""The web UI's world: a copy of the staged template (serving_world: two `diabetes` versions in staging, an
+endpoint there) with both versions deployed side by side on the staging endpoint; both passed through
+gate B into production, where olu serves them side by side on the endpoint `web` (blue 100%, green 0%);
+and two more versions registered in dev by dana, so two gate A requests wait for lee. And what browser
+tests share: a headless Chromium (`chromium`) with screenshots, and a signed-in session outside the
+browser (`signed_in`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.project import Project
-from tests.support.serving_world import SCRIPT, Served, build, log_runs, through_gate_b
+from tests.support.serving_world import SCRIPT, Served, from_template, log_runs, stopped_on_failure, through_gate_b
+from tests.support.worlds import Template
 
 ENDPOINT = "diabetes"
 PRODUCTION_ENDPOINT = "web"
@@ -46,20 +48,22 @@ class WebWorld:
         return self.served.project.tokens
 
 
-def build_web(project_template: Project, root: Path) -> WebWorld:
-    """The caller stops the server (`stop_server(world.served.server)`)."""
-    served = build(project_template, root)
-    with served.client("olu") as olu:
-        olu.deploy("staging", ENDPOINT, model="diabetes", version=1, slot="blue", traffic=100)
-        olu.deploy("staging", ENDPOINT, model="diabetes", version=2, slot="green", traffic=0)
-    _into_production(served)
+def build_web(staged: Template, root: Path) -> WebWorld:
+    """From a copy of the staged template; the caller stops the server (`stop_server(world.served.server)`)."""
+    served: Served = from_template(staged, root)
     assert LOOP in SCRIPT
     more = SCRIPT.replace(LOOP, "for c in (0.3, 0.05):")
-    opened = []
-    with served.client("dana") as dana:
-        for run_id in log_runs(served.url, served.project.tokens["dana"], more, root, name="log_more.py"):
-            registered = dana.register_model("dev", name="diabetes", run_id=run_id)
-            opened.append(int(registered["request_id"]))
+    with stopped_on_failure(served.server), ThreadPoolExecutor(1) as pool:
+        # dana's script logs its two runs while olu deploys (independent; registering them waits)
+        runs = pool.submit(log_runs, served.url, served.project.tokens["dana"], more, root, name="log_more.py")
+        with served.client("olu") as olu:
+            olu.deploy("staging", ENDPOINT, model="diabetes", version=1, slot="blue", traffic=100)
+            olu.deploy("staging", ENDPOINT, model="diabetes", version=2, slot="green", traffic=0)
+        _into_production(served)
+        with served.client("dana") as dana:
+            opened = [
+                int(dana.register_model("dev", name="diabetes", run_id=run)["request_id"]) for run in runs.result()
+            ]
     return WebWorld(served=served, requests=opened)
 
 
