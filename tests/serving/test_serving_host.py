@@ -126,24 +126,16 @@ class Host:
         self.admin_socket = state_dir.with_name(f"{state_dir.name}.admin.sock")
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def spawn(self, *extra: str, new_session: bool = False) -> None:
+        """`python -m mlgate.serving` on this host's state folder, port and admin socket, plus `extra`."""
+        command = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(self.state_dir)]
+        command += ["--port", str(self.port), "--admin-socket", str(self.admin_socket)]
+        command += ["--max-body-bytes", str(MAX_BODY), *extra]
         env = {**os.environ, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlgate.serving",
-                "--state-dir",
-                str(self.state_dir),
-                "--port",
-                str(self.port),
-                "--admin-socket",
-                str(self.admin_socket),
-                "--max-body-bytes",
-                str(MAX_BODY),
-            ],
-            env=env,
-        )
+        self.process = subprocess.Popen(command, env=env, start_new_session=new_session)
+
+    def start(self) -> None:
+        self.spawn()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

@@ -12,8 +12,6 @@ import re
 import shutil
 import signal
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +23,7 @@ import httpx
 import pytest
 
 from tests.serving import test_serving_host
-from tests.serving.test_serving_host import ADMIN, COLUMNS, MAX_BODY, PRIMARY, Host, Models, _rows, spec
+from tests.serving.test_serving_host import COLUMNS, PRIMARY, Host, Models, _rows, spec
 
 # MLflow warns about its own type hints while it imports; only that warning is silenced.
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
@@ -43,25 +41,7 @@ class WorkersHost(Host):
     """A host started as a supervisor would start it: its own session, so one killpg reaches all of it."""
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlgate.serving",
-                "--state-dir",
-                str(self.state_dir),
-                "--port",
-                str(self.port),
-                "--admin-socket",
-                str(self.admin_socket),
-                "--max-body-bytes",
-                str(MAX_BODY),
-                "--workers",
-                str(WORKERS),
-            ],
-            env={**os.environ, "MLGATE_HOST_ADMIN_TOKEN": ADMIN},
-            start_new_session=True,
-        )
+        self.spawn("--workers", str(WORKERS), new_session=True)
         self.workers(timeout_s=30)
 
     def workers(self, *, timeout_s: float = 15) -> dict[int, int]:

@@ -55,20 +55,26 @@ def gate_b_request(demo: Demo, staged_version: int) -> dict[str, Any]:
     return request
 
 
-def approve_gate_b(demo: Demo, request_id: int) -> int:
-    """sam approves; returns the version promotion made in production."""
-    with demo.client("sam") as sam:
-        sam.decide(request_id, approve=True, comment="every staging check passed")
+def _approve(demo: Demo, who: str, request_id: int, comment: str) -> int:
+    """`who` approves the request and waits for its promotion; returns the version it made."""
+    with demo.client(who) as client:
+        client.decide(request_id, approve=True, comment=comment)
 
         def promoted() -> dict[str, Any] | None:
-            request = sam.promotion_request(request_id)
+            request = client.promotion_request(request_id)
             if request["state"] in ("failed", "rejected", "expired"):
                 raise MlgateError(f"request {request_id} ended {request['state']}: {request['failure']}")
             return request if request["state"] == "promoted" else None
 
         request = until(f"request {request_id} to be promoted", promoted)
-    console.print(f"  sam approved; diabetes v{request['target_version']} is in production's registry")
     return int(request["target_version"])
+
+
+def approve_gate_b(demo: Demo, request_id: int) -> int:
+    """sam approves; returns the version promotion made in production."""
+    version = _approve(demo, "sam", request_id, "every staging check passed")
+    console.print(f"  sam approved; diabetes v{version} is in production's registry")
+    return version
 
 
 def rollout(demo: Demo, version: int) -> dict[str, Any]:
@@ -108,18 +114,9 @@ def rollout(demo: Demo, version: int) -> dict[str, Any]:
 def approve_gate_a(demo: Demo) -> int:
     """lee approves the registered version's gate A request; returns its version in staging."""
     request_id = demo.version["request_id"]
-    with demo.client("lee") as lee:
-        lee.decide(request_id, approve=True, comment="better regularised, metrics hold")
-
-        def promoted() -> dict[str, Any] | None:
-            request = lee.promotion_request(request_id)
-            if request["state"] in ("failed", "rejected", "expired"):
-                raise MlgateError(f"request {request_id} ended {request['state']}: {request['failure']}")
-            return request if request["state"] == "promoted" else None
-
-        request = until(f"request {request_id} to be promoted", promoted)
-    console.print(f"  lee approved request {request_id}; diabetes v{request['target_version']} is in staging")
-    return int(request["target_version"])
+    version = _approve(demo, "lee", request_id, "better regularised, metrics hold")
+    console.print(f"  lee approved request {request_id}; diabetes v{version} is in staging")
+    return version
 
 
 def run(demo: Demo) -> None:

@@ -26,7 +26,7 @@ class AppContext:
     base_url: str  # where this server answers; the public URL unless the config names another
     events: Publisher
     serving: Serving  # the serving hosts and endpoint changes
-    plane: ControlPlane | None = None  # everything behind the API (tests reach its workers through it)
+    plane: ControlPlane  # everything behind the API: its workers, for the workers route
     proxy: httpx.AsyncClient | None = None  # the door's client, open while the app runs
 
     @property

@@ -81,20 +81,15 @@ def fire(
     )
     session.add(alert)
     session.flush()
-    audit.record(
-        session,
-        actor=SYSTEM,
-        action="monitor.alert",
-        environment=monitor.environment,
-        subject=f"monitor:{monitor.name}",
-        payload={"alert": alert.id, "breaches": _breach_text(breaches)},
-    )
-    outbox.emit_monitor(
+    _announce(
         session,
         settings,
-        event="monitor.alert",
-        alert=_alert_payload(monitor, alert, model),
-        recipients=_recipients(session, monitor, record_id),
+        monitor,
+        alert,
+        change=("monitor.alert", "monitor.alert"),
+        payload={"alert": alert.id, "breaches": _breach_text(breaches)},
+        model=model,
+        record_id=record_id,
         base_url=base_url,
         text=(
             f"Monitor {monitor.name} on {monitor.environment}/{monitor.endpoint} alerts after {consecutive} "
@@ -126,20 +121,15 @@ def resolve(
     if alert is None:
         return None
     alert.state, alert.resolved_at, alert.resolved_result_id = hysteresis.AlertState.RESOLVED.value, now, result.id
-    audit.record(
-        session,
-        actor=SYSTEM,
-        action="monitor.resolve",
-        environment=monitor.environment,
-        subject=f"monitor:{monitor.name}",
-        payload={"alert": alert.id},
-    )
-    outbox.emit_monitor(
+    _announce(
         session,
         settings,
-        event="monitor.resolved",
-        alert=_alert_payload(monitor, alert, model),
-        recipients=_recipients(session, monitor, record_id),
+        monitor,
+        alert,
+        change=("monitor.resolve", "monitor.resolved"),
+        payload={"alert": alert.id},
+        model=model,
+        record_id=record_id,
         base_url=base_url,
         text=(
             f"Monitor {monitor.name} on {monitor.environment}/{monitor.endpoint} is clean again after "
@@ -147,3 +137,33 @@ def resolve(
         ),
     )
     return alert
+
+
+def _announce(
+    session: Session,
+    settings: Settings,
+    monitor: Monitor,
+    alert: MonitorAlert,
+    *,
+    change: tuple[str, str],
+    payload: dict[str, Any],
+    model: str | None,
+    record_id: int | None,
+    base_url: str,
+    text: str,
+) -> None:
+    """An alert's change (its audit action, its notification event) audited and sent to its recipients."""
+    action, event = change
+    subject = f"monitor:{monitor.name}"
+    audit.record(
+        session, actor=SYSTEM, action=action, environment=monitor.environment, subject=subject, payload=payload
+    )
+    outbox.emit_monitor(
+        session,
+        settings,
+        event=event,
+        alert=_alert_payload(monitor, alert, model),
+        recipients=_recipients(session, monitor, record_id),
+        base_url=base_url,
+        text=text,
+    )

@@ -26,7 +26,7 @@ def health(_: Public, ctx: ContextDep) -> Health:
 def workers(_: Administrator, ctx: ContextDep) -> WorkersPublic:
     """Every background worker of the server (promotion, checks, rollouts, jobs, deliveries, monitors...):
     running or not, its ticks and failures since start, the last failure's error."""
-    found = ctx.plane.all_workers() if ctx.plane is not None else []
+    found = ctx.plane.all_workers()
     data = [WorkerPublic(name=w.name, running=w.running, **dataclasses.asdict(w.stats)) for w in found]
     return WorkersPublic(data=data, count=len(data))
 
