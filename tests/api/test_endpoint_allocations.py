@@ -87,9 +87,10 @@ def test_the_supervisor_restarts_a_dead_host_and_pushes_hashes_never_keys(projec
         fake = FakeServingBackend()
         serving = Serving(settings, db, fake, upstream=lambda env: "http://unused")
         serving.bring_up()
-        assert fake.started == set(settings.env_names) and {env for env, _ in fake.pushes} == fake.started
+        assert fake.started == set() and fake.pushes == []  # no endpoint anywhere: nothing to serve
         _, keys = serving.create("staging", "web", actor="olu", description="")
         assert endpoints.get(db, "staging", "web").key_prefixes["primary"] == keys.primary[:12]
+        assert fake.started == {"staging"} and [env for env, _ in fake.pushes] == ["staging"]  # its first endpoint
 
         fake.started.discard("staging")  # the host died
         fake.pushes.clear()

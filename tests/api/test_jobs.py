@@ -149,23 +149,6 @@ def snapshot_files(data: bytes) -> list[str]:
         return tar.getnames()
 
 
-def test_train_json_prints_only_the_job_with_its_runs(server: LiveServer, diabetes: Path) -> None:
-    code, out, err = mlgate(server, "train", "--env", "dev", "--path", str(diabetes), "--json")
-
-    assert code == 0, out + err
-    job = json.loads(out)  # stdout is the JSON document and nothing else
-    assert job["state"] == "succeeded"
-    assert len(job["run_ids"]) == 1 and re.fullmatch(r"[0-9a-f]{32}", job["run_ids"][0])
-    assert "[mlgate] $ python -m diabetes.train" in err  # the log went to stderr
-    run = httpx.get(
-        f"{server.url}/mlflow/dev/api/2.0/mlflow/runs/get",
-        params={"run_id": job["run_ids"][0]},
-        headers=bearer(server.project.tokens["dana"]),
-    )
-    assert run.status_code == 200
-    assert run.json()["run"]["info"]["status"] == "FINISHED"
-
-
 def test_no_wait_then_follow_and_cancel(server: LiveServer, tmp_path: Path) -> None:
     project = tiny(tmp_path / "sleeper", {"command": 'echo "pid $$"; sleep 120.5; echo "never printed"'})
 

@@ -69,7 +69,8 @@ class World:
     server: LiveServer
     code: Path  # the customer's repository: a git copy of examples/diabetes
     data: Path
-    job: dict[str, Any]
+    job: dict[str, Any]  # what `mlgate train --json` printed
+    train_log: str = ""  # and what it wrote to stderr
     script: Future[dict[str, str]] | None = None  # the plain MLflow script's runs (`script_runs`)
 
     @property
@@ -152,7 +153,8 @@ def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
             world.script = pool.submit(_log_script_runs, world)  # independent of the training job
             trained = world.cli("train", "--env", "dev", "--json", "--path", str(code))
             assert trained.returncode == 0, trained.stdout + trained.stderr
-            world.job = json.loads(trained.stdout)
+            world.job = json.loads(trained.stdout)  # stdout is the JSON document and nothing else
+            world.train_log = trained.stderr
         yield world
     finally:
         stop_server(server)
@@ -203,6 +205,16 @@ def _downloaded_through_the_door(world: World, model_id: str, destination: Path)
             (destination / relative).parent.mkdir(parents=True, exist_ok=True)
             (destination / relative).write_bytes(content.content)
     return destination
+
+
+def test_train_json_prints_only_the_job_with_its_runs(world: World) -> None:
+    job = world.job
+    assert job["state"] == "succeeded"
+    assert len(job["run_ids"]) == 1 and re.fullmatch(r"[0-9a-f]{32}", job["run_ids"][0])
+    assert "[mlgate] $ python -m diabetes.train" in world.train_log  # the log went to stderr
+    run = world.door("GET", "api/2.0/mlflow/runs/get", params={"run_id": job["run_ids"][0]})
+    assert run.status_code == 200
+    assert run.json()["run"]["info"]["status"] == "FINISHED"
 
 
 def test_the_jobs_model_is_registered_with_digest_lineage_profile_and_card(

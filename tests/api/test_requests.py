@@ -1,5 +1,6 @@
 """Gate A through the public surface: requests opened on registration, evidence, who may decide, quorum
-under concurrent approvals (SQLite and PostgreSQL), rejection, expiry, the inbox."""
+under concurrent approvals (SQLite, and PostgreSQL with a team's own gate policy: its approver role,
+quorum and expiry), rejection, the inbox."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +25,32 @@ from mlgate.services.identity import accounts
 from tests.support.postgres import postgres_cluster, postgres_url  # noqa: F401  (fixtures)
 from tests.support.project import LiveServer, Project, bearer, start_server, stop_server
 
-LOG_MODEL = textwrap.dedent(
+# Logs one model per "user:seed" argument, as that user (the token of each is in MLGATE_TEST_TOKENS),
+# through the door named by MLFLOW_TRACKING_URI; prints {"user:seed": run_id} as its last line.
+LOG_MODELS = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
-    mlflow.set_experiment("gate-tests")
-    X = np.random.default_rng(int(sys.argv[1])).normal(size=(80, 3))
-    y = (X[:, 0] > 0).astype(int)
-    with mlflow.start_run() as run:
-        model = LogisticRegression().fit(X, y)
-        mlflow.log_metric("Accuracy", float(model.score(X, y)))
-        mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(X, model.predict(X)), pip_requirements=["scikit-learn"]
-        )
-    print(run.info.run_id)
+    tokens = json.loads(os.environ.pop("MLGATE_TEST_TOKENS"))
+    runs = {}
+    for wanted in sys.argv[1:]:
+        user, seed = wanted.split(":")
+        os.environ["MLFLOW_TRACKING_TOKEN"] = tokens[user]
+        mlflow.set_experiment(f"gate-tests-{user}")
+        X = np.random.default_rng(int(seed)).normal(size=(80, 3))
+        y = (X[:, 0] > 0).astype(int)
+        with mlflow.start_run() as run:
+            model = LogisticRegression().fit(X, y)
+            mlflow.log_metric("Accuracy", float(model.score(X, y)))
+            mlflow.sklearn.log_model(
+                model, name="model", signature=infer_signature(X, model.predict(X)), pip_requirements=["scikit-learn"]
+            )
+        runs[wanted] = run.info.run_id
+    print(json.dumps(runs))
     """
 )
 
@@ -52,6 +61,7 @@ EXTRA = {"lena": (["lead-data-scientist"], ["staging"]), "luke": (["lead-data-sc
 @dataclass
 class Gates:
     server: LiveServer
+    runs: dict[str, str] = field(default_factory=dict)  # "user:seed" -> the run logged ahead of its test
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -65,12 +75,12 @@ class Gates:
             method, f"{self.server.url}{path}", headers=bearer(self.tokens[user]), timeout=60, **kwargs
         )
 
-    def register(self, user: str, name: str, seed: int = 0) -> dict[str, Any]:
-        """`user` logs a model with plain MLflow through the dev door, then registers it."""
+    def log_models(self, *wanted: str) -> None:
+        """Log one model per "user:seed" through the dev door with plain MLflow, in one process."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLGATE_"))}
-        env |= {"MLFLOW_TRACKING_URI": f"{self.server.url}/mlflow/dev", "MLFLOW_TRACKING_TOKEN": self.tokens[user]}
+        env |= {"MLFLOW_TRACKING_URI": f"{self.server.url}/mlflow/dev", "MLGATE_TEST_TOKENS": json.dumps(self.tokens)}
         logged = subprocess.run(
-            [sys.executable, "-c", LOG_MODEL, str(seed)],
+            [sys.executable, "-c", LOG_MODELS, *wanted],
             env=env,
             capture_output=True,
             text=True,
@@ -78,7 +88,13 @@ class Gates:
             check=False,
         )
         assert logged.returncode == 0, logged.stderr[-2000:]
-        run_id = logged.stdout.strip().splitlines()[-1]
+        self.runs |= json.loads(logged.stdout.strip().splitlines()[-1])
+
+    def register(self, user: str, name: str, seed: int = 0) -> dict[str, Any]:
+        """`user` registers the model they logged with `seed` (logged now unless it was ahead)."""
+        if f"{user}:{seed}" not in self.runs:
+            self.log_models(f"{user}:{seed}")
+        run_id = self.runs[f"{user}:{seed}"]
         done = self.cli(user, "register", "--env", "dev", "--run", run_id, "--name", name, "--json")
         assert done.returncode == 0, done.stderr
         version: dict[str, Any] = json.loads(done.stdout)
@@ -104,8 +120,13 @@ def gates(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
     project = project_template.copy(folder)
     _add_people(project)
     server = start_server(project)
-    yield Gates(server)
-    stop_server(server)
+    try:
+        gates = Gates(server)
+        # Every model the module's tests register, logged ahead in one MLflow process.
+        gates.log_models(*(f"dana:{seed}" for seed in (0, 1, 3, 4, 5, 6, 7)), "lee:2")
+        yield gates
+    finally:
+        stop_server(server)
 
 
 def test_registration_opens_gate_a_with_its_evidence(gates: Gates) -> None:
@@ -224,18 +245,24 @@ def test_concurrent_approvals_complete_the_quorum_once(gates: Gates) -> None:
         assert len(approvals) == 1
 
 
+# A team's own policy: two operators approve into staging, within EXPIRY_S of the request.
+OPERATORS = {name: (["operator"], ["staging"]) for name in ("olu", "oren", "otto")}
+EXPIRY_S = 6.0
+
+
 def _gated_project(
-    project_template: Project, folder: Path, gates_config: list[dict[str, Any]], database_url: str | None
+    project_template: Project, folder: Path, gates_config: list[dict[str, Any]], database_url: str
 ) -> Project:
     import shutil
 
     from mlgate.services.setup import initialize
 
-    shutil.copytree(project_template.path, folder, ignore=shutil.ignore_patterns(".mlgate"))
+    # the template's home (its MLflow stores made already) without its control database: this one's is
+    # on PostgreSQL, initialized below with its own first admin
+    shutil.copytree(project_template.path, folder, ignore=shutil.ignore_patterns("control.db*"))
     config = yaml.safe_load((folder / "mlgate.yaml").read_text())
     config["gates"] = gates_config
-    if database_url:
-        config["database"] = {"url": database_url}
+    config["database"] = {"url": database_url}
     (folder / "mlgate.yaml").write_text(yaml.safe_dump(config))
     project = Project(folder)
     report = initialize(project.settings)
@@ -243,12 +270,8 @@ def _gated_project(
     project.tokens["admin"] = report.admin_token
     db = Database(project.settings.database_url)
     try:
-        for name, (roles, envs) in {
-            "dana": (["data-scientist"], ["dev"]),
-            **{k: v for k, v in EXTRA.items()},
-            "lee": (["lead-data-scientist"], ["dev", "staging"]),
-            "olu": (["operator"], ["staging"]),
-        }.items():
+        people = {"dana": (["data-scientist"], ["dev"]), "lee": (["lead-data-scientist"], ["dev", "staging"])}
+        for name, (roles, envs) in (people | OPERATORS).items():
             bindings = accounts.parse_bindings(roles, envs, project.settings.env_names)
             _, issued = accounts.create_user(db, actor="admin", name=name, bindings=bindings)
             project.tokens[name] = issued.value
@@ -258,42 +281,44 @@ def _gated_project(
 
 
 @pytest.mark.postgres
-def test_two_approvals_on_postgresql_and_expiry(
+def test_the_gate_policy_names_the_approver_its_quorum_and_expiry_on_postgresql(
     project_template: Project,
     tmp_path: Path,
     postgres_url: str,  # noqa: F811
 ) -> None:
-    gate_a = {"name": "A", "from": "dev", "to": "staging", "approver_role": "lead-data-scientist", "approvals": 2}
+    gate_a = {
+        "name": "A",
+        "from": "dev",
+        "to": "staging",
+        "approver_role": "operator",
+        "approvals": 2,
+        "expiry_hours": EXPIRY_S / 3600,
+    }
     gate_b = {"name": "B", "from": "staging", "to": "production", "approver_role": "software-developer"}
     project = _gated_project(project_template, tmp_path / "pg", [gate_a, gate_b], postgres_url)
     server = start_server(project)
     try:
         gates = Gates(server)
-        request_id = gates.register("dana", "quorum")["request_id"]
-        statuses = _race(gates, request_id, ["lee", "lena", "luke"])
+        gates.log_models("dana:0", "dana:1")
+        short_lived = gates.register("dana", "short-lived", seed=1)["request_id"]  # left to expire
+        # The quorum: three operators race, two approvals count, the third finds it decided.
+        request_id = gates.register("dana", "quorum", seed=0)["request_id"]
+        statuses = _race(gates, request_id, list(OPERATORS))
         assert statuses == [200, 200, 409]
         request = gates.api("lee", "GET", f"/api/v1/environments/staging/requests/{request_id}").json()
         assert request["state"] in ("approved", "promoting", "promoted")
         assert [d["decision"] for d in request["decisions"]] == ["approve", "approve"]
         approvals = [e for e in _approvals_audited(gates, request_id) if e["action"] == "request.approve"]
         assert len(approvals) == 2
-    finally:
-        stop_server(server)
 
-
-def test_the_gate_policy_names_the_approver_and_open_requests_expire(project_template: Project, tmp_path: Path) -> None:
-    # This team's policy: an operator approves into staging, within two seconds.
-    gate_a = {"from": "dev", "to": "staging", "approver_role": "operator", "expiry_hours": 0.0005}
-    project = project_template.copy(tmp_path / "expiry", config=yaml.safe_dump({"gates": [gate_a]}))
-    server = start_server(project)
-    try:
-        gates = Gates(server)
-        request_id = gates.register("dana", "short-lived")["request_id"]
+        # The approver the policy names: the operators' inbox has the request, a lead may not decide it.
+        request_id = short_lived
         waiting = json.loads(gates.cli("olu", "inbox", "--json").stdout)
         assert [r["id"] for r in waiting] == [request_id] and waiting[0]["approver_role"] == "operator"
         lead = gates.api("lee", "POST", f"/api/v1/environments/staging/requests/{request_id}/approve", json={})
         assert lead.status_code == 403 and "operator" in lead.json()["error"]["message"]
-        deadline = time.monotonic() + 30
+        # Expiry: left undecided, it expires and can no longer be approved.
+        deadline = time.monotonic() + EXPIRY_S + 30
         while True:
             state = gates.api("lee", "GET", f"/api/v1/environments/staging/requests/{request_id}").json()["state"]
             if state == "expired" or time.monotonic() > deadline:

@@ -1,6 +1,7 @@
-"""The example's staging and production workflows run, step by step, against a real server, after the
-model CI workflow trained and registered a version and lee approved gate A; sam approves gate B between
-the two, as the workflows' comments say a person does."""
+"""The example's three CI workflows run, step by step, against a real server: model CI lints, tests,
+trains and registers a version; lee approves gate A; the staging workflow runs the checks; sam approves
+gate B, as the workflows' comments say a person does; the production workflow waits for the rollout and
+smoke-tests the endpoint."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _wait(client: Client, request_id: int) -> dict[str, Any]:
     return request
 
 
-def test_staging_and_production_workflows_carry_a_version_to_production(server: LiveServer, tmp_path: Path) -> None:
+def test_the_ci_workflows_carry_a_version_from_training_to_production(server: LiveServer, tmp_path: Path) -> None:
     tokens = server.project.tokens
     folder = _checkout(tmp_path)
     dana_env = _ci_environment(server.url, tokens["dana"])
@@ -62,8 +63,12 @@ def test_staging_and_production_workflows_carry_a_version_to_production(server: 
         with Client(server.url, tokens[owner]) as client:
             client.register_data(env, "diabetes-train" if env == "dev" else name, pack_data(data, limit=1 << 28))
 
-    assert _run_steps(WORKFLOWS / "model-ci.yml", folder, dana_env)[-1] == "Register the model"
+    ran = _run_steps(WORKFLOWS / "model-ci.yml", folder, dana_env)
+    assert ran == ["Lint", "Unit tests", "Train in dev", "Register the model"]
+    job = json.loads((folder / "job.json").read_text())
     registered = json.loads((folder / "version.json").read_text())
+    assert job["state"] == "succeeded" and job["run_ids"]
+    assert registered["name"] == "diabetes" and len(registered["digest"]) == 64
     with Client(server.url, tokens["lee"]) as lee:
         lee.decide(registered["request_id"], approve=True, comment="ok")
         staged = _wait(lee, registered["request_id"])["target_version"]

@@ -1,8 +1,8 @@
-"""The example's CI templates run: each `run:` step, in order, against a real server, as CI would."""
+"""The example's CI templates: what they declare, and the pull-request workflow run as CI would (the
+three that need a server run in test_ci_outer_loop.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tests.support.project import LiveServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "diabetes"
 WORKFLOWS = EXAMPLE / "ci" / "github-actions"
@@ -80,26 +78,6 @@ def test_workflows_declare_what_they_need() -> None:
         < names.index("Train in dev")
         < names.index("Register the model")
     )
-
-
-def test_model_ci_trains_and_registers_against_a_server(live_server: LiveServer, tmp_path: Path) -> None:
-    folder = _checkout(tmp_path)
-    env = _ci_environment(live_server.url, live_server.project.tokens["dana"])
-    # The data scientist registered the training data once; CI refers to it by name.
-    data = tmp_path / "diabetes.csv"
-    generator = [sys.executable, "-m", "diabetes.data", "--rows", "2000", "--seed", "3", "--out", str(data)]
-    subprocess.run(generator, env=env | {"PYTHONPATH": str(folder / "src")}, check=True, capture_output=True)
-    registered = live_server.project.run(
-        "data", "register", "diabetes-train", str(data), token=env["MLGATE_TOKEN"], url=live_server.url
-    )
-    assert registered.returncode == 0, registered.stderr
-
-    ran = _run_steps(WORKFLOWS / "model-ci.yml", folder, env)
-    assert ran == ["Lint", "Unit tests", "Train in dev", "Register the model"]
-    job = json.loads((folder / "job.json").read_text())
-    version = json.loads((folder / "version.json").read_text())
-    assert job["state"] == "succeeded" and job["run_ids"]
-    assert version["name"] == "diabetes" and len(version["digest"]) == 64
 
 
 def test_pull_request_checks_run(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from tests.support.worlds import Template
 
 ENV = "production"
 WAIT_S = 90.0
+PACE_MS = 10  # per connection between two requests: a few hundred requests a second, plenty for each step
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def _answered(host: str) -> float:
 
 
 class Load:
-    """wrk against the production endpoint in a thread, for `seconds`."""
+    """wrk against the production endpoint in a thread, paced, until `wait` (at most `seconds`)."""
 
     def __init__(self, world: RolloutWorld, *, age: int, seconds: int) -> None:
         with world.client("olu") as olu:
@@ -90,6 +91,7 @@ class Load:
         url = f"{host}/endpoints/{ENDPOINT}/invocations"
         body = {"dataframe_split": {"columns": FEATURES, "data": [[age, 0.3, -0.2, 1.1], [40, -1.0, 0.5, 0.0]]}}
         self.result: WrkResult | None = None
+        self._done = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(url, body, {"Authorization": f"Bearer {key}"}, seconds), daemon=True
         )
@@ -101,9 +103,13 @@ class Load:
             time.sleep(0.1)
 
     def _run(self, url: str, body: dict[str, Any], headers: dict[str, str], seconds: int) -> None:
-        self.result = run_wrk(url, body=body, headers=headers, seconds=seconds, connections=4)
+        self.result = run_wrk(
+            url, body=body, headers=headers, seconds=seconds, connections=4, pace_ms=PACE_MS, until=self._done
+        )
 
     def wait(self) -> WrkResult:
+        """The load's figures, the load ended now (the rollout it accompanied is over)."""
+        self._done.set()
         self._thread.join(timeout=120)
         assert self.result is not None, "wrk did not finish"
         return self.result
@@ -120,7 +126,7 @@ def test_the_first_version_through_gate_b_goes_to_blue_with_all_the_traffic(worl
 
 
 def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(world: RolloutWorld) -> None:
-    load = Load(world, age=45, seconds=22)
+    load = Load(world, age=45, seconds=60)
     world.through_gate_b(world.staging[1])
     rollout = _finished(world, 2)
     result = load.wait()
@@ -143,7 +149,7 @@ def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(
 
 
 def test_a_failing_canary_is_rolled_back_and_callers_never_see_its_failures(world: RolloutWorld) -> None:
-    load = Load(world, age=-1, seconds=14)  # every request carries a negative age: version 3 fails them
+    load = Load(world, age=-1, seconds=60)  # every request carries a negative age: version 3 fails them
     world.through_gate_b(world.staging[2])
     rollout = _finished(world, 3)
     result = load.wait()

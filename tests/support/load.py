@@ -7,6 +7,11 @@ answered): wrk runs `response()` in every thread's own Lua state, so each thread
 collected by `setup()`) and prints one line that `run_wrk` parses. The callback makes wrk parse every
 response, which costs its CPU: `count_header=None` leaves it out when only throughput matters.
 
+A load that only has to keep traffic flowing while something happens (a swap, a rollout) is paced
+(`pace_ms`: each connection waits that long between requests, wrk's `delay()`) and ends when that thing
+is done (`until`: wrk stops at SIGINT and reports what it did), so it does not take the machine's CPU
+from the rest of the suite for longer than it must.
+
 Skips the calling test, saying why, when `wrk` is not installed (`make system-deps` installs it).
 """
 
@@ -15,8 +20,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,9 +104,13 @@ def lua_string(value: str | bytes) -> str:
     return '"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:03d}" for b in data) + '"'
 
 
-def wrk_script(*, method: str, body: bytes, headers: dict[str, str], count_header: str | None = SLOT_HEADER) -> str:
+def wrk_script(
+    *, method: str, body: bytes, headers: dict[str, str], count_header: str | None = SLOT_HEADER, pace_ms: int = 0
+) -> str:
     lines = [f"wrk.method = {lua_string(method)}", f"wrk.body = {lua_string(body)}"]
     lines += [f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in headers.items()]
+    if pace_ms:
+        lines.append(f"function delay() return {int(pace_ms)} end")
     if count_header is not None:
         lines += [
             f"HEADER = {lua_string(count_header.lower())}",
@@ -121,25 +132,35 @@ def run_wrk(
     method: str = "POST",
     count_header: str | None = SLOT_HEADER,
     timeout_s: int = 2,
+    pace_ms: int = 0,
+    until: threading.Event | None = None,
 ) -> WrkResult:
-    """Load `url` for `seconds` (wrk takes whole seconds) with one request, repeated; a dict body is sent
-    as JSON (Content-Type added unless given)."""
+    """Load `url` for `seconds` (wrk takes whole seconds; with `until`, at most that long: the load ends
+    once `until` is set) with one request, repeated, each connection waiting `pace_ms` between two; a
+    dict body is sent as JSON (Content-Type added unless given)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         pytest.skip("wrk is not installed: `make system-deps` (or `apt-get install wrk`) installs it")
     if isinstance(body, dict):
         headers = {"Content-Type": "application/json", **headers}
         body = json.dumps(body).encode()
-    script = wrk_script(method=method, body=body, headers=headers, count_header=count_header)
+    script = wrk_script(method=method, body=body, headers=headers, count_header=count_header, pace_ms=pace_ms)
     with tempfile.TemporaryDirectory(prefix="mlgate-wrk-") as folder:
         path = Path(folder) / "request.lua"
         path.write_text(script)
         command = [wrk, f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s"]
         command += [f"--timeout={timeout_s}s", "--latency", "-s", str(path), url]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-    return parse_wrk(done.stdout)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if until is not None and until.wait(timeout=seconds) and process.poll() is None:
+            process.send_signal(signal.SIGINT)  # wrk stops its threads and reports, as at its duration's end
+        try:
+            out, err = process.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {err.strip() or out.strip()}")
+    return parse_wrk(out)
 
 
 def _latency_ms(out: str, percent: int) -> float:

@@ -159,6 +159,11 @@ def ensure_declared(db: Database, settings: Settings) -> list[str]:
     return made
 
 
+def environments_with_endpoints(db: Database) -> set[str]:
+    with db.read() as session:
+        return set(session.execute(select(Endpoint.environment).distinct()).scalars())
+
+
 def names(db: Database, env: str) -> list[str]:
     with db.read() as session:
         return list(session.execute(select(Endpoint.name).where(Endpoint.environment == env)).scalars())

@@ -1,7 +1,8 @@
 """The control plane's side of serving: hosts kept running, verified model copies, deployments pushed.
 
-One serving host per environment runs through the serving backend. The supervisor adopts running hosts
-at server start, restarts dead ones and pushes each the spec built from the control database. Every
+One serving host per environment that has an endpoint runs through the serving backend (an environment
+without one has nothing to serve: its host starts with its first endpoint). The supervisor adopts running
+hosts at server start, restarts dead ones and pushes each the spec built from the control database. Every
 change of an endpoint (deploy, traffic, rollback) is planned from the live revision, pushed to the host
 (which loads and warms up new models before it swaps) and only then recorded: a change the host refuses
 leaves nothing behind. While a rollout is under way the spec names the endpoint's stable slot (the
@@ -78,28 +79,42 @@ class Serving(Worker):
         super().start()
 
     def bring_up(self) -> None:
-        """The config's endpoints created, every host adopted or started and given its deployments."""
+        """The config's endpoints created, the host of every environment with an endpoint adopted or
+        started and given its deployments."""
         made = endpoints.ensure_declared(self.db, self.settings)
         if made:
             log.info("created the endpoints the config declares: %s", ", ".join(made))
-        for env in self.settings.environments:
+        for env in self._hosted():
             self.backend.ensure(env)
             self._sync_quietly(env.name)
 
     def tick(self) -> None:
-        """One supervision round: restart dead hosts, push what a host missed."""
-        for env in self.settings.environments:
+        """One supervision round: start the host of an environment that got its first endpoint, restart
+        dead hosts, push what a host missed."""
+        for env in self._hosted():
             if self.stopping:
                 return
             try:
                 if not self.backend.running(env.name):
-                    log.warning("the serving host of %s is gone; starting it again", env.name)
+                    log.warning("the serving host of %s is not running; starting it", env.name)
                     self.backend.ensure(env)
                     self._dirty.add(env.name)
                 if env.name in self._dirty:
                     self._sync_quietly(env.name)
             except Exception:
                 log.exception("supervising the serving host of %s failed", env.name)
+
+    def _hosted(self) -> list[Environment]:
+        """The environments that need a serving host: those with at least one endpoint."""
+        with_endpoints = endpoints.environments_with_endpoints(self.db)
+        return [env for env in self.settings.environments if env.name in with_endpoints]
+
+    def _host_up(self, env: str) -> None:
+        """The environment's host started if it is not running (its first endpoint was just created, or
+        it died since the last supervision round), with its deployments."""
+        if not self.backend.running(env):
+            self.backend.ensure(self.settings.environment(env))
+            self._sync_quietly(env)
 
     def _sync_quietly(self, env: str) -> None:
         try:
@@ -207,6 +222,7 @@ class Serving(Worker):
         return digest
 
     def _push(self, env: str, name: str, allocation: Allocation) -> None:
+        self._host_up(env)
         self.backend.push(env, self._spec(env, {name: allocation}))
 
     def _record(self, env: str, name: str, allocation: Allocation, view: EndpointView, **kw: Any) -> EndpointView:
@@ -286,7 +302,14 @@ class Serving(Worker):
             return key
 
     def create(self, env: str, name: str, *, actor: str, description: str) -> tuple[EndpointView, endpoints.Keys]:
-        return endpoints.create(self.db, self.settings, env, name, actor=actor, description=description)
+        """A new endpoint, and its environment's host started if this is the environment's first one."""
+        created = endpoints.create(self.db, self.settings, env, name, actor=actor, description=description)
+        with self._locks[env]:
+            try:
+                self._host_up(env)
+            except MlgateError as exc:  # the endpoint exists: the supervisor starts the host at its next round
+                log.error("could not start the serving host of %s: %s", env, exc.message)
+        return created
 
     def _deployable(self, env: str, model: str, version: int) -> tuple[int, str]:
         """The version's row id and digest; into an environment behind a gate, only a version that came
