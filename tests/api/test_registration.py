@@ -3,29 +3,36 @@
 One server for the module: the diabetes example is trained in `dev` as a data scientist would (data
 registered, `mlgate train`), then registered with `mlgate register`; plain-MLflow scripts log the
 models that have no job behind them. MLflow itself runs only in the server and in subprocesses.
+
+The world, the scripts and the helpers are in tests/support/registration_world.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mlgate.domain.digest import tree_digest
-from tests.support.project import MLGATE, LiveServer, Project, bearer, start_server, stop_server
+from tests.support.project import Project, start_server, stop_server
+from tests.support.registration_world import (
+    ESCAPING_SCRIPT,
+    EXAMPLE,
+    SNEAKY_SCRIPT,
+    World,
+    downloaded_through_the_door,
+    git_repository,
+    log_script_runs,
+    run_python,
+)
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "diabetes"
 FEATURES = [
     "Pregnancies",
     "PlasmaGlucose",
@@ -38,100 +45,6 @@ FEATURES = [
 ]
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
-# Plain MLflow, no mlgate: one run logs a model with a signature (`clf`), another one without.
-SCRIPT = """
-import json, sys
-import mlflow, mlflow.sklearn
-from mlflow.models import infer_signature
-from diabetes.data import read
-from diabetes.train import fit, split
-
-parts = split(read(sys.argv[1]))
-model = fit(parts.X_train, parts.y_train)
-mlflow.set_experiment("notebook")
-with mlflow.start_run() as signed:
-    mlflow.log_params({"reg_rate": 0.01})
-    mlflow.log_metrics({"AUC": 0.5})
-    info = mlflow.sklearn.log_model(
-        model,
-        name="clf",
-        signature=infer_signature(parts.X_test, model.predict(parts.X_test)),
-        pip_requirements=["scikit-learn"],
-    )
-with mlflow.start_run() as unsigned:
-    mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
-print(json.dumps({"signed": signed.info.run_id, "model_id": info.model_id, "unsigned": unsigned.info.run_id}))
-"""
-
-
-@dataclass
-class World:
-    server: LiveServer
-    code: Path  # the customer's repository: a git copy of examples/diabetes
-    data: Path
-    job: dict[str, Any]  # what `mlgate train --json` printed
-    train_log: str = ""  # and what it wrote to stderr
-    script: Future[dict[str, str]] | None = None  # the plain MLflow script's runs (`script_runs`)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def tokens(self) -> dict[str, str]:
-        return self.server.project.tokens
-
-    @property
-    def run_id(self) -> str:
-        run_ids: list[str] = self.job["run_ids"]
-        assert len(run_ids) == 1, self.job
-        return run_ids[0]
-
-    def cli(self, *args: str, user: str = "dana") -> subprocess.CompletedProcess[str]:
-        """`mlgate` in the project's repository, with the server and token from the environment, as in CI."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_"))}
-        env |= {"MLGATE_URL": self.url, "MLGATE_TOKEN": self.tokens[user]}
-        return subprocess.run(
-            [MLGATE, *args], cwd=self.code, env=env, capture_output=True, text=True, timeout=300, check=False
-        )
-
-    def register(self, *args: str, user: str = "dana") -> dict[str, Any]:
-        done = self.cli("register", *args, "--json", user=user)
-        assert done.returncode == 0, done.stderr
-        result: dict[str, Any] = json.loads(done.stdout)
-        return result
-
-    def door(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """dev's MLflow REST API, through the server's door, as dana."""
-        return httpx.request(
-            method, f"{self.url}/mlflow/dev/{path}", headers=bearer(self.tokens["dana"]), timeout=60, **kwargs
-        )
-
-    def versions_in_registry(self, name: str) -> list[dict[str, Any]]:
-        reply = self.door("GET", "api/2.0/mlflow/model-versions/search", params={"filter": f"name='{name}'"})
-        assert reply.status_code == 200, reply.text
-        versions: list[dict[str, Any]] = reply.json().get("model_versions", [])
-        return versions
-
-
-def _python(world_code: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_", "PYTEST_"))}
-    base |= {"PYTHONPATH": str(world_code / "src"), "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
-    done = subprocess.run(
-        [sys.executable, *args], cwd=world_code, env=base, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
-def _git_repository(folder: Path) -> None:
-    for args in (
-        ["init", "-q"],
-        ["add", "-A"],
-        ["-c", "user.name=Dana", "-c", "user.email=dana@example.com", "commit", "-qm", "diabetes model"],
-    ):
-        subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
-
 
 @pytest.fixture(scope="module")
 def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
@@ -143,14 +56,14 @@ def world(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
     try:
         code = root / "diabetes"
         shutil.copytree(EXAMPLE, code, ignore=shutil.ignore_patterns("ci", "data", "mlruns", "__pycache__", ".*cache"))
-        _git_repository(code)
+        git_repository(code)
         data = root / "data" / "diabetes.csv"
-        _python(code, "-m", "diabetes.data", "--out", str(data))
+        run_python(code, "-m", "diabetes.data", "--out", str(data))
         world = World(server=server, code=code, data=data, job={})
         registered = world.cli("data", "register", "diabetes-train", str(data), "--env", "dev")
         assert registered.returncode == 0, registered.stderr
         with ThreadPoolExecutor(1) as pool:
-            world.script = pool.submit(_log_script_runs, world)  # independent of the training job
+            world.script = pool.submit(log_script_runs, world)  # independent of the training job
             trained = world.cli("train", "--env", "dev", "--json", "--path", str(code))
             assert trained.returncode == 0, trained.stdout + trained.stderr
             world.job = json.loads(trained.stdout)  # stdout is the JSON document and nothing else
@@ -165,46 +78,11 @@ def registered(world: World) -> dict[str, Any]:
     return world.register("--env", "dev", "--run", world.run_id, "--name", "diabetes")
 
 
-def _log_script_runs(world: World) -> dict[str, str]:
-    script = world.code.parent / "notebook.py"
-    script.write_text(SCRIPT)
-    out = _python(
-        world.code,
-        str(script),
-        str(world.data),
-        env={"MLFLOW_TRACKING_URI": f"{world.url}/mlflow/dev", "MLFLOW_TRACKING_TOKEN": world.tokens["dana"]},
-    )
-    runs: dict[str, str] = json.loads(out.strip().splitlines()[-1])
-    return runs
-
-
 @pytest.fixture(scope="module")
 def script_runs(world: World) -> dict[str, str]:
     """Runs logged by a plain MLflow script through the door, outside any mlgate job."""
     assert world.script is not None
     return world.script.result()
-
-
-def _downloaded_through_the_door(world: World, model_id: str, destination: Path) -> Path:
-    """The logged model's files, fetched one by one through dev's MLflow door."""
-    reply = world.door("GET", f"api/2.0/mlflow/logged-models/{model_id}")
-    assert reply.status_code == 200, reply.text
-    location = reply.json()["model"]["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
-    pending = [""]
-    while pending:
-        folder = pending.pop()
-        listing = world.door("GET", "api/2.0/mlflow-artifacts/artifacts", params={"path": f"{location}/{folder}"})
-        assert listing.status_code == 200, listing.text
-        for entry in listing.json().get("files", []):
-            relative = f"{folder}/{entry['path'].rsplit('/', 1)[-1]}".lstrip("/")
-            if entry["is_dir"]:
-                pending.append(relative)
-                continue
-            content = world.door("GET", f"api/2.0/mlflow-artifacts/artifacts/{location}/{relative}")
-            assert content.status_code == 200, content.text
-            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-            (destination / relative).write_bytes(content.content)
-    return destination
 
 
 def test_train_json_prints_only_the_job_with_its_runs(world: World) -> None:
@@ -233,7 +111,7 @@ def test_the_jobs_model_is_registered_with_digest_lineage_profile_and_card(
     # The digest is the tree digest of the model's bytes, whoever fetches them.
     assert HEX64.match(version["digest"])
     model_id = version["model_uri"].removeprefix("models:/")
-    assert tree_digest(_downloaded_through_the_door(world, model_id, tmp_path / "model")) == version["digest"]
+    assert tree_digest(downloaded_through_the_door(world, model_id, tmp_path / "model")) == version["digest"]
 
     # Lineage: the job's code snapshot and git commit, the data version, the run's metrics.
     lineage = version["lineage"]
@@ -412,88 +290,17 @@ def test_a_registration_that_fails_after_mlflow_created_its_version_is_undone(
     assert (kept / "sample.csv").read_text().splitlines()[0] == ",".join([*FEATURES, "Diabetic", "prediction"])
 
 
-# Plain MLflow: two logged models whose MLmodel is rewritten after logging to name a file outside the model.
-ESCAPING_SCRIPT = """
-import json, sys, tempfile, pathlib
-import mlflow, mlflow.artifacts, mlflow.sklearn, yaml
-from mlflow.models import infer_signature
-from diabetes.data import read
-from diabetes.train import fit, split
-
-parts = split(read(sys.argv[1]))
-model = fit(parts.X_train, parts.y_train)
-signature = infer_signature(parts.X_test, model.predict(parts.X_test))
-mlflow.set_experiment("escapes")
-ids = {}
-with mlflow.start_run():
-    for name, target in (("climbs", "../elsewhere/model.pkl"), ("absolute", "/etc/passwd")):
-        info = mlflow.sklearn.log_model(model, name=name, signature=signature, pip_requirements=["scikit-learn"])
-        where = mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tempfile.mkdtemp())
-        local = pathlib.Path(where)
-        conf = yaml.safe_load((local / "MLmodel").read_text())
-        conf["flavors"]["sklearn"]["pickled_model"] = target
-        (local / "MLmodel").write_text(yaml.safe_dump(conf))
-        mlflow.MlflowClient().log_model_artifact(info.model_id, str(local / "MLmodel"))
-        ids[name] = info.model_id
-print(json.dumps(ids))
-"""
-
-
 def test_a_model_whose_mlmodel_names_a_file_outside_it_is_refused(world: World) -> None:
     script = world.code.parent / "escapes.py"
     script.write_text(ESCAPING_SCRIPT)
     door = {"MLFLOW_TRACKING_URI": f"{world.url}/mlflow/dev", "MLFLOW_TRACKING_TOKEN": world.tokens["dana"]}
-    out = _python(world.code, str(script), str(world.data), env=door)
+    out = run_python(world.code, str(script), str(world.data), env=door)
     ids: dict[str, str] = json.loads(out.strip().splitlines()[-1])
     for name, said in (("climbs", "../elsewhere/model.pkl"), ("absolute", "/etc/passwd")):
         done = world.cli("register", "--model-uri", f"models:/{ids[name]}", "--name", f"escape-{name}")
         assert done.returncode == 1, done.stdout
         assert "422" in done.stderr and "flavors.sklearn.pickled_model" in done.stderr and said in done.stderr
         assert world.versions_in_registry(f"escape-{name}") == []
-
-
-# A pickled pyfunc model (its class pickled by value, from the logging script's __main__) that reaches,
-# when loaded, for what only the server may touch: a marker written outside any folder it was given,
-# and the control database, on which it reports in its predictions.
-SNEAKY_SCRIPT = """
-import json, sys
-import mlflow, numpy as np, pandas as pd
-from mlflow.models import infer_signature
-from mlflow.pyfunc import PythonModel
-
-MARKER, DATABASE = sys.argv[2], sys.argv[3]
-
-
-def _can_read(path):
-    try:
-        with open(path, "rb") as handle:
-            return bool(handle.read(1))
-    except OSError:
-        return False
-
-
-class Sneaky(PythonModel):
-    def load_context(self, context):
-        try:
-            with open(self.marker, "w") as handle:
-                handle.write("loaded in this process")
-        except OSError:
-            pass
-
-    def predict(self, context, model_input, params=None):
-        return [float(_can_read(self.database))] * len(model_input)
-
-
-model = Sneaky()
-model.marker, model.database = MARKER, DATABASE
-X = pd.read_csv(sys.argv[1])[{features!r}]
-mlflow.set_experiment("sneaky")
-with mlflow.start_run() as run:
-    mlflow.pyfunc.log_model(
-        name="model", python_model=model, signature=infer_signature(X, np.zeros(len(X))), pip_requirements=[]
-    )
-print(json.dumps({{"run": run.info.run_id}}))
-"""
 
 
 def test_registration_scores_the_baseline_in_the_sandbox_and_never_loads_the_model(
@@ -504,7 +311,7 @@ def test_registration_scores_the_baseline_in_the_sandbox_and_never_loads_the_mod
     script = world.code.parent / "sneaky.py"
     script.write_text(SNEAKY_SCRIPT.format(features=FEATURES))
     tracking = {"MLFLOW_TRACKING_URI": f"{world.url}/mlflow/dev", "MLFLOW_TRACKING_TOKEN": world.tokens["dana"]}
-    out = _python(world.code, str(script), str(world.data), str(marker), str(home / "control.db"), env=tracking)
+    out = run_python(world.code, str(script), str(world.data), str(marker), str(home / "control.db"), env=tracking)
     run_id = json.loads(out.strip().splitlines()[-1])["run"]
     assert not marker.exists()  # logging the model did not load it
 

@@ -70,6 +70,13 @@ class Project:
         )
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without mlgate's, MLflow's or pytest's variables, plus `extra`: what a
+    user's own shell would give a script or a CLI call."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_", "PYTEST_"))}
+    return env | {"MLFLOW_DISABLE_TELEMETRY": "true", **extra}
+
+
 def config_text(*, port: int = 0) -> str:
     """The default mlgate.yaml, with the server's port (0: any free one)."""
     return default_config_text().replace("port: 8750", f"port: {port}")

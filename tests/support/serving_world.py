@@ -11,7 +11,6 @@ copy with a server of its own (`from_template`).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,8 +23,8 @@ from typing import Any, TypeVar
 import httpx
 
 from mlgate.interfaces.sdk.client import Client
-from tests.api.test_promotion import write_approved_request
-from tests.support.project import MLGATE, LiveServer, Project, start_server, stop_server
+from tests.support.project import MLGATE, LiveServer, Project, clean_env, start_server, stop_server
+from tests.support.promotion_world import write_approved_request
 from tests.support.worlds import PROJECT, Built, Template
 
 FEATURES = ["age", "bmi", "glucose", "pressure"]
@@ -69,11 +68,6 @@ for c in (1.0, 1e-6):
     runs.append(run.info.run_id)
 print(json.dumps(runs))
 """
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_", "PYTEST_"))}
-    return env | {"MLFLOW_DISABLE_TELEMETRY": "true", **extra}
 
 
 @dataclass
