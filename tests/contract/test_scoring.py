@@ -102,8 +102,8 @@ def test_a_failing_slow_or_forging_model_is_a_validation_error_naming_it(scorer:
     assert "forging:1" in malformed.value.message and "1 predictions for 3 rows" in malformed.value.message
     slow = _model(tmp_path / "slow", tmp_path, body="import time; time.sleep(60)")
     with pytest.raises(ValidationError) as late:
-        scorer(slow, ROWS, what="slow:1", timeout_s=8)
-    assert "slow:1" in late.value.message and "within 8 s" in late.value.message
+        scorer(slow, ROWS, what="slow:1", timeout_s=4)
+    assert "slow:1" in late.value.message and "within 4 s" in late.value.message
 
 
 def test_the_predictions_file_is_checked_as_data() -> None:
