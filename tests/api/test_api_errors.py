@@ -423,3 +423,51 @@ def test_huge_token_ids_are_invalid_input(api: httpx.Client, project: Project) -
         error = envelope(api.delete(path, headers=admin(project)), 422, "invalid_input")
         assert fields_of(error) == ["token_id"]
     envelope(api.delete("/api/v1/tokens/2147483647", headers=admin(project)), 404, "not_found")
+
+
+# Every integer a route takes in its path or query, with the field its 422 names.
+HUGE = 2**63  # past any integer column
+ID_ROUTES = [
+    ("GET", "/api/v1/environments/dev/jobs/{n}", "job_id"),
+    ("GET", "/api/v1/environments/dev/jobs/{n}/logs", "job_id"),
+    ("POST", "/api/v1/environments/dev/jobs/{n}/cancel", "job_id"),
+    ("GET", "/api/v1/environments/staging/requests/{n}", "request_id"),
+    ("POST", "/api/v1/environments/staging/requests/{n}/approve", "request_id"),
+    ("POST", "/api/v1/environments/staging/requests/{n}/reject", "request_id"),
+    ("GET", "/api/v1/requests/{n}/location", "request_id"),
+    ("GET", "/api/v1/environments/production/rollouts/{n}", "rollout_id"),
+    ("GET", "/api/v1/environments/dev/models/risk/versions/{n}", "version"),
+    ("GET", "/api/v1/environments/staging/models/risk/versions/{n}/checks", "version"),
+    ("POST", "/api/v1/inbox/{n}/read", "notification_id"),
+    ("GET", "/api/v1/notifications?request_id={n}", "request_id"),
+]
+
+
+ACTOR_OF = {"cancel": "dana", "approve": "lee", "reject": "lee"}  # who may; the admin may not train or decide
+
+
+@pytest.mark.parametrize("n", [HUGE, 2**31, 0])
+def test_ids_out_of_range_are_invalid_input_naming_the_field(api: httpx.Client, project: Project, n: int) -> None:
+    for method, path, field in ID_ROUTES:
+        who = project.tokens[ACTOR_OF.get(path.rsplit("/", 1)[-1], "admin")]
+        answer = api.request(method, path.format(n=n), headers=bearer(who), json={"comment": "x"})
+        error = envelope(answer, 422, "invalid_input")
+        assert fields_of(error) == [field], (path, error)
+
+
+def test_offsets_and_data_versions_out_of_range_are_invalid_input(api: httpx.Client, project: Project) -> None:
+    log = api.get(f"/api/v1/environments/dev/jobs/1/logs?offset={HUGE}", headers=admin(project))
+    assert fields_of(envelope(log, 422, "invalid_input")) == ["offset"]
+    data = api.get(f"/api/v1/environments/dev/data/patients@{HUGE}", headers=admin(project))
+    assert "out of range" in envelope(data, 422, "invalid_input")["message"]
+
+
+def test_web_pages_for_ids_out_of_range_are_not_found(api: httpx.Client, project: Project) -> None:
+    page = api.get("/signin")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    form = {"csrf": csrf, "token": project.tokens["admin"], "next": "/"}
+    signed = api.post("/signin", data=form, follow_redirects=False)
+    assert signed.status_code == 303, signed.text
+    for path in (f"/requests/{HUGE}", f"/models/dev/risk/{HUGE}", f"/jobs/dev/{HUGE}"):
+        answer = api.get(path)
+        assert answer.status_code == 404, (path, answer.status_code, answer.text[:300])

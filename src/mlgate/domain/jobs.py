@@ -7,6 +7,8 @@ import shlex
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mlgate.domain.limits import MAX_ROW_ID, row_id_in_range
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -40,6 +42,8 @@ class DataRef:
         if not match:
             raise ValueError(f"expected NAME or NAME@VERSION, got {text!r}")
         version = match.group("version")
+        if version and not row_id_in_range(int(version)):
+            raise ValueError(f"version {version} of {match.group('name')!r} is out of range (1 to {MAX_ROW_ID})")
         return cls(match.group("name"), int(version) if version else None)
 
     def __str__(self) -> str:

@@ -44,7 +44,7 @@ class FakeServingBackend:
     def status(self, env: str) -> HostStatus:
         return HostStatus(
             environment=env,
-            url=self.url(env),
+            url=self.url(env) if env in self.started else None,  # as the local backend: no host, no URL
             pid=None,
             running=env in self.started,
             restarts=0,

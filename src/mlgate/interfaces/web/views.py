@@ -5,10 +5,16 @@ as safe HTML."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 from markupsafe import Markup
 
 from mlgate.domain import rollouts as rollout_rules
@@ -25,8 +31,25 @@ from mlgate.services.release import endpoints
 
 log = logging.getLogger(__name__)
 
-# CommonMark without raw HTML: a card's `<script>` is shown as text; unsafe link schemes are refused.
+# CommonMark without raw HTML: a card's `<script>` is shown as text; unsafe link schemes are refused; an
+# image from anywhere but mlgate itself is shown as its alt text (an outside image would tell its host who
+# read the card, and when).
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False})
+
+
+def _same_origin(src: str) -> bool:
+    """A path on this server: no scheme, no host (`//host/...`), no backslash tricks."""
+    return not urlsplit(src).scheme and not src.startswith(("//", "\\", "/\\")) and "\\" not in src
+
+
+def _image(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+    token = tokens[idx]
+    if _same_origin(str(token.attrGet("src") or "")):
+        return self.image(tokens, idx, options, env)
+    return escapeHtml(self.renderInlineAsText(token.children or [], options, env))
+
+
+_MARKDOWN.add_render_rule("image", _image)
 
 
 def card_html(text: str | None) -> Markup:

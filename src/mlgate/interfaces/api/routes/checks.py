@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, status
 
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
+from mlgate.interfaces.api.params import VersionNumber
 from mlgate.interfaces.api.schemas.models import CheckPublic, ChecksCreate, ChecksPublic
 from mlgate.services.staging import checks
 
@@ -24,7 +25,7 @@ def _public(views: list[checks.CheckView]) -> ChecksPublic:
 
 @router.post("", response_model=ChecksPublic, status_code=status.HTTP_202_ACCEPTED)
 def run_checks(
-    env: str, name: str, version: int, body: ChecksCreate, principal: Checker, ctx: ContextDep
+    env: str, name: str, version: VersionNumber, body: ChecksCreate, principal: Checker, ctx: ContextDep
 ) -> ChecksPublic:
     """Run the configured checks (or `only` these) on the version; answers with their `running` records."""
     started = checks.request_runs(
@@ -41,6 +42,6 @@ def run_checks(
 
 
 @router.get("", response_model=ChecksPublic)
-def list_checks(env: str, name: str, version: int, _: Reader, ctx: ContextDep) -> ChecksPublic:
+def list_checks(env: str, name: str, version: VersionNumber, _: Reader, ctx: ContextDep) -> ChecksPublic:
     """Every check record of the version, oldest first; the gate reads the latest of each name."""
     return _public(checks.list_checks(ctx.db, env=env, name=name, version=version))

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from mlgate.domain.jobs import JobState
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
+from mlgate.interfaces.api.params import Offset, RowId
 from mlgate.interfaces.api.schemas.training import JobCreate, JobLog, JobPublic, JobsPublic, SnapshotPublic
 from mlgate.interfaces.api.uploads import read_body
 from mlgate.services.training import jobs
@@ -69,17 +70,17 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def show_job(env: str, job_id: int, _: Reader, ctx: ContextDep) -> JobPublic:
+def show_job(env: str, job_id: RowId, _: Reader, ctx: ContextDep) -> JobPublic:
     return job_public(jobs.get(ctx.db, env, job_id))
 
 
 @router.get("/jobs/{job_id}/logs", response_model=JobLog)
 def job_logs(
     env: str,
-    job_id: int,
+    job_id: RowId,
     _: Reader,
     ctx: ContextDep,
-    offset: int = Query(default=0, ge=0),
+    offset: Offset = 0,
     tail: int | None = Query(default=None, ge=1, le=10_000),
 ) -> JobLog:
     """Log text from a byte offset (ask again from `offset` until `finished`), or its last `tail` lines
@@ -98,5 +99,5 @@ def job_logs(
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(env: str, job_id: int, principal: Trainer, ctx: ContextDep) -> JobPublic:
+def cancel_job(env: str, job_id: RowId, principal: Trainer, ctx: ContextDep) -> JobPublic:
     return job_public(jobs.cancel(ctx.db, actor=principal.name, env=env, job_id=job_id))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from mlgate.adapters.mlflow.registry import MlflowRegistry
 from mlgate.domain.permissions import Action, Principal
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
+from mlgate.interfaces.api.params import VersionNumber
 from mlgate.interfaces.api.schemas.models import (
     ModelRegister,
     ModelRegistered,
@@ -25,7 +26,6 @@ router = APIRouter(prefix="/api/v1/environments/{env}/models", tags=["models"])
 
 Trainer = Annotated[Principal, Depends(Permission(Action.TRAIN))]
 # Versions are 32-bit integer keys: a larger number is invalid input, not a database error.
-Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def version_public(view: models.ModelVersionView) -> ModelVersionPublic:
@@ -74,7 +74,7 @@ def list_versions(env: str, _: Reader, ctx: ContextDep, name: str | None = None)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
-def show_version(env: str, name: str, version: Version, principal: Reader, ctx: ContextDep) -> ModelVersionPublic:
+def show_version(env: str, name: str, version: VersionNumber, principal: Reader, ctx: ContextDep) -> ModelVersionPublic:
     """One version, with its promotion chain (dev -> staging -> production) where the caller may read."""
     public = version_public(models.get(ctx.db, env, name, version))
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from mlgate.interfaces.api.deps import Administrator, Authenticated, ContextDep
+from mlgate.interfaces.api.params import OptionalRowIdQuery, RowId
 from mlgate.interfaces.api.schemas.notifications import DeliveriesPublic, DeliveryPublic, InboxItemPublic, InboxPublic
 from mlgate.services.notifications import inbox
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
 # Row ids are 32-bit integer keys: a larger number is invalid input, not a database error.
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _inbox_item(item: inbox.InboxItem) -> InboxItemPublic:
@@ -28,7 +27,7 @@ def list_notifications(
     state: str | None = None,
     event: str | None = None,
     channel: str | None = None,
-    request_id: int | None = Query(default=None, ge=1, le=2**31 - 1),
+    request_id: OptionalRowIdQuery = None,
     limit: int = Query(default=100, ge=1, le=10_000),
 ) -> DeliveriesPublic:
     """The delivery log, newest first: every message, its attempts, its last error."""

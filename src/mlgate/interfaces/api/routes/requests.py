@@ -11,6 +11,7 @@ from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import NotFoundError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.deps import Authenticated, ContextDep, Permission, Reader
+from mlgate.interfaces.api.params import RowId
 from mlgate.interfaces.api.schemas.models import RequestCreate, RequestLocation, RequestPublic, RequestsPublic, Verdict
 from mlgate.services.promotion import requests
 
@@ -54,7 +55,7 @@ def list_requests(
 
 
 @router.get("/environments/{env}/requests/{request_id}", response_model=RequestPublic)
-def show_request(env: str, request_id: int, _: Reader, ctx: ContextDep) -> RequestPublic:
+def show_request(env: str, request_id: RowId, _: Reader, ctx: ContextDep) -> RequestPublic:
     return request_public(requests.get(ctx.db, request_id, env=env))
 
 
@@ -76,13 +77,13 @@ def _decide(
 
 
 @router.post("/environments/{env}/requests/{request_id}/approve", response_model=RequestPublic)
-def approve(env: str, request_id: int, body: Verdict, principal: Decider, ctx: ContextDep) -> RequestPublic:
+def approve(env: str, request_id: RowId, body: Verdict, principal: Decider, ctx: ContextDep) -> RequestPublic:
     """Approve a request into `env`; the final approval hands it to the promotion worker."""
     return _decide(ctx, principal, env, request_id, body, approve=True)
 
 
 @router.post("/environments/{env}/requests/{request_id}/reject", response_model=RequestPublic)
-def reject(env: str, request_id: int, body: Verdict, principal: Decider, ctx: ContextDep) -> RequestPublic:
+def reject(env: str, request_id: RowId, body: Verdict, principal: Decider, ctx: ContextDep) -> RequestPublic:
     """Reject a request into `env`, with the reason: it closes the request."""
     return _decide(ctx, principal, env, request_id, body, approve=False)
 
@@ -95,7 +96,7 @@ def waiting(principal: Authenticated, ctx: ContextDep) -> RequestsPublic:
 
 
 @router.get("/requests/{request_id}/location", response_model=RequestLocation)
-def locate(request_id: int, principal: Authenticated, ctx: ContextDep) -> RequestLocation:
+def locate(request_id: RowId, principal: Authenticated, ctx: ContextDep) -> RequestLocation:
     """Which environments a request links, for callers that know only its id; only for people with a
     role in one of them (anyone else learns nothing, not even that it exists)."""
     found = requests.get(ctx.db, request_id)

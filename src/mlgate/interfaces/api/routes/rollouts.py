@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from mlgate.interfaces.api.deps import ContextDep, Reader
+from mlgate.interfaces.api.params import RowId
 from mlgate.interfaces.api.schemas.endpoints import RolloutPublic, RolloutsPublic, RolloutStepPublic
 from mlgate.services.release import rollouts
 from mlgate.services.release.rollouts import RolloutView
@@ -50,6 +51,6 @@ def list_rollouts(
 
 
 @router.get("/rollouts/{rollout_id}", response_model=RolloutPublic)
-def show_rollout(env: str, rollout_id: int, _: Reader, ctx: ContextDep) -> RolloutPublic:
+def show_rollout(env: str, rollout_id: RowId, _: Reader, ctx: ContextDep) -> RolloutPublic:
     """One rollout: its steps with timings and the figures observed, and how it ended."""
     return rollout_public(rollouts.get(ctx.db, env, rollout_id))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 
 from mlgate.interfaces.api.deps import Administrator, Authenticated, ContextDep
+from mlgate.interfaces.api.params import RowId
 from mlgate.interfaces.api.schemas.identity import (
     BindingPublic,
     RolesChange,
@@ -26,7 +26,6 @@ from mlgate.services.identity import accounts
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 # Token ids are 32-bit integer keys: a larger number is invalid input, not a database error (a 500).
-TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def user_public(user: accounts.UserView) -> UserPublic:
@@ -98,7 +97,7 @@ def create_token(name: str, body: TokenCreate, principal: Administrator, ctx: Co
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenPublic)
-def revoke_token(token_id: TokenId, principal: Administrator, ctx: ContextDep) -> TokenPublic:
+def revoke_token(token_id: RowId, principal: Administrator, ctx: ContextDep) -> TokenPublic:
     return token_public(accounts.revoke_token(ctx.db, actor=principal.name, token_id=token_id))
 
 
@@ -117,6 +116,6 @@ def create_my_token(body: TokenCreate, principal: Authenticated, ctx: ContextDep
 
 
 @router.delete("/me/tokens/{token_id}", response_model=TokenPublic)
-def revoke_my_token(token_id: TokenId, principal: Authenticated, ctx: ContextDep) -> TokenPublic:
+def revoke_my_token(token_id: RowId, principal: Authenticated, ctx: ContextDep) -> TokenPublic:
     token = accounts.revoke_token(ctx.db, actor=principal.name, token_id=token_id, owner=principal.name)
     return token_public(token)
