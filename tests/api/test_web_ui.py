@@ -264,7 +264,7 @@ def test_signing_out_and_revoking_the_token_end_the_session(browser: Browser, wo
     browser.page("/signin")
     browser.find("#token").send_keys("mlg_" + "A" * 43)
     browser.find("#signin-button").click()
-    assert "Not signed in: unknown token" in browser.text("#signin-error")
+    assert browser.text("#signin-error") == "Not signed in: this token does not sign in here."
     browser.shot("14-signin-refused")
 
 

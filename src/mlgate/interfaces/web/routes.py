@@ -7,12 +7,19 @@ by the same service call; refusals come back as messages on the page.
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
+import time
+
 from fastapi import APIRouter, Request, Response
 
 from mlgate.domain.endpoints import Mirror
 from mlgate.domain.gates import RequestState
 from mlgate.domain.limits import row_id_in_range
 from mlgate.domain.permissions import Action, Principal
+from mlgate.domain.throttle import Throttle
+from mlgate.domain.tokens import display_prefix
 from mlgate.errors import AuthenticationError, MlgateError, NotFoundError
 from mlgate.interfaces.web import monitoring as monitoring_views
 from mlgate.interfaces.web import session as sessions
@@ -42,6 +49,8 @@ from mlgate.services.training import jobs
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
+log = logging.getLogger(__name__)
+
 RECENT_JOBS = 5
 AUDIT_LIMIT = 200
 LOG_LINES = 200
@@ -51,6 +60,27 @@ CHART_RESULTS = 50  # the windows a monitor's charts span
 # --- signing in and out -----------------------------------------------------------------------------
 
 
+SIGNIN_REFUSED = "Not signed in: this token does not sign in here."
+SIGNIN_FAILURES = 10  # failed sign-ins allowed per client address, and per token prefix, within the window
+SIGNIN_WINDOW_S = 300.0
+_THROTTLES_LOCK = threading.Lock()
+
+
+def _signin_throttles(request: Request) -> tuple[Throttle, Throttle]:
+    """This app's two sign-in throttles: by client address, by token prefix."""
+    with _THROTTLES_LOCK:
+        found: tuple[Throttle, Throttle] | None = getattr(request.app.state, "signin_throttles", None)
+        if found is None:
+            found = (Throttle(SIGNIN_FAILURES, SIGNIN_WINDOW_S), Throttle(SIGNIN_FAILURES, SIGNIN_WINDOW_S))
+            request.app.state.signin_throttles = found
+        return found
+
+
+def _signin_keys(request: Request, token: str) -> tuple[str, str]:
+    """The client's address and the token's display prefix (what `mlgate token list` shows, never more)."""
+    return (request.client.host if request.client else "unknown"), display_prefix(token)
+
+
 @router.get("/signin")
 def signin_form(request: Request, next: str = "/") -> Response:
     return render(request, "signin.html", next=safe_next(next), error=None)
@@ -58,14 +88,30 @@ def signin_form(request: Request, next: str = "/") -> Response:
 
 @router.post("/signin")
 def signin(request: Request, ctx: Ctx, form: Form) -> Response:
-    """An API token in, a session cookie out: the cookie names the token's id, never the token."""
+    """An API token in, a session cookie out: the cookie names the token's id, never the token. Every
+    refusal reads the same (unknown, revoked, expired and job tokens are not told apart), and failures
+    are throttled per client address and per token prefix."""
     target = safe_next(form.get("next"))
+    token = form.get("token", "").strip()
+    keys = _signin_keys(request, token)
+    throttles = _signin_throttles(request)
+    now = time.monotonic()
+    wait = max(throttle.retry_after(key, now) for throttle, key in zip(throttles, keys, strict=True))
+    if wait:
+        seconds = str(math.ceil(wait))
+        error = f"Too many failed sign-ins: try again in {seconds} s."
+        refused = render(request, "signin.html", 429, next=target, error=error)
+        refused.headers["Retry-After"] = seconds
+        return refused
     try:
-        principal = accounts.authenticate(ctx.db, form.get("token", "").strip())
+        principal = accounts.authenticate(ctx.db, token)
         if principal.scope is not None or principal.token_id is None:
             raise AuthenticationError("a job's token cannot sign in")
     except AuthenticationError as exc:
-        return render(request, "signin.html", 401, next=target, error=f"Not signed in: {exc.message}.")
+        for throttle, key in zip(throttles, keys, strict=True):
+            throttle.failed(key, now)
+        log.info("sign-in refused (client %s): %s", keys[0], exc.message)  # no part of what was pasted
+        return render(request, "signin.html", 401, next=target, error=SIGNIN_REFUSED)
     response = redirect(request, target)
     set_session_cookie(
         request, response, sessions.new_session(token_id=principal.token_id, user=principal.name)
