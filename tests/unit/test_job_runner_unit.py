@@ -20,7 +20,9 @@ from mlgate.adapters.execution.local import LocalBackend
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job
 from mlgate.config import Settings
+from mlgate.domain.events import JobEnded
 from mlgate.errors import AuthenticationError
+from mlgate.services.events import Hub
 from mlgate.services.identity import accounts
 from mlgate.services.training import data_assets, jobs
 from mlgate.services.training.job_runner import JobRunner
@@ -136,6 +138,25 @@ def test_a_failing_command_records_its_exit_code(harness: Harness) -> None:
 
     job = harness.job(job_id)
     assert (job.state, job.exit_code, job.error) == ("failed", 3, "exited with code 3")
+
+
+def test_each_job_end_is_published_once(harness: Harness) -> None:
+    hub, ended = Hub(), []
+    hub.subscribe(JobEnded, ended.append)
+    harness.runner = JobRunner(
+        settings=harness.settings, db=harness.db, backend=harness.backend, base_url=BASE_URL, events=hub
+    )
+    good, bad = harness.submit("command: python train.py"), harness.submit("command: python train.py")
+    harness.step()
+    assert ended == []  # running: nothing ended yet
+    harness.backend.finish(harness.handle(good), 0, log="")
+    harness.backend.finish(harness.handle(bad), 2, log="")
+    harness.step()
+    harness.step()  # seen again: already recorded, not published again
+    assert sorted(ended, key=lambda e: e.job_id) == [
+        JobEnded(job_id=good, environment="dev", state="succeeded"),
+        JobEnded(job_id=bad, environment="dev", state="failed"),
+    ]
 
 
 def test_cancelling_a_running_job_stops_it_and_revokes_its_token(harness: Harness) -> None:

@@ -44,4 +44,13 @@ class AlertFired:
     monitor: str
 
 
-Event = RequestApproved | VersionPromoted | ChecksRequested | AlertFired
+@dataclass(frozen=True)
+class JobEnded:
+    """A job reached its end (succeeded, failed or cancelled): a retraining that waits on it goes on."""
+
+    job_id: int
+    environment: str
+    state: str
+
+
+Event = RequestApproved | VersionPromoted | ChecksRequested | AlertFired | JobEnded

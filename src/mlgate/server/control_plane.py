@@ -21,7 +21,7 @@ from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.domain.clock import SYSTEM_CLOCK, Clock
-from mlgate.domain.events import AlertFired, ChecksRequested, RequestApproved, VersionPromoted
+from mlgate.domain.events import AlertFired, ChecksRequested, JobEnded, RequestApproved, VersionPromoted
 from mlgate.server.record import ServerRecorder
 from mlgate.services.events import Hub
 from mlgate.services.monitoring import monitors, retraining, runs
@@ -126,7 +126,7 @@ class ControlPlane:
     def _build_workers(self) -> Workers:
         settings, db, url, tracking = self.settings, self.db, self.base_url, self.backends.tracking
         return Workers(
-            runner=JobRunner(settings=settings, db=db, backend=self.backends.execution, base_url=url),
+            runner=JobRunner(settings=settings, db=db, backend=self.backends.execution, base_url=url, events=self.hub),
             promotion=PromotionWorker(settings, db, tracking, url, events=self.hub),
             delivery=DeliveryWorker(settings=settings, db=db),
             expiry=Periodic(
@@ -158,6 +158,7 @@ class ControlPlane:
         hub.subscribe(VersionPromoted, lambda _: workers.rollouts.wake())
         hub.subscribe(ChecksRequested, lambda _: workers.pipeline.wake())
         hub.subscribe(AlertFired, lambda _: workers.retraining.wake())
+        hub.subscribe(JobEnded, lambda _: workers.retraining.wake())
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

@@ -34,11 +34,13 @@ from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, utcnow
 from mlgate.adapters.sql.queries import as_utc
 from mlgate.config import Settings
+from mlgate.domain.events import JobEnded
 from mlgate.domain.jobs import DataRef, JobState, render_command
 from mlgate.domain.permissions import SYSTEM, Role
 from mlgate.errors import MlgateError
 from mlgate.sandbox import Mount
 from mlgate.services import audit
+from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.identity import accounts
 from mlgate.services.training import data_assets, jobs
 from mlgate.services.worker import Worker
@@ -100,8 +102,10 @@ class JobRunner(Worker):
         backend: ExecutionBackend,
         base_url: str,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT_JOBS,
+        events: Publisher = NO_EVENTS,
     ) -> None:
         self.settings = settings
+        self.events = events
         self.max_concurrent = max_concurrent
         self.db = db
         self.backend = backend
@@ -318,10 +322,12 @@ class JobRunner(Worker):
 
     def _finish(self, job_id: int, state: JobState, *, exit_code: int | None, error: str | None) -> None:
         """Record how the job ended (once) and revoke its token. A cancelled job keeps the error its
-        cancellation wrote ('cancelled by NAME')."""
+        cancellation wrote ('cancelled by NAME'); publishes JobEnded once it is recorded."""
+        ended: JobEnded | None = None
         with self.db.write() as session:
             job = session.get(Job, job_id)
             if job is not None and not JobState(job.state).finished:
+                ended = JobEnded(job_id=job_id, environment=job.environment, state=state.value)
                 if state is JobState.CANCELLED:
                     error = error or job.error or "cancelled"
                 job.state, job.exit_code, job.error, job.finished_at = state.value, exit_code, error, utcnow()
@@ -335,6 +341,8 @@ class JobRunner(Worker):
                 )
         # Whatever state the job was found in: a token must never outlive its job.
         accounts.revoke_job_tokens(self.db, job_id=job_id)
+        if ended is not None:
+            self.events.publish(ended)
 
     # -- the job's surroundings ----------------------------------------------------------------
 

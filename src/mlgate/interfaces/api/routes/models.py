@@ -25,7 +25,6 @@ from mlgate.services.registration import models, submission
 router = APIRouter(prefix="/api/v1/environments/{env}/models", tags=["models"])
 
 Trainer = Annotated[Principal, Depends(Permission(Action.TRAIN))]
-# Versions are 32-bit integer keys: a larger number is invalid input, not a database error.
 
 
 def version_public(view: models.ModelVersionView) -> ModelVersionPublic:

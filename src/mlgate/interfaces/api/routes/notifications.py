@@ -13,8 +13,6 @@ from mlgate.services.notifications import inbox
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
-# Row ids are 32-bit integer keys: a larger number is invalid input, not a database error.
-
 
 def _inbox_item(item: inbox.InboxItem) -> InboxItemPublic:
     return InboxItemPublic(**dataclasses.asdict(item))

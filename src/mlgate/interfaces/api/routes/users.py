@@ -25,8 +25,6 @@ from mlgate.services.identity import accounts
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
-# Token ids are 32-bit integer keys: a larger number is invalid input, not a database error (a 500).
-
 
 def user_public(user: accounts.UserView) -> UserPublic:
     return UserPublic(
