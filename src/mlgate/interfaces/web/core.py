@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -194,7 +195,7 @@ def _sign_in_url(request: Request) -> str:
 
 class WebRoute(APIRoute):
     """Answers refusals with pages, not JSON: no session redirects to sign-in and back, a refusal or a
-    service error renders the error page with its status and message."""
+    service error renders the error page with its status and message, a path out of its bounds is a 404."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -210,6 +211,10 @@ class WebRoute(APIRoute):
                 return render(request, "error.html", exc.status, user=_user_or_none(request), message=exc.message)
             except MlgateError as exc:
                 return render(request, "error.html", exc.status, user=_user_or_none(request), message=exc.message)
+            except RequestValidationError as exc:  # a path naming no page (an id out of range), a bad form
+                in_path = all(error.get("loc", ("",))[0] == "path" for error in exc.errors())
+                status, message = (404, "No such page.") if in_path else (400, "That request is not valid.")
+                return render(request, "error.html", status, user=_user_or_none(request), message=message)
 
         return handle
 

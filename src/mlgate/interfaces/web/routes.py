@@ -16,11 +16,11 @@ from fastapi import APIRouter, Request, Response
 
 from mlgate.domain.endpoints import Mirror
 from mlgate.domain.gates import RequestState
-from mlgate.domain.limits import row_id_in_range
 from mlgate.domain.permissions import Action, Principal
 from mlgate.domain.throttle import Throttle
 from mlgate.domain.tokens import display_prefix
 from mlgate.errors import AuthenticationError, MlgateError, NotFoundError
+from mlgate.interfaces.api.params import RowId, VersionNumber
 from mlgate.interfaces.web import monitoring as monitoring_views
 from mlgate.interfaces.web import session as sessions
 from mlgate.interfaces.web import views
@@ -168,8 +168,6 @@ def request_inbox(request: Request, ctx: Ctx, user: User, state: str = "open") -
 def _visible_request(ctx: Ctx, user: Principal, request_id: int) -> requests.RequestView:
     """The request if the user reads one of its environments; anyone else learns nothing (404), as in
     the API's `locate`."""
-    if not row_id_in_range(request_id):
-        raise NotFoundError(f"no promotion request {request_id}")
     found = requests.get(ctx.db, request_id)
     envs = readable(ctx, user)
     if found.source_env not in envs and found.target_env not in envs:
@@ -178,7 +176,7 @@ def _visible_request(ctx: Ctx, user: Principal, request_id: int) -> requests.Req
 
 
 @router.get("/requests/{request_id}")
-def request_page(request: Request, ctx: Ctx, user: User, request_id: int) -> Response:
+def request_page(request: Request, ctx: Ctx, user: User, request_id: RowId) -> Response:
     found = _visible_request(ctx, user, request_id)
     envs = readable(ctx, user)
     digest = str(found.evidence.get("digest") or "")
@@ -196,7 +194,7 @@ def request_page(request: Request, ctx: Ctx, user: User, request_id: int) -> Res
 
 
 @router.post("/requests/{request_id}/decide")
-def decide(request: Request, ctx: Ctx, user: User, form: Form, request_id: int) -> Response:
+def decide(request: Request, ctx: Ctx, user: User, form: Form, request_id: RowId) -> Response:
     """Approve or reject. The gate's approver role is checked as the API's DECIDE_GATE permission checks
     it; everything else (author, opener, checks, state) by `services.promotion.requests.decide`."""
     page = f"/requests/{request_id}"
@@ -238,10 +236,8 @@ def model_list(request: Request, ctx: Ctx, user: User) -> Response:
 
 
 @router.get("/models/{env}/{name}/{version}")
-def model_page(request: Request, ctx: Ctx, user: User, env: str, name: str, version: int) -> Response:
+def model_page(request: Request, ctx: Ctx, user: User, env: str, name: str, version: VersionNumber) -> Response:
     require(ctx, user, Action.READ, env)
-    if not row_id_in_range(version):
-        raise NotFoundError(f"no version {version} of model '{name}' in '{env}'")
     found = models.get(ctx.db, env, name, version)
     envs = readable(ctx, user)
     metrics = {k: v for k, v in (found.lineage.get("metrics") or {}).items() if isinstance(v, int | float)}
@@ -351,10 +347,8 @@ def job_list(request: Request, ctx: Ctx, user: User) -> Response:
 
 
 @router.get("/jobs/{env}/{job_id}")
-def job_page(request: Request, ctx: Ctx, user: User, env: str, job_id: int) -> Response:
+def job_page(request: Request, ctx: Ctx, user: User, env: str, job_id: RowId) -> Response:
     require(ctx, user, Action.READ, env)
-    if not row_id_in_range(job_id):
-        raise NotFoundError(f"no job {job_id} in '{env}'")
     job = jobs.get(ctx.db, env, job_id)
     log_text, _ = jobs.log_tail(ctx.settings, job_id, lines=LOG_LINES)
     return render(request, "job.html", user=user, job=job, log=log_text, lines=LOG_LINES)
