@@ -356,7 +356,7 @@ def test_the_job_token_reaches_only_the_dev_door_and_dies_with_the_job(server: L
         f"{server.url}/mlflow/dev/api/2.0/mlflow/experiments/search", params={"max_results": 1}, headers=bearer(token)
     )
     assert ended.status_code == 401
-    assert ended.json()["error"]["message"] == "this token was revoked"
+    assert ended.json() == {"error_code": "UNAUTHENTICATED", "message": "this token was revoked"}
 
     job_log = (server.project.settings.jobs_dir / str(job_id_of(out)) / "job.log").read_text()
     assert token not in job_log

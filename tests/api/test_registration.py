@@ -18,10 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from mlgate.adapters.mlflow.unix_transport import pseudo_host
 from mlgate.domain.digest import tree_digest
-from tests.support.project import Project, start_server, stop_server
+from mlgate.sockets import tracking_socket
+from tests.support.project import Project, bearer, start_server, stop_server
 from tests.support.registration_world import (
     ESCAPING_SCRIPT,
     EXAMPLE,
@@ -268,15 +271,23 @@ def test_a_registration_that_fails_after_mlflow_created_its_version_is_undone(
     world: World, registered: dict[str, Any], script_runs: dict[str, str]
 ) -> None:
     """mlgate records version 1 of 'fragile'; the registered model is then deleted and recreated in
-    MLflow behind mlgate's back, so MLflow hands out version 1 again: mlgate refuses to record it twice,
-    and deletes what it had just created in MLflow."""
+    MLflow behind mlgate's back (at dev's tracking server itself: the door refuses that), so MLflow hands
+    out version 1 again: mlgate refuses to record it twice, and deletes what it had just created in MLflow."""
     first = world.register(
         "--run", script_runs["signed"], "--model", "clf", "--name", "fragile", "--data", "diabetes-train"
     )
     assert first["version"] == 1 and first["profile"]["data"] == "diabetes-train@1"
     kept = world.server.project.settings.env_dir("dev") / "models" / "fragile" / "1"
     profile_file = (kept / "profile.json").read_bytes()
-    deleted = world.door("DELETE", "api/2.0/mlflow/registered-models/delete", json={"name": "fragile"})
+    refused = world.door("DELETE", "api/2.0/mlflow/registered-models/delete", json={"name": "fragile"})
+    assert refused.status_code == 403, refused.text
+    home = world.server.project.settings.home
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(tracking_socket(home, "dev"))), timeout=60) as behind:
+        deleted = behind.request(
+            "DELETE",
+            f"http://{pseudo_host('dev')}/api/2.0/mlflow/registered-models/delete",
+            json={"name": "fragile"},
+        )
     assert deleted.status_code == 200, deleted.text
 
     done = world.cli("register", "--run", world.run_id, "--name", "fragile")
@@ -326,3 +337,48 @@ def test_registration_scores_the_baseline_in_the_sandbox_and_never_loads_the_mod
     sample = (home / "envs" / "dev" / "models" / "sneaky" / "1" / "sample.csv").read_text().splitlines()
     assert sample[0].endswith(",prediction")
     assert {line.rsplit(",", 1)[1] for line in sample[1:]} == {"0.0"}
+
+
+def test_a_dev_version_is_deleted_through_mlgate_which_records_it(world: World, script_runs: dict[str, str]) -> None:
+    """A model without training data registers without a baseline (no sandboxed scoring): cheap to make."""
+    made = world.register("--run", script_runs["signed"], "--model", "clf", "--name", "discarded")
+    assert (made["version"], made["created"]) == (1, True) and made["request_id"] is not None
+    request_id = made["request_id"]
+
+    # Not while its gate A request is open; never by a viewer; never outside dev.
+    done = world.cli("models", "delete", "discarded:1", "--env", "dev")
+    assert done.returncode == 1 and "409" in done.stderr and f"request {request_id}" in done.stderr
+    done = world.cli("models", "delete", "discarded:1", "--env", "dev", user="vic")
+    assert done.returncode == 1 and "403" in done.stderr and "'train'" in done.stderr
+    done = world.cli("models", "delete", "discarded:1", "--env", "staging", user="lee")
+    assert done.returncode == 1 and "403" in done.stderr
+    assert [v["version"] for v in world.versions_in_registry("discarded")] == ["1"]
+
+    rejected = world.cli("requests", "reject", str(request_id), "--comment", "not this one", user="lee")
+    assert rejected.returncode == 0, rejected.stderr
+    done = world.cli("models", "delete", "discarded:1", "--env", "dev")
+    assert done.returncode == 0, done.stderr
+    assert "deleted discarded version 1 in dev" in done.stdout and "by dana" in done.stdout
+
+    # Gone from mlgate's lists and pages, and from dev's MLflow registry; the record says who and when.
+    listed = json.loads(world.cli("models", "list", "--env", "dev", "--json", user="vic").stdout)
+    assert "discarded" not in {v["name"] for v in listed}
+    shown = world.cli("models", "show", "discarded:1", "--env", "dev", user="vic")
+    assert shown.returncode == 1 and "404" in shown.stderr and "was deleted by dana" in shown.stderr
+    reply = httpx.get(
+        f"{world.url}/mlflow/dev/api/2.0/mlflow/model-versions/get",
+        params={"name": "discarded", "version": "1"},
+        headers=bearer(world.tokens["vic"]),
+        timeout=60,
+    )
+    assert reply.status_code == 404, reply.text
+    events = json.loads(world.cli("audit", "list", "--action", "model.delete", "--json", user="admin").stdout)
+    assert [(e["actor"], e["environment"], e["subject"]) for e in events] == [("dana", "dev", "model:discarded:1")]
+    again = world.cli("models", "delete", "discarded:1", "--env", "dev")
+    assert again.returncode == 1 and "404" in again.stderr and "was deleted by dana" in again.stderr
+
+    # The same logged model registered again is a new version: the deleted number is never given again.
+    anew = world.register("--run", script_runs["signed"], "--model", "clf", "--name", "discarded")
+    assert (anew["version"], anew["created"]) == (2, True)
+    listed = json.loads(world.cli("models", "list", "--env", "dev", "--name", "discarded", "--json").stdout)
+    assert [v["version"] for v in listed] == [2]

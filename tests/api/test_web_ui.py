@@ -28,6 +28,7 @@ from tests.support.serving_world import FEATURES, rows
 from tests.support.web_world import (
     ENDPOINT,
     PRODUCTION_ENDPOINT,
+    WAIT_S,
     Browser,
     WebWorld,
     build_web,
@@ -255,7 +256,7 @@ def test_signing_out_and_revoking_the_token_end_the_session(browser: Browser, wo
             csrf = csrf_of(client.get("/signin").text)
             assert client.post("/signin", data={"csrf": csrf, "token": issued["token"]}).status_code == 303
             assert client.get("/").status_code == 200
-            assert "mlg_" not in client.cookies.get("mlgate_session", "")  # the cookie never holds the token
+            assert "mlg_" not in (client.cookies.get("mlgate_session") or "")  # the cookie never holds the token
             admin.revoke_token(issued["id"])
             gone = client.get("/")
             assert gone.status_code == 303 and gone.headers["location"] == "/signin?next=/"
@@ -266,6 +267,68 @@ def test_signing_out_and_revoking_the_token_end_the_session(browser: Browser, wo
     browser.find("#signin-button").click()
     assert browser.text("#signin-error") == "Not signed in: this token does not sign in here."
     browser.shot("14-signin-refused")
+
+
+# MLflow's UI asks the door for a write with the session's CSRF proof, as its own ajax calls send it.
+CREATE_EXPERIMENT = """
+const done = arguments[arguments.length - 1];
+const named = "mlflow-request-header-X-Mlgate-Csrf=";
+const cookie = document.cookie.split("; ").find((c) => c.startsWith(named));
+const proof = cookie ? cookie.slice(named.length) : "";
+fetch("ajax-api/2.0/mlflow/experiments/create", {
+  method: "POST",
+  headers: {"Content-Type": "application/json", "X-Mlgate-Csrf": proof},
+  body: JSON.stringify({name: "vic-was-here"}),
+}).then(async (answer) => done({proof, status: answer.status, body: await answer.json()}))
+  .catch((error) => done({proof, status: 0, body: String(error)}));
+"""
+
+
+def test_the_mlflow_ui_opens_through_the_door_with_the_users_rights(browser: Browser, world: WebWorld) -> None:
+    with Client(world.url, world.tokens["vic"]) as vic:
+        request = vic.promotion_request(world.requests[1])
+    version, run_id = request["source_version"], request["evidence"]["lineage"]["run_id"]
+
+    # dana, not signed in, is sent to sign in and back to dev's MLflow UI, which lists her experiment.
+    browser.driver.delete_all_cookies()
+    browser.page("/mlflow/dev/")
+    assert browser.path == "/signin?next=/mlflow/dev/"
+    browser.find("#token").send_keys(world.tokens["dana"])
+    browser.find("#signin-button").click()
+    browser.showing("serving", exact=True)  # the experiment her script logged its runs in
+    assert browser.path == "/mlflow/dev/"
+    browser.shot("15-mlflow-dev")
+
+    # Her version's page links to it and to its run in dev's MLflow UI; the run opens there.
+    browser.page(f"/models/dev/diabetes/{version}")
+    assert (
+        browser.find("#mlflow-version").get_dom_attribute("href") == f"/mlflow/dev/#/models/diabetes/versions/{version}"
+    )
+    assert browser.find("#mlflow-run").get_dom_attribute("href") == f"/mlflow/dev/#/runs/{run_id}"
+    browser.find("#mlflow-run").click()
+    browser.showing(run_id)
+    assert browser.path.startswith("/mlflow/dev/#/experiments/")  # the UI found the run's experiment
+    browser.shot("16-mlflow-dev-run")
+
+    # vic reads production: the promoted version links to production's registry, its run to dev's.
+    with Client(world.url, world.tokens["vic"]) as vic:
+        promoted = vic.model_version("production", "diabetes", 1)
+    browser.sign_in(world.tokens["vic"], then="/models/production/diabetes/1")
+    assert (
+        browser.find("#mlflow-version").get_dom_attribute("href") == "/mlflow/production/#/models/diabetes/versions/1"
+    )
+    assert browser.find("#mlflow-run").get_dom_attribute("href") == f"/mlflow/dev/#/runs/{promoted['run_id']}"
+    browser.page("/mlflow/production/#/models")
+    browser.showing("diabetes", exact=True)
+    browser.shot("17-mlflow-production-models")
+
+    # A write from the page, with the session's proof, is still refused: production is written by promotion.
+    browser.driver.set_script_timeout(WAIT_S)
+    answer = browser.driver.execute_async_script(CREATE_EXPERIMENT)
+    assert answer["proof"], "the UI page did not hand over the session's CSRF proof"
+    assert answer["status"] == 403, answer
+    assert answer["body"]["error_code"] == "PERMISSION_DENIED", answer
+    assert "'production' is written only by promotion" in answer["body"]["message"], answer
 
 
 def test_model_cards_and_charts_escape_what_they_are_given() -> None:

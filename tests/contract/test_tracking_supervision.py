@@ -95,6 +95,28 @@ def _tcp_ports_of(pids: set[int]) -> set[int]:
     return ports
 
 
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
+
+
+def _assert_own_homes(project: Project, pids: dict[str, int]) -> None:
+    """Each tracking server's HOME (and XDG folders) is a private folder of its own environment's folder,
+    so what one environment's MLflow writes under `~` no other environment's server reads."""
+    homes = {}
+    for env, pid in pids.items():
+        environ = _environ(pid)
+        home = Path(environ["HOME"])
+        assert home.is_relative_to(project.settings.env_dir(env)), (env, home)
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700, (env, oct(home.stat().st_mode))
+        for xdg in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+            assert Path(environ[xdg]).is_relative_to(home), (env, xdg, environ.get(xdg))
+        mlflow_vars = {k for k in environ if k.startswith("MLFLOW_")}
+        assert mlflow_vars <= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "MLFLOW_DISABLE_TELEMETRY"}, (env, mlflow_vars)
+        homes[env] = home
+    assert len(set(homes.values())) == len(ENVS), homes
+
+
 def _search(server: LiveServer, env: str, token: str) -> httpx.Response:
     return httpx.post(
         f"{server.url}/mlflow/{env}/api/2.0/mlflow/experiments/search",
@@ -105,9 +127,10 @@ def _search(server: LiveServer, env: str, token: str) -> httpx.Response:
 
 
 def test_tracking_servers_start_at_first_use_a_killed_one_is_restarted_and_stop_ends_everything(
-    project: Project,
+    project: Project, tmp_path: Path
 ) -> None:
-    server = start_server(project)
+    # an MLflow variable of the server's own shell, pointing elsewhere: no tracking server inherits it
+    server = start_server(project, env={"MLFLOW_ENV_ROOT": str(tmp_path / "elsewhere")})
     home = project.settings.home
     try:
         assert _tracking_pids(home) == {}, "a tracking server started before anyone used it"
@@ -118,6 +141,7 @@ def test_tracking_servers_start_at_first_use_a_killed_one_is_restarted_and_stop_
         before = _tracking_pids(home)
         assert sorted(before) == sorted(ENVS)
         assert sorted(before.values()) == sorted(record["children"])  # recorded as they started
+        _assert_own_homes(project, before)
 
         victim = before["dev"]
         os.killpg(victim, signal.SIGKILL)

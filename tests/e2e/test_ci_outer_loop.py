@@ -18,7 +18,8 @@ import pytest
 from mlgate.interfaces.sdk.client import Client
 from mlgate.snapshot import pack_data
 from tests.e2e.test_ci_templates import WORKFLOWS, _checkout, _ci_environment, _run_steps
-from tests.support.project import LiveServer, Project, start_server, stop_server
+from tests.support.door import EVERY_ROLE_EVERYWHERE, last_json, plain_mlflow
+from tests.support.project import TEAM, LiveServer, Project, start_server, stop_server
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
@@ -90,3 +91,25 @@ def test_the_ci_workflows_carry_a_version_from_training_to_production(server: Li
     assert ran == ["Wait for the production rollout", "Smoke-test the production endpoint"]
     rollout = json.loads((folder / "rollout.json").read_text())
     assert rollout["state"] == "succeeded" and rollout["endpoint"] == "web" and rollout["to_slot"] == "blue"
+    _every_role_reads_every_environment_it_is_bound_to(server)
+
+
+def _every_role_reads_every_environment_it_is_bound_to(server: LiveServer) -> None:
+    """Plain MLflow client code, as each person in each environment, on the stores the lifecycle filled:
+    every read works for a reader (`models:/diabetes/latest`, `@champion` in production, downloads, trace
+    searches), every refusal is MLflow's own exception with mlgate's reason."""
+    tokens = server.project.tokens
+    done = plain_mlflow(
+        server, "dev", "", EVERY_ROLE_EVERYWHERE, server.url, json.dumps(tokens), "diabetes", "production"
+    )
+    results = last_json(done)
+    for user, (roles, envs) in TEAM.items():
+        for env in ("dev", "staging", "production"):
+            outcome = results[f"{user}@{env}"]
+            assert outcome["reads"] == ("ok" if env in envs else "PERMISSION_DENIED"), (user, env, outcome)
+            writes = env == "dev" and bool({"data-scientist", "lead-data-scientist"} & set(roles))
+            assert outcome["write"] == ("ok" if writes else "PERMISSION_DENIED"), (user, env, outcome)
+            if not writes:
+                assert "may not do this" in outcome["message"], outcome
+    for env in ("staging", "production"):
+        assert "written only by promotion" in results[f"admin@{env}"]["message"]

@@ -117,6 +117,23 @@ class Browser:
     def body(self) -> str:
         return self.text("body")
 
+    def showing(self, text: str, *, exact: bool = False) -> Any:
+        """The first element shown whose own text contains `text` (is it, with `exact`), once there is one:
+        for pages drawn by their own JavaScript (MLflow's UI), whose markup has no stable ids."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        assert "'" not in text, text  # written into the XPath as a literal
+        test = f"normalize-space(.) = '{text}'" if exact else f"contains(., '{text}')"
+        xpath = f"//body//*[text()[{test}]]"
+
+        def shown(driver: Any) -> Any:
+            return next((e for e in driver.find_elements(By.XPATH, xpath) if e.is_displayed()), False)
+
+        redrawn = (StaleElementReferenceException,)  # the page redrew the element between finding and asking
+        return WebDriverWait(self.driver, WAIT_S, ignored_exceptions=redrawn).until(shown, f"nothing shows {text!r}")
+
     def shot(self, name: str) -> None:
         """The whole page, not just the window: the window grows to the page's height for the picture."""
         height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))

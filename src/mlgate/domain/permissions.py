@@ -33,7 +33,7 @@ class Action(StrEnum):
     PUBLIC = "public"  # no credential needed: health, the OpenAPI document
     AUTHENTICATED = "authenticated"  # any principal, acting on itself: whoami, its own tokens
     READ = "read"  # models, runs, requests, endpoints, monitors, jobs
-    TRAIN = "train"  # train, log runs, register models
+    TRAIN = "train"  # train, log runs, register models, delete dev versions
     REGISTER_DATA = "register-data"  # data assets: training data in dev, held-out evaluation data in staging
     REQUEST_PROMOTION = "request-promotion"  # open a promotion request out of the environment
     DECIDE_GATE = "decide-gate"  # approve or reject a gate into the environment

@@ -29,6 +29,10 @@ class TrackingServers(Protocol):
         """Where `env`'s tracking server answers; may block while it starts (call it off the event loop)."""
         ...
 
+    def ready_upstream(self, env: str) -> str | None:
+        """Where `env`'s tracking server answers if it is up now, without blocking; None otherwise."""
+        ...
+
     def status(self) -> dict[str, dict[str, object]]:
         """Per environment: `started`, `pid`, `ready`, `restarts` (and, locally, the `socket` path). For the
         control plane's own use (process records, logs): the anonymous health route publishes none of it."""

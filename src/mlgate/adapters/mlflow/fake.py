@@ -28,5 +28,8 @@ class FakeTrackingServers:
     def upstream(self, env: str) -> str:
         return self._upstream
 
+    def ready_upstream(self, env: str) -> str | None:
+        return self._upstream
+
     def status(self) -> dict[str, dict[str, object]]:
         return {env: {"pid": None, "port": None, "ready": self.started, "restarts": 0} for env in self._environments}

@@ -4,7 +4,10 @@
 process that imports MLflow again (about 4.5 CPU seconds each). This does what that CLI does for the
 options mlgate uses (`--serve-artifacts`, one uvicorn worker on a Unix socket, one allowed host, no job
 execution) and then serves MLflow's own FastAPI app in the same process: one import, half the start.
-MLflow is pinned to one minor version in pyproject.toml; the names read here are that version's.
+MLflow's AI gateway and its assistant's remote mode are switched off (this MLflow has no switch for the
+assistant as a whole): they run or proxy work on the host for whoever reaches the server, which no
+environment's registry needs, and the door refuses their routes too. MLflow is pinned to one minor
+version in pyproject.toml; the names read here are that version's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def _server_environment(args: argparse.Namespace) -> dict[str, str]:
         _MLFLOW_IN_JOB_EXECUTOR,
         _MLFLOW_SERVER_BOOT_ID,
         _MLFLOW_SGI_NAME,
+        MLFLOW_ENABLE_AI_GATEWAY,
+        MLFLOW_ENABLE_REMOTE_ASSISTANT,
         MLFLOW_ENABLE_WORKSPACES,
     )
     from mlflow.server import constants as server
@@ -45,6 +50,8 @@ def _server_environment(args: argparse.Namespace) -> dict[str, str]:
         _MLFLOW_SERVER_BOOT_ID.name: uuid.uuid4().hex,
         _MLFLOW_IN_JOB_EXECUTOR.name: "false",  # the server process never rebuilds scorer code
         MLFLOW_ENABLE_WORKSPACES.name: "false",
+        MLFLOW_ENABLE_AI_GATEWAY.name: "false",
+        MLFLOW_ENABLE_REMOTE_ASSISTANT.name: "false",
         "MLFLOW_SERVER_ALLOWED_HOSTS": args.allowed_host,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }

@@ -8,6 +8,10 @@ name it by the pseudo URL `upstream(env)` that `unix_transport` routes to the so
 A server starts on demand: `upstream(env)` starts that environment's server the first time it is asked
 for and returns once the server answers, so a control plane whose production MLflow is never touched
 never pays for it. A supervisor thread restarts a started server that died, on the same socket.
+
+Each server runs with its own `HOME` (and XDG folders) under its environment's folder,
+`envs/<env>/mlflow-home/`, and none of the server's `MLFLOW_*` variables: what one environment's MLflow
+writes under `~` (`~/.mlflow`, the assistant's configuration, caches) is never read by another's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
 SUPERVISE_INTERVAL_S = 2.0
 STOP_GRACE_S = 10.0
+HOME_FOLDER = "mlflow-home"  # under envs/<env>/: the tracking server's HOME
+HOME_MODE = 0o700
+# MLflow variables the server's own environment may pass on: opt-outs, which point MLflow nowhere
+INHERITED_MLFLOW = frozenset({"MLFLOW_DISABLE_TELEMETRY"})
 
 
 @dataclass
@@ -44,6 +52,7 @@ class _Server:
     socket: Path
     upstream: str  # the pseudo URL unix_transport routes to `socket`
     log_path: Path
+    home: Path  # the server's own HOME, inside its environment's folder
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -88,6 +97,7 @@ class LocalTrackingServers:
                 socket=path,
                 upstream=unix_transport.route(env.name, path),
                 log_path=settings.logs_dir / f"mlflow-{env.name}.log",
+                home=settings.env_dir(env.name) / HOME_FOLDER,
             )
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -113,15 +123,13 @@ class LocalTrackingServers:
         server.log_path.parent.mkdir(parents=True, exist_ok=True)
         server.env.artifact_root.mkdir(parents=True, exist_ok=True)
         remove_stale(server.socket)  # a server killed hard leaves its socket file behind
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with server.log_path.open("ab") as out:
             server.process = subprocess.Popen(
                 self._command(server),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=server_environment(server.home),
                 start_new_session=True,
             )
         server.started_at, server.ready = time.monotonic(), False
@@ -220,6 +228,12 @@ class LocalTrackingServers:
         self._ensure_running(server)
         return server.upstream
 
+    def ready_upstream(self, env: str) -> str | None:
+        server = self._servers.get(env)
+        if server is None or not server.ready or server.process is None or server.process.poll() is not None:
+            return None
+        return server.upstream
+
     def status(self) -> dict[str, dict[str, object]]:
         return {
             name: {
@@ -231,6 +245,22 @@ class LocalTrackingServers:
             }
             for name, s in self._servers.items()
         }
+
+
+def server_environment(home: Path) -> dict[str, str]:
+    """A tracking server's variables: the server's own, without what points MLflow elsewhere, with `home`
+    (made 0700 if missing) as its HOME and XDG folders."""
+    home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
+    os.chmod(home, HOME_MODE)  # an older or loosened one: this folder is the server's alone
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") or k in INHERITED_MLFLOW}
+    env |= {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # tracking_host sets it too, before MLflow loads
+    }
+    return env
 
 
 def _group_running(pgid: int) -> bool:

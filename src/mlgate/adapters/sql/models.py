@@ -187,6 +187,9 @@ class ModelVersion(Base):
     source_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A dev version deleted through mlgate: its record stays (the number is never given again)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class PromotionRequest(Base):

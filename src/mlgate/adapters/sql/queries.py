@@ -1,5 +1,8 @@
 """Reads of the control database that several services make, each written once: a model version by
-its (environment, name, version), a version's promotion chain, and stored times made UTC-aware."""
+its (environment, name, version), a version's promotion chain, and stored times made UTC-aware.
+
+A deleted version (a dev version deleted through mlgate) keeps its row: `model_version` skips it unless
+asked, and the chain walks (by `source_id`) still see it, since a promoted version is never deleted."""
 
 from __future__ import annotations
 
@@ -26,13 +29,17 @@ def as_utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
-def model_version(session: Session, *, environment: str, name: str, version: int) -> ModelVersion | None:
-    """mlgate's record of NAME:VERSION in `environment`, if it has one."""
-    return session.execute(
-        select(ModelVersion).where(
-            ModelVersion.environment == environment, ModelVersion.name == name, ModelVersion.version == version
-        )
-    ).scalar_one_or_none()
+def model_version(
+    session: Session, *, environment: str, name: str, version: int, deleted: bool = False
+) -> ModelVersion | None:
+    """mlgate's record of NAME:VERSION in `environment`, if it has one that is not deleted; with
+    `deleted`, a deleted one too (the number is taken all the same)."""
+    query = select(ModelVersion).where(
+        ModelVersion.environment == environment, ModelVersion.name == name, ModelVersion.version == version
+    )
+    if not deleted:
+        query = query.where(ModelVersion.deleted_at.is_(None))
+    return session.execute(query).scalar_one_or_none()
 
 
 def sources(session: Session, *, record: ModelVersion) -> list[ModelVersion]:

@@ -23,6 +23,7 @@ from mlgate.domain.clock import SYSTEM_CLOCK, Clock
 from mlgate.interfaces import web
 from mlgate.interfaces.api import errors
 from mlgate.interfaces.api.context import AppContext
+from mlgate.interfaces.api.door.upstream import UpstreamPool
 from mlgate.interfaces.api.routes import (
     audit,
     checks,
@@ -56,7 +57,6 @@ ROUTERS = (
     rollouts,
     monitors,
     notifications,
-    mlflow_door,
 )
 
 
@@ -88,12 +88,14 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # the door's client: a tracking server's pseudo URL goes over its Unix socket
         ctx.proxy = httpx.AsyncClient(timeout=PROXY_TIMEOUT, transport=AsyncUnixRoutes())
+        ctx.door = UpstreamPool()
         await to_thread.run_sync(plane.start)
         try:
             yield
         finally:
             await to_thread.run_sync(plane.stop)
             await ctx.proxy.aclose()
+            ctx.door.close()
 
     app = FastAPI(
         title="mlgate",
@@ -106,6 +108,7 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
+    app.router.routes.append(mlflow_door.mount())  # first: every MLflow call crosses it
     for module in ROUTERS:
         app.include_router(module.router)
     web.install(app)  # the web UI at /: its pages and /static

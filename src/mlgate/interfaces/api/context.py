@@ -14,6 +14,7 @@ from mlgate.config import Settings
 from mlgate.services.events import Publisher
 
 if TYPE_CHECKING:
+    from mlgate.interfaces.api.door.upstream import UpstreamPool
     from mlgate.server.control_plane import ControlPlane
     from mlgate.services.release.serving import Serving
 
@@ -27,7 +28,8 @@ class AppContext:
     events: Publisher
     serving: Serving  # the serving hosts and endpoint changes
     plane: ControlPlane  # everything behind the API: its workers, for the workers route
-    proxy: httpx.AsyncClient | None = None  # the door's client, open while the app runs
+    proxy: httpx.AsyncClient | None = None  # the API's client to the serving hosts, open while the app runs
+    door: UpstreamPool | None = None  # the MLflow door's connections to the tracking servers
 
     @property
     def public_url(self) -> str:

@@ -58,8 +58,11 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("invalid_input", message, {"problems": problems}), 422)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if request.url.path.startswith("/mlflow/"):  # the MLflow door answers as MLflow, whatever refuses
+        body = {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{request.method} {request.url.path}: {exc.detail}"}
+        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None))
 

@@ -1,4 +1,4 @@
-"""`mlgate register` and `mlgate models`: register a run's logged model in dev, list and show versions."""
+"""`mlgate register` and `mlgate models`: register a run's logged model in dev, list, show and delete versions."""
 
 from __future__ import annotations
 
@@ -157,3 +157,27 @@ def show_version(
     )
     for note in version["notes"]:
         typer.echo(f"note: {note}")
+
+
+@models_app.command("delete")
+def delete_version(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION, like diabetes:1.")],
+    env: EnvOption = "dev",
+    url: UrlOption = None,
+    token: TokenOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete a dev version no request carries and that was never promoted: its MLflow version goes,
+    mlgate's record stays, marked deleted (the number is never given again)."""
+    name, number = _parse_ref(ref)
+    with Client.discover(url, token) as client:
+        deleted = client.delete_model_version(env, name, number)
+    if json_out:
+        emit_json(deleted)
+        return
+    console.print(
+        f"deleted {deleted['name']} version {deleted['version']} in {deleted['environment']} "
+        f"(digest {deleted['digest'][:12]}, registered by {deleted['created_by']}) "
+        f"by {deleted['deleted_by']} at {deleted['deleted_at']}",
+        markup=False,
+    )

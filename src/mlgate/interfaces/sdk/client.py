@@ -232,6 +232,12 @@ class Client:
         result: dict[str, Any] = self.request("GET", f"/api/v1/environments/{env}/models/{name}/versions/{version}")
         return result
 
+    def delete_model_version(self, env: str, name: str, version: int) -> dict[str, Any]:
+        """Delete a development version (never promoted, no active request); its record stays, marked deleted."""
+        path = f"/api/v1/environments/{env}/models/{name}/versions/{version}"
+        result: dict[str, Any] = self.request("DELETE", path)
+        return result
+
     # promotion requests
     def open_request(self, env: str, *, name: str, version: int, to: str | None = None) -> dict[str, Any]:
         body = {"name": name, "version": version, "to": to}

@@ -138,6 +138,7 @@ def overview(request: Request, ctx: Ctx, user: User) -> Response:
         columns.append(
             {
                 "env": env,
+                "mlflow": views.mlflow_ui(env),
                 "endpoints": rows,
                 "serving_note": note,
                 "open": [r for r in requests.list_requests(ctx.db, env=env, state="open") if r.target_env == env],
@@ -190,6 +191,7 @@ def request_page(request: Request, ctx: Ctx, user: User, request_id: RowId) -> R
         card=views.card_html(found.evidence.get("card")),
         chain=views.chain(ctx, envs, found.model_name, digest) if digest else [],
         checks=found.evidence.get("checks") or {},
+        run_link=views.version_run(ctx, envs, (found.evidence.get("lineage") or {}).get("run_id")),
     )
 
 
@@ -232,7 +234,7 @@ def decide(request: Request, ctx: Ctx, user: User, form: Form, request_id: RowId
 @router.get("/models")
 def model_list(request: Request, ctx: Ctx, user: User) -> Response:
     by_env = {env: models.list_versions(ctx.db, env) for env in readable(ctx, user)}
-    return render(request, "models.html", user=user, by_env=by_env)
+    return render(request, "models.html", user=user, by_env=by_env, mlflow=views.mlflow_pages(list(by_env), "models"))
 
 
 @router.get("/models/{env}/{name}/{version}")
@@ -246,6 +248,8 @@ def model_page(request: Request, ctx: Ctx, user: User, env: str, name: str, vers
         "model.html",
         user=user,
         v=found,
+        mlflow_version=views.mlflow_version(env, name, version),
+        run_link=views.version_run(ctx, envs, found.run_id),
         chain=views.chain(ctx, envs, name, found.digest),
         metrics=metrics,
         chart=views.metrics_chart({"metrics": metrics}),
@@ -343,7 +347,9 @@ def rollback(request: Request, ctx: Ctx, user: User, form: Form, env: str, name:
 @router.get("/jobs")
 def job_list(request: Request, ctx: Ctx, user: User) -> Response:
     by_env = {env: jobs.list_jobs(ctx.db, env, limit=50) for env in readable(ctx, user)}
-    return render(request, "jobs.html", user=user, by_env=by_env)
+    return render(
+        request, "jobs.html", user=user, by_env=by_env, mlflow=views.mlflow_pages(list(by_env), "experiments")
+    )
 
 
 @router.get("/jobs/{env}/{job_id}")
@@ -351,7 +357,8 @@ def job_page(request: Request, ctx: Ctx, user: User, env: str, job_id: RowId) ->
     require(ctx, user, Action.READ, env)
     job = jobs.get(ctx.db, env, job_id)
     log_text, _ = jobs.log_tail(ctx.settings, job_id, lines=LOG_LINES)
-    return render(request, "job.html", user=user, job=job, log=log_text, lines=LOG_LINES)
+    run_links = {run: views.mlflow_run(env, run) for run in job.run_ids}  # a job's runs are in its environment
+    return render(request, "job.html", user=user, job=job, log=log_text, lines=LOG_LINES, run_links=run_links)
 
 
 # --- audit ------------------------------------------------------------------------------------------

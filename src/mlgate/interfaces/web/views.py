@@ -1,6 +1,6 @@
 """What the pages show, assembled from the services: endpoint rows with readiness and live figures,
 a version's promotion chain across environments, a request's decision state for the viewer, model cards
-as safe HTML."""
+as safe HTML, links into each environment's MLflow UI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
@@ -54,6 +54,39 @@ _MARKDOWN.add_render_rule("image", _image)
 
 def card_html(text: str | None) -> Markup:
     return Markup(_MARKDOWN.render(text or ""))  # noqa: S704 (raw HTML disabled: markdown-it escapes it)
+
+
+# --- links into MLflow's UI -------------------------------------------------------------------------
+# The door serves each environment's MLflow UI at `/mlflow/<env>/` to a signed-in user, with their rights
+# there. The UI routes in the fragment (MLflow 3's hash routes: `#/models/<name>/versions/<v>`, and
+# `#/runs/<id>`, which finds the run's experiment and opens its page).
+
+
+def mlflow_ui(env: str, route: str = "") -> str:
+    """The address of `route` (a hash route without its `#/`) in `env`'s MLflow UI; its home without one."""
+    home = f"/mlflow/{quote(env, safe='')}/"
+    return f"{home}#/{route}" if route else home
+
+
+def mlflow_pages(envs: list[str], route: str) -> dict[str, str]:
+    """The same page (`models`, `experiments`) in each environment's MLflow UI."""
+    return {env: mlflow_ui(env, route) for env in envs}
+
+
+def mlflow_version(env: str, name: str, version: int) -> str:
+    return mlflow_ui(env, f"models/{quote(name, safe='')}/versions/{version}")
+
+
+def mlflow_run(env: str, run_id: str) -> str:
+    return mlflow_ui(env, f"runs/{quote(run_id, safe='')}")
+
+
+def version_run(ctx: AppContext, readable: list[str], run_id: str | None) -> str | None:
+    """The page of a registered version's run, or None (no run, or the viewer may not read where it is).
+    Models are registered only in the development environment and promotion copies the model, not its
+    run, so a version's run is in development's MLflow whichever environment the version is in."""
+    development = ctx.settings.env_names[0]
+    return mlflow_run(development, run_id) if run_id and development in readable else None
 
 
 # --- endpoints --------------------------------------------------------------------------------------

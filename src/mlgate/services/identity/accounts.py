@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +20,7 @@ from mlgate.domain.permissions import ALL_ENVIRONMENTS, SYSTEM, Principal, Role
 from mlgate.domain.tokens import TOKEN_PREFIX, display_prefix, new_token, token_hash
 from mlgate.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from mlgate.services import audit
+from mlgate.services.identity.token_cache import TOKENS
 
 USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
 MAX_TOKEN_DAYS = 3650
@@ -56,6 +58,16 @@ class IssuedToken:
 
     record: TokenView
     value: str
+
+
+@contextmanager
+def _identity_write(db: Database) -> Iterator[Session]:
+    """A write of users, tokens, roles or sessions: cached principals are dropped once it commits."""
+    try:
+        with db.write() as session:
+            yield session
+    finally:
+        TOKENS.clear()
 
 
 def _user_view(user: User) -> UserView:
@@ -166,7 +178,7 @@ def create_user(
     if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
         raise ValidationError(f"invalid email address '{email}'", details={"email": email})
     try:
-        with db.write() as session:
+        with _identity_write(db) as session:
             if session.execute(select(User.id).where(User.name == name)).first():
                 raise ConflictError(f"user '{name}' already exists", details={"user": name})
             user = User(name=name, email=email, kind="human", created_at=utcnow())
@@ -188,7 +200,7 @@ def create_user(
 
 
 def grant(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
-    with db.write() as session:
+    with _identity_write(db) as session:
         user = _get_user(session, name)
         if user.kind == SYSTEM:
             raise ValidationError("the system principal holds no roles")
@@ -207,7 +219,7 @@ def grant(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -
 
 
 def revoke_roles(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
-    with db.write() as session:
+    with _identity_write(db) as session:
         user = _get_user(session, name)
         if user.kind == SYSTEM:
             raise ValidationError("the system principal holds no roles")
@@ -229,7 +241,7 @@ def get_user(db: Database, name: str) -> UserView:
 
 
 def create_token(db: Database, *, actor: str, user_name: str, name: str, expires_in: timedelta | None) -> IssuedToken:
-    with db.write() as session:
+    with _identity_write(db) as session:
         user = _get_user(session, user_name)
         issued = _issue(session, user=user, name=name, expires_in=expires_in)
         audit.record(
@@ -252,7 +264,7 @@ def list_tokens(db: Database, *, user_name: str | None = None) -> list[TokenView
 
 def revoke_token(db: Database, *, actor: str, token_id: int, owner: str | None = None) -> TokenView:
     """Revoke a token; with `owner`, only one of that user's own tokens."""
-    with db.write() as session:
+    with _identity_write(db) as session:
         token = session.get(ApiToken, token_id)
         if token is None or (owner is not None and token.user.name != owner):
             raise NotFoundError(f"unknown token {token_id}", details={"token_id": token_id})
@@ -287,15 +299,26 @@ def system_principal(db: Database) -> Principal:
         return principal_of(_get_user(session, SYSTEM))
 
 
+def authenticate_cached(db: Database, token: str) -> Principal | None:
+    """The principal of a token used a moment ago (`token_cache`), without reading the database."""
+    return TOKENS.get(db.url, token_hash(token)) if token.startswith(TOKEN_PREFIX) else None
+
+
 def authenticate(db: Database, token: str) -> Principal:
     """The principal a bearer token stands for, or AuthenticationError saying why not."""
     if not token.startswith(TOKEN_PREFIX):
         raise AuthenticationError("not an mlgate token (expected one starting with 'mlg_')")
+    hashed = token_hash(token)
+    cached = TOKENS.get(db.url, hashed)
+    if cached is not None:
+        return cached
     with db.read() as session:
-        record = session.execute(select(ApiToken).where(ApiToken.token_hash == token_hash(token))).scalar_one_or_none()
+        record = session.execute(select(ApiToken).where(ApiToken.token_hash == hashed)).scalar_one_or_none()
         if record is None:
             raise AuthenticationError("unknown token")
-        return _principal_of_token(record)
+        principal = _principal_of_token(record)
+        TOKENS.put(db.url, hashed, principal, as_utc(record.expires_at))
+        return principal
 
 
 def authenticate_session(db: Database, token_id: int, *, user: str, session_hash: str) -> Principal:
@@ -334,7 +357,7 @@ def _principal_of_token(record: ApiToken) -> Principal:
 
 def end_session(db: Database, session_hash: str, *, user: str, forget_after: timedelta) -> None:
     """Record a web session as signed out; forget those ended longer ago than a session lives."""
-    with db.write() as session:
+    with _identity_write(db) as session:
         now = utcnow()
         session.execute(delete(EndedSession).where(EndedSession.ended_at < now - forget_after))
         if session.execute(select(EndedSession.id).where(EndedSession.session_hash == session_hash)).first() is None:
@@ -353,7 +376,7 @@ def mint_job_token(
     with the requester's bindings there, or with `role` alone when given (a job the server starts on its
     own: its requester, `system`, is bound nowhere)."""
     value = new_token()
-    with db.write() as session:
+    with _identity_write(db) as session:
         user = _get_user(session, user_name)
         session.add(
             ApiToken(
@@ -372,7 +395,7 @@ def mint_job_token(
 
 
 def revoke_job_tokens(db: Database, *, job_id: int) -> None:
-    with db.write() as session:
+    with _identity_write(db) as session:
         for token in session.execute(
             select(ApiToken).where(ApiToken.job_id == job_id, ApiToken.revoked_at.is_(None))
         ).scalars():

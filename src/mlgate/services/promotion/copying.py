@@ -346,7 +346,9 @@ def _audit_promotion(
 
 
 def _check_free(session: Session, copied: CopiedVersion) -> None:
-    taken = model_version(session, environment=copied.environment, name=copied.name, version=copied.version)
+    taken = model_version(
+        session, environment=copied.environment, name=copied.name, version=copied.version, deleted=True
+    )
     if taken is not None:
         raise ConflictError(
             f"the '{copied.environment}' registry gave version {copied.version} of '{copied.name}', which mlgate "

@@ -174,7 +174,7 @@ def _signature(folder: ModelFolder, model: LoggedModel) -> dict[str, Any]:
 
 
 def _same_model(session: Session, env: str, name: str, model_uri: str, digest: str) -> ModelVersion | None:
-    """The version `name` already has for these bytes of this logged model, if any."""
+    """The live version `name` already has for these bytes of this logged model, if any."""
     return session.execute(
         select(ModelVersion)
         .where(
@@ -182,6 +182,7 @@ def _same_model(session: Session, env: str, name: str, model_uri: str, digest: s
             ModelVersion.name == name,
             ModelVersion.model_uri == model_uri,
             ModelVersion.digest == digest,
+            ModelVersion.deleted_at.is_(None),  # registered again after a deletion: a new version
         )
         .order_by(ModelVersion.version)
         .limit(1)
@@ -189,7 +190,7 @@ def _same_model(session: Session, env: str, name: str, model_uri: str, digest: s
 
 
 def _check_free(session: Session, env: str, name: str, version: int) -> None:
-    taken = model_version(session, environment=env, name=name, version=version)
+    taken = model_version(session, environment=env, name=name, version=version, deleted=True)
     if taken is not None:
         raise ConflictError(
             f"the '{env}' MLflow registry gave version {version} of '{name}', which mlgate already records "
@@ -376,8 +377,11 @@ def register(
 
 
 def list_versions(db: Database, env: str, *, name: str | None = None) -> list[ModelVersionView]:
+    """The versions of `env` (of `name`), deleted ones left out."""
     query = (
-        select(ModelVersion).where(ModelVersion.environment == env).order_by(ModelVersion.name, ModelVersion.version)
+        select(ModelVersion)
+        .where(ModelVersion.environment == env, ModelVersion.deleted_at.is_(None))
+        .order_by(ModelVersion.name, ModelVersion.version)
     )
     if name:
         query = query.where(ModelVersion.name == name)
@@ -386,11 +390,35 @@ def list_versions(db: Database, env: str, *, name: str | None = None) -> list[Mo
 
 
 def get(db: Database, env: str, name: str, version: int) -> ModelVersionView:
+    """A version; NotFoundError when there is none, or it was deleted (saying by whom and when)."""
     with db.read() as session:
-        row = model_version(session, environment=env, name=name, version=version)
-        if row is None:
-            raise NotFoundError(
-                f"no version {version} of model '{name}' in '{env}'",
-                details={"name": name, "version": version, "environment": env},
-            )
-        return _view(row)
+        return _view(live_record(session, env=env, name=name, version=version))
+
+
+def live_record(session: Session, *, env: str, name: str, version: int) -> ModelVersion:
+    """The version's record; NotFoundError when there is none, or it was deleted (saying by whom and when)."""
+    row = model_version(session, environment=env, name=name, version=version, deleted=True)
+    if row is None:
+        raise NotFoundError(
+            f"no version {version} of model '{name}' in '{env}'",
+            details={"name": name, "version": version, "environment": env},
+        )
+    if row.deleted_at is not None:
+        raise deleted_error(row)
+    return row
+
+
+def deleted_error(row: ModelVersion) -> NotFoundError:
+    """The answer for a version that was deleted: who deleted it, and when."""
+    assert row.deleted_at is not None
+    at = canonical_time(row.deleted_at)
+    return NotFoundError(
+        f"version {row.version} of model '{row.name}' in '{row.environment}' was deleted by {row.deleted_by} at {at}",
+        details={
+            "name": row.name,
+            "version": row.version,
+            "environment": row.environment,
+            "deleted_by": row.deleted_by,
+            "deleted_at": at,
+        },
+    )

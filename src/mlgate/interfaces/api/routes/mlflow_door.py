@@ -1,148 +1,173 @@
 """The door to each environment's MLflow: `/mlflow/<env>/...`, proxied to its tracking server.
 
 Plain MLflow clients work unchanged (`MLFLOW_TRACKING_URI=<server>/mlflow/dev`, the mlgate token in
-`MLFLOW_TRACKING_TOKEN`). Reads need any role in the environment; writes need a training role and
-are possible only in the development environment: the other registries are written by promotion alone.
+`MLFLOW_TRACKING_TOKEN`), and so does the MLflow UI at `/mlflow/<env>/` for a user signed in to the web
+UI. Each request is matched to the MLflow operation it is (`domain.mlflow_operations`, the allow-list
+built from MLflow's own routes) on the same decoded path the tracking server routes on, and the raw
+path is forwarded as sent. Reads need any role in the environment; writes need a training role and are
+possible only in the development environment: the other registries are written by promotion alone.
+Refusals are in MLflow's shape (`door.answers`), so MLflow clients raise their own exceptions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from typing import Annotated
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 import anyio
-import httpx
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi import Request, Response
+from fastapi.responses import RedirectResponse
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
-from mlgate.domain.environments import EnvironmentKind
-from mlgate.domain.permissions import Action, Principal
-from mlgate.errors import AuthenticationError, BackendError, PermissionDeniedError, ValidationError
+from mlgate.domain import mlflow_operations as operations
+from mlgate.domain.mlflow_operations import Body, Kind, Resolved
+from mlgate.errors import MlgateError
 from mlgate.interfaces.api.context import AppContext
-from mlgate.interfaces.api.deps import ContextDep, Permission, bearer_token
+from mlgate.interfaces.api.door import answers, bodies, credentials, forward, guards, registration
+from mlgate.interfaces.api.door.credentials import Caller
+from mlgate.interfaces.api.door.upstream import UpstreamPool
 from mlgate.services import audit
-from mlgate.services.identity import accounts
 from mlgate.services.training import jobs
 
-router = APIRouter(tags=["mlflow"])
-
-RESERVED_TAG = "mlgate."
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-# MLflow operations sent as POST that only read.
-READ_ONLY_POSTS = ("/search", "/search-datasets", "/get-history-bulk-interval", "/batch-get")
-# Writes worth an audit event: those that create, delete or rename things, not every logged metric.
-AUDITED_WRITES = (
-    "experiments/create",
-    "experiments/delete",
-    "experiments/restore",
-    "experiments/update",
-    "runs/create",
-    "runs/delete",
-    "runs/restore",
-    "registered-models/create",
-    "registered-models/delete",
-    "registered-models/rename",
-    "registered-models/alias",
-    "model-versions/create",
-    "model-versions/delete",
-    "model-versions/transition-stage",
-    "logged-models",
-)
-HOP_BY_HOP = {
-    "authorization",
-    "connection",
-    "content-length",
-    "host",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-}
+PREFIX = "/mlflow/"
 
 
-def is_write(method: str, path: str) -> bool:
-    if method in ("GET", "HEAD"):
-        return False
-    return not (method == "POST" and path.rstrip("/").endswith(READ_ONLY_POSTS))
+@dataclass(frozen=True)
+class Call:
+    """One request at the door, once the caller may make it."""
+
+    env: str
+    caller: Caller
+    resolved: Resolved
+    upstream: str
+    raw_path: str
+    query: str
 
 
-class MlflowDoor(Permission):
-    """Reads need any role bound to the environment; writes are training, in development only."""
-
-    def __init__(self) -> None:
-        super().__init__(Action.READ)
-
-    def action_for(self, request: Request) -> Action:
-        path = request.path_params.get("path", "")
-        return Action.TRAIN if is_write(request.method, path) else Action.READ
-
-    def reaches(self, scope: str, environment: str | None) -> bool:
-        return scope == f"mlflow:{environment}"
-
-    def __call__(self, request: Request, ctx: ContextDep) -> Principal:
-        env = request.path_params["env"]
-        development = env in ctx.settings.env_names and (
-            ctx.settings.environment(env).kind is EnvironmentKind.DEVELOPMENT
-        )
-        if self.action_for(request) is Action.TRAIN and not development:
-            # Authenticate first: 401 comes before 404 (an unknown environment) and 403.
-            token = bearer_token(request)
-            if token is None:
-                raise AuthenticationError("missing credential: send 'Authorization: Bearer <mlgate token>'")
-            principal = accounts.authenticate(ctx.db, token)
-            ctx.settings.environment(env)  # 404 for an unknown one
-            raise PermissionDeniedError(
-                f"{principal.name} may not do this: '{Action.TRAIN}' in '{env}' is not allowed for any "
-                f"role: '{env}' is written only by promotion, not through its MLflow store",
-                details={"action": Action.TRAIN.value, "environment": env, "user": principal.name},
-            )
-        return super().__call__(request, ctx)
+def _raw_path(request: Request, env: str) -> str:
+    """The path after `/mlflow/<env>`, exactly as the client sent it (percent-encoding and all)."""
+    raw = request.scope.get("raw_path")
+    sent = raw.decode("latin-1") if isinstance(raw, bytes) else quote(request.url.path)
+    head = f"{PREFIX}{env}"
+    if not sent.startswith(head + "/"):
+        raise answers.invalid(f"the environment in the path must be written plainly: '{PREFIX}{env}/...'")
+    return sent[len(head) :]
 
 
-def _attribute_run(body: bytes, principal: Principal, lineage: dict[str, str]) -> bytes:
-    """Runs created through the door carry the mlgate user as their author, not the client's OS user,
-    and a job's runs carry its lineage (job, code snapshot, git commit, data versions) as tags."""
+def _admit(request: Request, ctx: AppContext, env: str, caller: Caller) -> Call:
+    """What the request is and whether `caller` may make it; the upstream if it is up (no blocking).
+
+    The caller is identified first: 401 comes before 404 (an unknown environment) and 403."""
+    ctx.settings.environment(env)  # 404 for an unknown one
+    raw_path = _raw_path(request, env)
     try:
-        payload = json.loads(body or b"{}")
-    except ValueError:
-        return body
-    if not isinstance(payload, dict):
-        return body
-    ours = {"mlflow.user": principal.name, **lineage}
-    payload["user_id"] = principal.name
-    tags = [
-        t
-        for t in payload.get("tags") or []
-        if isinstance(t, dict) and t.get("key") not in ours and not str(t.get("key", "")).startswith(RESERVED_TAG)
-    ]
-    payload["tags"] = [*tags, *({"key": k, "value": v} for k, v in ours.items())]
-    return json.dumps(payload).encode()
+        resolved = operations.resolve(request.method, raw_path)
+    except operations.PathRefused as exc:
+        raise answers.invalid(f"the door refuses this path: {exc}; send each segment percent-encoded once") from None
+    except operations.NotAllowed as exc:
+        raise answers.denied(str(exc)) from None
+    credentials.authorize(request, ctx, caller, env, resolved.operation)
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    upstream = ctx.tracking.ready_upstream(env) or ""
+    return Call(env=env, caller=caller, resolved=resolved, upstream=upstream, raw_path=raw_path, query=query)
 
 
-def _check_reserved_tags(path: str, body: bytes) -> None:
-    """Tags under `mlgate.` are lineage mlgate vouches for: nobody sets or deletes them through the door."""
-    if not path.rstrip("/").endswith(("runs/set-tag", "runs/log-batch", "runs/delete-tag")):
-        return
-    try:
-        payload = json.loads(body or b"{}")
-    except ValueError:
-        return
-    if not isinstance(payload, dict):
-        return
-    keys = [str(payload.get("key", ""))] + [
-        str(t.get("key", "")) for t in payload.get("tags") or [] if isinstance(t, dict)
-    ]
-    reserved = sorted(k for k in keys if k.startswith(RESERVED_TAG))
-    if reserved:
-        raise ValidationError(
-            f"tags starting with '{RESERVED_TAG}' are set by mlgate only: {', '.join(reserved)}",
-            details={"tags": reserved},
+async def _admitted(request: Request, ctx: AppContext, env: str) -> Call:
+    """The admitted call; off the event loop only where it must wait: a token not used a moment ago (the
+    database), a tracking server not yet up (it starts at its environment's first use)."""
+    caller = credentials.cached(request, ctx)
+    if caller is None:
+        caller = await anyio.to_thread.run_sync(credentials.identify, request, ctx)
+    call = _admit(request, ctx, env, caller)
+    if not call.upstream:
+        upstream = await anyio.to_thread.run_sync(ctx.tracking.upstream, env)
+        call = dataclasses.replace(call, upstream=upstream)
+    return call
+
+
+def _pool(ctx: AppContext) -> UpstreamPool:
+    assert ctx.door is not None, "the door's connections are opened with the app"
+    return ctx.door
+
+
+def _record(ctx: AppContext, call: Call, digest: str) -> None:
+    with ctx.db.write() as session:
+        audit.record(
+            session,
+            actor=call.caller.principal.name,
+            action=call.resolved.operation.audit_action,
+            environment=call.env,
+            subject=f"{call.resolved.operation.method} {call.resolved.path}",
+            payload={"body_sha256": digest, "query": call.query[:512]},
         )
+
+
+async def _streamed(request: Request, ctx: AppContext, call: Call) -> Response:
+    """An artifact up- or download: the body goes through as a stream, never held here."""
+    operation = call.resolved.operation
+    headers = forward.request_headers(request)
+    content: bytes | AsyncIterator[bytes] = b""
+    if operation.kind is Kind.WRITE:
+        await anyio.to_thread.run_sync(_guard, ctx, call, {})
+        stream, length = await bodies.streamed(request, operation.limit, operation.name)
+        headers = forward.request_headers(request, length=length)
+        content = stream
+    url = forward.target(call.raw_path, call.query)
+    reply = await forward.send(_pool(ctx), call.env, call.upstream, request.method, url, headers, content)
+    if operation.audited and reply.status < 300:
+        await anyio.to_thread.run_sync(_record, ctx, call, "")
+    return await forward.answer(reply, None if operation.kind is Kind.WRITE else forward.FILE_HEADERS)
+
+
+def _guard(ctx: AppContext, call: Call, payload: dict[str, object]) -> dict[str, object]:
+    guard = call.resolved.operation.guard
+    if guard is None or guard not in guards.GUARDS:
+        return payload
+    write = guards.Write(
+        db=ctx.db, env=call.env, principal=call.caller.principal, resolved=call.resolved, payload=payload
+    )
+    return guards.GUARDS[guard](write)
+
+
+async def _registered(ctx: AppContext, call: Call, payload: dict[str, object]) -> Response:
+    name, version = await anyio.to_thread.run_sync(
+        registration.register, ctx, call.caller.principal, call.env, call.upstream, payload
+    )
+    url = forward.target("/api/2.0/mlflow/model-versions/get", f"name={quote(name)}&version={version}")
+    reply = await forward.send(_pool(ctx), call.env, call.upstream, "GET", url, {"accept": "application/json"}, b"")
+    return (await forward.whole(reply))[1]
+
+
+async def _inspected(request: Request, ctx: AppContext, call: Call) -> Response:
+    """A request whose body the door reads (capped), checks, and forwards as it parsed it."""
+    operation = call.resolved.operation
+    body = await bodies.read_capped(request, operation.limit, operation.name)
+    if operation.guard == "version-create":
+        return await _registered(ctx, call, bodies.json_object(body, operation.name))
+    if operation.guard is not None:
+        payload = bodies.json_object(body, operation.name)
+        body = bodies.serialized(await anyio.to_thread.run_sync(_guard, ctx, call, payload))
+    url = forward.target(call.raw_path, call.query)
+    headers = forward.request_headers(request)
+    reply = await forward.send(_pool(ctx), call.env, call.upstream, request.method, url, headers, body)
+    job_id = call.caller.principal.job_id
+    if not (operation.kind is Kind.WRITE and reply.status < 300):
+        return await forward.answer(reply)
+    if operation.audited:
+        await anyio.to_thread.run_sync(_record, ctx, call, hashlib.sha256(body).hexdigest())
+    if operation.guard != "run-create" or job_id is None:
+        return await forward.answer(reply)
+    # A job's runs are recorded on the job as they are created, so the job lists exactly its runs.
+    content, response = await forward.whole(reply)
+    run_id = _created_run_id(content)
+    if run_id:
+        await anyio.to_thread.run_sync(lambda: jobs.add_run(ctx.db, job_id=job_id, run_id=run_id))
+    return response
 
 
 def _created_run_id(content: bytes) -> str | None:
@@ -153,83 +178,62 @@ def _created_run_id(content: bytes) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
-def _audited(path: str) -> str | None:
-    for operation in AUDITED_WRITES:
-        if path.rstrip("/").endswith(operation):
-            return "mlflow." + operation.replace("/", ".")
-    return None
+def _ui_page(request: Request, call: Call, response: Response) -> Response:
+    """The MLflow UI's page, for a signed-in user: it gets the session's CSRF proof to send with writes."""
+    session = call.caller.session
+    if session is not None:
+        response.set_cookie(
+            credentials.CSRF_COOKIE,
+            session.csrf,
+            path=f"{PREFIX}{call.env}/",
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+    return response
 
 
-async def _record(ctx: AppContext, principal: Principal, env: str, action: str, path: str, body: bytes) -> None:
-    def write() -> None:
-        with ctx.db.write() as session:
-            audit.record(
-                session,
-                actor=principal.name,
-                action=action,
-                environment=env,
-                subject=path,
-                payload={"body_sha256": hashlib.sha256(body).hexdigest()},
-            )
-
-    await anyio.to_thread.run_sync(write)
-
-
-@router.api_route("/mlflow/{env}/{path:path}", methods=METHODS, include_in_schema=False)
-async def mlflow_door(
-    env: str,
-    path: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(MlflowDoor())],
-    ctx: ContextDep,
-) -> Response:
-    assert ctx.proxy is not None
-    body = await request.body()
-    write = is_write(request.method, path)
-    creates_run = write and path.rstrip("/").endswith("runs/create")
-    if write:
-        _check_reserved_tags(path, body)
-    if creates_run:
-        lineage = {}
-        if principal.job_id is not None:
-            job_id = principal.job_id
-            lineage = await anyio.to_thread.run_sync(lambda: jobs.lineage_tags(ctx.db, job_id))
-        body = _attribute_run(body, principal, lineage)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    # A pseudo URL: ctx.proxy's transport (unix_transport.AsyncUnixRoutes) sends it over the tracking
-    # server's Unix socket, which only the control plane can reach.
-    # (off the event loop: the environment's server starts at its first use, which takes seconds)
-    upstream = await anyio.to_thread.run_sync(ctx.tracking.upstream, env)
-    outgoing = ctx.proxy.build_request(
-        request.method,
-        f"{upstream}/{path}",
-        params=request.url.query,
-        headers=headers,
-        content=body,
-    )
+async def _answer(request: Request, ctx: AppContext, env: str) -> Response:
     try:
-        reply = await ctx.proxy.send(outgoing, stream=True)
-    except httpx.HTTPError as exc:
-        raise BackendError(
-            f"the MLflow tracking server of '{env}' is not answering (it may be restarting): {exc}",
-            details={"environment": env},
-        ) from exc
-    action = _audited(path) if write else None
-    if action and reply.status_code < 300:
-        await _record(ctx, principal, env, action, path, body)
-    if creates_run and principal.job_id is not None and reply.status_code < 300:
-        # A job's runs are recorded on the job as they are created, so the job lists exactly its runs.
-        content = await reply.aread()
-        await reply.aclose()
-        run_id, job_id = _created_run_id(content), principal.job_id
-        if run_id:
-            await anyio.to_thread.run_sync(lambda: jobs.add_run(ctx.db, job_id=job_id, run_id=run_id))
-        kept = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
-        return Response(content, status_code=reply.status_code, headers=kept)
-    reply_headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP - {"content-length"}}
-    return StreamingResponse(
-        reply.aiter_raw(),
-        status_code=reply.status_code,
-        headers=reply_headers,
-        background=BackgroundTask(reply.aclose),
-    )
+        call = await _admitted(request, ctx, env)
+        if call.resolved.operation.body is Body.STREAM:
+            return await _streamed(request, ctx, call)
+        response = await _inspected(request, ctx, call)
+        return _ui_page(request, call, response) if call.resolved.operation.name == "ui" else response
+    except answers.Refusal as refusal:
+        return _refused(request, env, refusal)
+    except MlgateError as exc:
+        return _refused(request, env, answers.from_error(exc))
+
+
+class Door:
+    """The door as a plain ASGI app, mounted at `/mlflow` ahead of the API's routes: every MLflow call
+    crosses it, so it skips FastAPI's dependency machinery (its permission is per MLflow operation,
+    decided here from the allow-list, not declared per route)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # MLflow's UI opens no websocket through the door
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        request = Request(scope, receive)
+        raw = scope.get("raw_path") or quote(scope["path"]).encode()
+        env, slash, _ = raw.decode("latin-1").removeprefix(PREFIX).partition("/")
+        if not env:
+            known = ", ".join(request.app.state.ctx.settings.env_names)
+            refusal = answers.Refusal(404, answers.RESOURCE_DOES_NOT_EXIST, f"name an environment: /mlflow/<{known}>/")
+            response: Response = answers.response(refusal)
+        elif not slash:  # `/mlflow/<env>`: the UI's page is `/mlflow/<env>/` (its assets are relative to it)
+            response = RedirectResponse(f"{PREFIX}{quote(env)}/", status_code=307)
+        else:
+            response = await _answer(request, request.app.state.ctx, unquote(env))
+        await response(scope, receive, send)
+
+
+def mount() -> Mount:
+    return Mount(PREFIX.rstrip("/"), app=Door())
+
+
+def _refused(request: Request, env: str, refusal: answers.Refusal) -> Response:
+    """A browser that is not signed in is sent to sign in and back; everyone else gets MLflow's error."""
+    if refusal.status == 401 and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(f"/signin?next={quote(f'{PREFIX}{env}/')}", status_code=303)
+    return answers.response(refusal)

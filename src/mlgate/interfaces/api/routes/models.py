@@ -1,4 +1,4 @@
-"""Model versions of an environment: register one from a run's logged model (development), list, show."""
+"""Model versions of an environment: register one from a run's logged model (development), list, show, delete."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from mlgate.interfaces.api.params import VersionNumber
 from mlgate.interfaces.api.schemas.models import (
     ModelRegister,
     ModelRegistered,
+    ModelVersionDeleted,
     ModelVersionLink,
     ModelVersionPublic,
     ModelVersionsPublic,
     ModelVersionSummary,
 )
 from mlgate.services.promotion import copying
-from mlgate.services.registration import models, submission
+from mlgate.services.registration import deletion, models, submission
 
 router = APIRouter(prefix="/api/v1/environments/{env}/models", tags=["models"])
 
@@ -83,3 +84,16 @@ def show_version(env: str, name: str, version: VersionNumber, principal: Reader,
 
     links = copying.chain(ctx.db, env, name, version, visible=readable)
     return public.model_copy(update={"chain": [ModelVersionLink(**dataclasses.asdict(link)) for link in links]})
+
+
+@router.delete("/{name}/versions/{version}", response_model=ModelVersionDeleted)
+def delete_version(
+    env: str, name: str, version: VersionNumber, principal: Trainer, ctx: ContextDep
+) -> ModelVersionDeleted:
+    """Delete a development version that no request carries and that was never promoted: its MLflow version
+    goes, mlgate's record stays, marked deleted (its number is never given again)."""
+    registry = MlflowRegistry(ctx.tracking.upstream(env), env=env)
+    deleted = deletion.delete_version(
+        ctx.db, ctx.settings, registry, actor=principal.name, env=env, name=name, version=version
+    )
+    return ModelVersionDeleted(**dataclasses.asdict(deleted))

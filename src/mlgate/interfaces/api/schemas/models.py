@@ -32,6 +32,18 @@ class ModelVersionSummary(BaseModel):
     created_at: UtcDatetime
 
 
+class ModelVersionDeleted(BaseModel):
+    """A development version deleted through mlgate: gone from MLflow, its record kept (never renumbered)."""
+
+    environment: str
+    name: str
+    version: int
+    digest: str
+    created_by: str
+    deleted_by: str
+    deleted_at: UtcDatetime
+
+
 class ModelVersionsPublic(BaseModel):
     data: list[ModelVersionSummary]
     count: int
