@@ -72,3 +72,17 @@ def test_failed_sign_ins_are_throttled_per_client_and_per_token_prefix(api: http
     fresh = TestClient(api.app, client=("192.0.2.200", 40000))  # type: ignore[attr-defined]
     assert _sign_in(fresh, target).status_code == 429
     assert _sign_in(fresh, project.tokens["lee"]).status_code == 303
+
+
+def test_a_form_over_its_bound_is_refused_before_it_is_read(api: httpx.Client) -> None:
+    # Declared too large: refused on the header alone (the body is never read).
+    declared = api.post(
+        "/signin",
+        content=b"csrf=x",
+        headers={"content-type": "application/x-www-form-urlencoded", "content-length": str(64 * 1024 * 1024)},
+    )
+    assert declared.status_code == 413 and "too large" in declared.text
+    # Sent without a length (chunked), refused once the bound is passed.
+    chunks = iter([b"csrf=" + b"x" * (48 * 1024), b"y" * (48 * 1024)])
+    streamed = api.post("/signin", content=chunks, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert streamed.status_code == 413 and "too large" in streamed.text

@@ -237,11 +237,25 @@ def current_user(request: Request) -> Principal:
     return principal
 
 
+async def _form_body(request: Request) -> bytes:
+    """The form's bytes, refused (413) on a Content-Length over the bound before anything is read, and
+    while reading once the bound is passed: a form is never held whole beyond `MAX_FORM_BYTES`."""
+    declared = request.headers.get("content-length", "")
+    if declared and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+        raise Refused(413, "this form is too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise Refused(413, "this form is too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def checked_form(request: Request) -> dict[str, str]:
     """The posted form's fields, once its CSRF token matches the session's; 403 otherwise."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise Refused(413, "this form is too large")
+    body = await _form_body(request)
     fields = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
     loaded = signer_of(request).load(request.cookies.get(sessions.COOKIE))
     if not sessions.csrf_matches(loaded, fields.get(CSRF_FIELD)):
