@@ -14,6 +14,7 @@ import pytest
 
 from mlgate.adapters.sql.database import Database
 from mlgate.config import load_settings
+from mlgate.services import audit_keys
 from mlgate.services.identity import accounts
 from mlgate.services.setup import initialize
 from tests.support.project import TEAM, LiveServer, Project, start_server, stop_server, write_config
@@ -36,11 +37,13 @@ def _accounts(root: Path) -> Built:
     report = initialize(settings)
     assert report.admin_token
     project = Project(folder, {"admin": report.admin_token})
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, audit_mac_key=audit_keys.load_or_create(settings.home).mac_key)
     for name, (roles, envs) in TEAM.items():
         bindings = accounts.parse_bindings(roles, envs, settings.env_names)
-        _, issued = accounts.create_user(db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com")
-        project.tokens[name] = issued.value
+        accounts.create_user(db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com")
+        # The token the admin created signs the person in; a gate decision needs one they created themselves.
+        own = accounts.create_token(db, settings, actor=name, user_name=name, name="own", expires_in=None)
+        project.tokens[name] = own.value
     db.dispose()
     return Built(tokens=project.tokens)
 

@@ -42,7 +42,7 @@ def test_own_tokens_with_expiry_list_and_revoke(api: httpx.Client, project: Proj
     assert whoami(api, token).json()["name"] == "lee"
 
     mine = api.get("/api/v1/me/tokens", headers=bearer(token)).json()
-    assert {t["name"] for t in mine["data"]} == {"default", "laptop"}
+    assert {t["name"] for t in mine["data"]} == {"default", "own", "laptop"}
     assert all(t["user"] == "lee" for t in mine["data"])
 
     # Revoke it: that token is refused with the reason, the other one of lee still works.
@@ -100,7 +100,7 @@ def test_admin_issues_and_revokes_tokens_for_others(api: httpx.Client, project: 
     issued = response.json()
     assert issued["user"] == "dana" and whoami(api, issued["token"]).json()["name"] == "dana"
     listed = api.get("/api/v1/tokens", params={"user": "dana"}, headers=admin(project)).json()
-    assert {t["name"] for t in listed["data"]} == {"default", "ci"}
+    assert {t["name"] for t in listed["data"]} == {"default", "own", "ci"}
     assert api.delete(f"/api/v1/tokens/{issued['id']}", headers=admin(project)).status_code == 200
     assert whoami(api, issued["token"]).status_code == 401
     assert api.delete("/api/v1/tokens/999999", headers=admin(project)).status_code == 404

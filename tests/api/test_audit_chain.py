@@ -30,12 +30,21 @@ from mlgate.domain.audit import (
 )
 from tests.support.project import LiveServer, Project, start_server, stop_server
 
-COLUMNS = ("seq", "at", "actor", "action", "environment", "subject", "payload_digest", "prev_hash", "hash")
-SELECT = "SELECT seq, at, actor, action, environment, subject, payload_digest, prev_hash, hash FROM audit_events"
-INSERT = (
-    "INSERT INTO audit_events (seq, at, actor, action, environment, subject, payload_digest, prev_hash, hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "environment",
+    "subject",
+    "payload_digest",
+    "prev_hash",
+    "hash",
+    "payload",
+    "mac",
 )
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_events"  # noqa: S608 (fixed column names)
+INSERT = f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime on SQLite
 
 
@@ -186,7 +195,7 @@ def test_audit_chain_through_the_cli_and_tampering_with_the_database(
     last = base + 5
 
     verified = cli(server, "audit", "verify")
-    assert verified.stdout.strip() == f"OK: {last} events, chain intact"
+    assert verified.stdout.startswith(f"OK: {last} events, chain intact, MACs hold"), verified.stdout
 
     listed = json.loads(cli(server, "audit", "list", "--limit", "5", "--json").stdout)
     assert [(e["seq"], e["actor"], e["action"], e["subject"]) for e in listed] == [
@@ -200,11 +209,11 @@ def test_audit_chain_through_the_cli_and_tampering_with_the_database(
     for seq, actor, action in [(last, "dana", "token.create"), (last - 4, "admin", "user.create")]:
         assert re.search(rf"│ {seq}\s+│ \S[^│]*│ {actor}\s+│ {action}\s+│", table), table
     only_dana = json.loads(cli(server, "audit", "list", "--actor", "dana", "--json").stdout)
-    assert [e["seq"] for e in only_dana] == [last]
+    assert only_dana[0]["seq"] == last and {e["actor"] for e in only_dana} == {"dana"}  # her own tokens
 
     # Now the tampering, each case on the original log, restored afterwards.
     original, head = db.events(), db.head()
-    assert head == (last, original[-1][-1])
+    assert head == (last, original[-1][8])
     middle = base + 2
     row = db.event(middle)
     later = datetime.strptime(row["at"], SQLITE_TIME) + timedelta(seconds=1)
@@ -224,7 +233,7 @@ def test_audit_chain_through_the_cli_and_tampering_with_the_database(
             lambda: db.change(update.format("payload_digest"), (payload_digest({"forged": 1}), middle)),
             middle,
         ),
-        ("prev_hash", lambda: db.change(update.format("prev_hash"), (original[0][-1], middle)), middle),
+        ("prev_hash", lambda: db.change(update.format("prev_hash"), (original[0][8], middle)), middle),
         (
             "hash",
             lambda: db.change(update.format("hash"), (hashlib.sha256(b"x").hexdigest(), middle)),
@@ -247,7 +256,7 @@ def test_audit_chain_through_the_cli_and_tampering_with_the_database(
                 "UPDATE audit_events SET actor = ?, hash = ? WHERE seq = ?",
                 ("mallory", rehash(rewritten), middle),
             ),
-            middle + 1,  # found by the next event's link
+            middle,  # found by its MAC
         ),
         (
             "rewrite the last event and its own hash",
@@ -255,7 +264,7 @@ def test_audit_chain_through_the_cli_and_tampering_with_the_database(
                 "UPDATE audit_events SET actor = ?, hash = ? WHERE seq = ?",
                 ("mallory", rehash(db.event(last) | {"actor": "mallory"}), last),
             ),
-            last,  # found by the head
+            last,  # found by its MAC
         ),
     ]
     for name, tamper, broken in cases:
@@ -284,7 +293,7 @@ def test_audit_chain_through_the_cli_and_tampering_with_the_database(
             db.restore(original, head)
 
     # Restored, the log verifies again: every failure above was the tampering's.
-    assert cli(server, "audit", "verify").stdout.strip() == f"OK: {last} events, chain intact"
+    assert cli(server, "audit", "verify").stdout.startswith(f"OK: {last} events, chain intact, MACs hold")
 
 
 def test_audit_verify_needs_the_admin_role(live_server: LiveServer) -> None:

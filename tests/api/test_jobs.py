@@ -415,7 +415,8 @@ HOSTILE = textwrap.dedent(
         except Exception as exc:
             tried[name] = f"refused: {type(exc).__name__}"
 
-    for relative in ("control.db", "web-secret", "envs/dev/serving/host.json", "envs/production/mlflow.db"):
+    secrets = ("secrets/audit-mac.key", "secrets/audit-signing.key")
+    for relative in ("control.db", "web-secret", *secrets, "envs/dev/serving/host.json", "envs/production/mlflow.db"):
         attempt("read " + relative, lambda: open(os.path.join(home, relative), "rb").read(16))
     def nonempty(found):
         if not found:

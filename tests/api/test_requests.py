@@ -20,7 +20,6 @@ import httpx
 import pytest
 import yaml
 
-from mlgate.adapters.sql.database import Database
 from mlgate.services.identity import accounts
 from tests.support.postgres import postgres_cluster, postgres_url  # noqa: F401  (fixtures)
 from tests.support.project import LiveServer, Project, bearer, start_server, stop_server
@@ -102,14 +101,13 @@ class Gates:
 
 
 def _add_people(project: Project) -> None:
-    db = Database(project.settings.database_url)
+    db = project.db()
     try:
         for name, (roles, envs) in EXTRA.items():
             bindings = accounts.parse_bindings(roles, envs, project.settings.env_names)
-            _, issued = accounts.create_user(
-                db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com"
-            )
-            project.tokens[name] = issued.value
+            accounts.create_user(db, actor="admin", name=name, bindings=bindings, email=f"{name}@example.com")
+            own = accounts.create_token(db, project.settings, actor=name, user_name=name, name="own", expires_in=None)
+            project.tokens[name] = own.value
     finally:
         db.dispose()
 
@@ -123,7 +121,7 @@ def gates(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
     try:
         gates = Gates(server)
         # Every model the module's tests register, logged ahead in one MLflow process.
-        gates.log_models(*(f"dana:{seed}" for seed in (0, 1, 3, 4, 5, 6, 7)), "lee:2")
+        gates.log_models(*(f"dana:{seed}" for seed in (0, 1, 3, 4, 5, 6, 7, 9, 10, 11)), "lee:2", "lee:8")
         yield gates
     finally:
         stop_server(server)
@@ -172,6 +170,100 @@ def test_who_may_decide(gates: Gates) -> None:
     assert again.status_code == 409 and "not open" in again.json()["error"]["message"]
     unknown = gates.api("lee", "POST", "/api/v1/environments/staging/requests/999999/approve", json={})
     assert unknown.status_code == 404
+
+
+def _approve(gates: Gates, user: str, request_id: int) -> httpx.Response:
+    return gates.api(user, "POST", f"/api/v1/environments/staging/requests/{request_id}/approve", json={})
+
+
+def _refused_by(answer: httpx.Response, rule: str) -> str:
+    assert answer.status_code == 403, answer.text
+    error = answer.json()["error"]
+    assert error["details"]["rule"] == rule, error
+    return str(error["message"])
+
+
+def test_whoever_made_the_run_decides_nothing_although_a_colleague_registered_it(gates: Gates) -> None:
+    # lee trained a run through the dev door from a laptop; dana registered it.
+    done = gates.cli("dana", "register", "--env", "dev", "--run", gates.runs["lee:8"], "--name", "lees-run", "--json")
+    assert done.returncode == 0, done.stderr
+    request_id = json.loads(done.stdout)["request_id"]
+    request = json.loads(gates.cli("luke", "requests", "show", str(request_id), "--json").stdout)
+    authors = {a["name"]: a["as"] for a in request["authors"]}
+    assert authors == {"lee": ["created the run", "logged the model"], "dana": ["registered the version"]}
+    assert request["evidence"]["authors"] == request["authors"]
+    assert "authors" in _refused_by(_approve(gates, "lee", request_id), "separation-of-duties")
+    # The run's creator is recorded by mlgate from the token: the run's own tags say nothing.
+    assert "lee" not in {d for d in request["evidence"]["deciders"]}
+    assert _approve(gates, "luke", request_id).status_code == 200
+
+
+def test_an_admin_decides_no_gate_by_any_path(gates: Gates) -> None:
+    request_id = gates.register("dana", "admins-never", seed=9)["request_id"]
+    # 1. An admin may not hold an approver role: the grant is refused with the reason.
+    grant = {"roles": ["lead-data-scientist"], "environments": ["staging"]}
+    refused = gates.api("admin", "POST", "/api/v1/users/admin/roles", json=grant)
+    assert refused.status_code in (400, 403, 409, 422), refused.text
+    assert "administrator" in refused.json()["error"]["message"]
+    assert _refused_by(_approve(gates, "admin", request_id), "admins-never-decide")
+    # 2. A token an admin creates for an approver signs in, and decides nothing.
+    made = gates.api("admin", "POST", "/api/v1/users/lena/tokens", json={"name": "reset"})
+    assert made.status_code == 201, made.text
+    reset = made.json()["token"]
+    assert gates.api("admin", "GET", "/api/v1/whoami").status_code == 200
+    answer = httpx.post(
+        f"{gates.server.url}/api/v1/environments/staging/requests/{request_id}/approve",
+        json={},
+        headers=bearer(reset),
+        timeout=60,
+    )
+    assert "created by admin" in _refused_by(answer, "own-token")
+    # lena, and the gate's other approvers, are told of the token.
+    for person in ("lena", "lee", "luke"):
+        inbox = gates.api(person, "GET", "/api/v1/inbox").json()["data"]
+        assert any(item["event"] == "identity.token-issued" and "lena" in item["text"] for item in inbox), person
+    # With the reset token lena makes her own, and that one decides.
+    own = httpx.post(f"{gates.server.url}/api/v1/me/tokens", json={"name": "mine"}, headers=bearer(reset), timeout=60)
+    assert own.status_code == 201, own.text
+    mine = own.json()["token"]
+    answer = httpx.post(
+        f"{gates.server.url}/api/v1/environments/staging/requests/{request_id}/approve",
+        json={},
+        headers=bearer(mine),
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_approver_role_granted_after_the_request_opened_does_not_count_for_it(gates: Gates) -> None:
+    made = gates.api(
+        "admin",
+        "POST",
+        "/api/v1/users",
+        json={"name": "nia", "roles": ["viewer"], "environments": ["staging"], "email": "nia@example.com"},
+    )
+    assert made.status_code == 201, made.text
+    own = httpx.post(
+        f"{gates.server.url}/api/v1/me/tokens",
+        json={"name": "own"},
+        headers=bearer(made.json()["token"]["token"]),
+        timeout=60,
+    )
+    assert own.status_code == 201, own.text
+    gates.tokens["nia"] = own.json()["token"]
+    request_id = gates.register("dana", "late-grant", seed=10)["request_id"]
+    grant = {"roles": ["lead-data-scientist"], "environments": ["staging"]}
+    assert gates.api("admin", "POST", "/api/v1/users/nia/roles", json=grant).status_code == 200
+    # nia and the gate's approvers are told of the grant.
+    for person in ("nia", "lee"):
+        inbox = gates.api(person, "GET", "/api/v1/inbox").json()["data"]
+        assert any(item["event"] == "identity.role-granted" and "nia" in item["text"] for item in inbox), person
+    assert "after this request" in _refused_by(_approve(gates, "nia", request_id), "role-granted-after-request")
+    request = json.loads(gates.cli("lee", "requests", "show", str(request_id), "--json").stdout)
+    assert "nia" not in request["evidence"]["deciders"]
+    # The next request counts her.
+    later = gates.register("dana", "late-grant-2", seed=11)["request_id"]
+    assert _approve(gates, "nia", later).status_code == 200
 
 
 def test_rejection_closes_the_request_and_needs_a_reason(gates: Gates) -> None:
@@ -268,13 +360,14 @@ def _gated_project(
     report = initialize(project.settings)
     assert report.admin_token
     project.tokens["admin"] = report.admin_token
-    db = Database(project.settings.database_url)
+    db = project.db()
     try:
         people = {"dana": (["data-scientist"], ["dev"]), "lee": (["lead-data-scientist"], ["dev", "staging"])}
         for name, (roles, envs) in (people | OPERATORS).items():
             bindings = accounts.parse_bindings(roles, envs, project.settings.env_names)
-            _, issued = accounts.create_user(db, actor="admin", name=name, bindings=bindings)
-            project.tokens[name] = issued.value
+            accounts.create_user(db, actor="admin", name=name, bindings=bindings)
+            own = accounts.create_token(db, project.settings, actor=name, user_name=name, name="own", expires_in=None)
+            project.tokens[name] = own.value  # a decision needs a token its holder made
     finally:
         db.dispose()
     return project

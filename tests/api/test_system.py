@@ -18,6 +18,7 @@ WORKERS = {
     "rollouts",
     "monitors",
     "retraining",
+    "audit-checkpoints",
 }
 
 

@@ -128,7 +128,7 @@ def test_a_request_link_signs_in_then_lee_approves_from_the_inbox(browser: Brows
     browser.sign_in(world.tokens["admin"], then="/audit?action=request.approve")
     events = browser.text("#audit-events")
     assert f"lee request.approve staging request:{request_id}" in events
-    assert "The hash chain verifies" in browser.text("#verify")
+    assert "The log verifies" in browser.text("#verify")
     browser.shot("06-audit")
     browser.page(f"/models/staging/diabetes/{promoted['target_version']}")
     assert browser.text("#digest") == evidence["digest"]

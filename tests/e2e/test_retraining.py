@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 
 from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.models import Job, Monitor, MonitorAlert, MonitorResult, utcnow
-from mlgate.interfaces.sdk.client import Client
+from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.snapshot import pack, pack_data
 from tests.support.project import LiveServer, Project, start_server, stop_server
 from tests.support.serving_world import MANUAL_GATE_B, clean_env, through_gate_b
@@ -172,6 +172,20 @@ def _in_production(world: World) -> None:
         world.version = olu.model_version(ENV, "diabetes", rollout["version"])
         world.url = olu.endpoint(ENV, "web")["url"]
         world.key = olu.rotate_key(ENV, "web", "primary")["key"]
+    # dana, the model's author, becomes a gate A approver before any retraining: she still may not decide
+    # the candidate retrained from her model.
+    granted = world.project.run(
+        "user",
+        "grant",
+        "dana",
+        "--role",
+        "lead-data-scientist",
+        "--env",
+        "staging",
+        token=world.project.tokens["admin"],
+        url=world.server.url,
+    )
+    assert granted.returncode == 0, granted.stderr
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +248,12 @@ def test_drift_fires_on_the_second_window_and_retrains_into_gate_a(world: World)
         assert f"monitor {MONITOR} ({ENV}/web)" in notes and f"alert {alert_id}" in notes, notes
         request = lee.promotion_request(alert["request_id"])
         assert request["state"] == "open" and request["gate"] == "A"
+        authors = {a["name"]: a["as"] for a in request["evidence"]["authors"]}
+        assert authors["dana"] == ["an author of diabetes:1, which it was retrained from"], authors
+    with world.client("dana") as dana, pytest.raises(ApiError) as refused:
+        dana.decide(alert["request_id"], approve=True, comment="my own model, retrained")
+    assert (refused.value.status_code, refused.value.details["rule"]) == (403, "separation-of-duties")
+    with world.client("lee") as lee:
         assert (request["model_name"], request["source_env"], request["source_version"]) == ("diabetes", "dev", 2)
         assert alert["request_id"] in [r["id"] for r in lee.waiting_requests()]  # it waits for lee
     world.request_ids["candidate"] = alert["request_id"]

@@ -16,6 +16,7 @@ import httpx
 from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings, default_config_text, load_settings
 from mlgate.ports import free_port
+from mlgate.services import audit_keys
 
 VENV_BIN = Path(sys.executable).parent
 MLGATE = str(VENV_BIN / "mlgate")
@@ -46,7 +47,9 @@ class Project:
         return load_settings(self.config)
 
     def db(self) -> Database:
-        return Database(self.settings.database_url)
+        """The control database as the server opens it: its audit events authenticated with the home's key."""
+        settings = self.settings
+        return Database(settings.database_url, audit_mac_key=audit_keys.load_or_create(settings.home).mac_key)
 
     def copy(self, folder: Path, *, config: str = "") -> Project:
         """A copy of this project (its home included) in `folder`, with `config` appended to mlgate.yaml."""

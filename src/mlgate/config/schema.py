@@ -104,7 +104,7 @@ class WebhookConfig(_Strict):
     name: str
     url: str
     secret_env: str | None = None  # the name of the variable holding the signing secret
-    events: list[str] | None = None  # None: every event
+    events: list[str] | None = None  # None: every event but audit.checkpoint (named only)
 
     @field_validator("url")
     @classmethod
@@ -332,6 +332,18 @@ class ChecksConfig(_Strict):
         return {"lint": self.lint, "unit-tests": self.unit_tests, **extra}
 
 
+class AuditConfig(_Strict):
+    """Checkpoints of the audit chain's head: signed, written outside the database (see SECURITY.md)."""
+
+    # A checkpoint is due once this many events were recorded since the last, or this long has passed
+    # since the last with any event recorded in between.
+    checkpoint_every_events: int = Field(default=100, ge=1, le=1_000_000, strict=True)
+    checkpoint_every_minutes: float = Field(default=10.0, gt=0, le=10080)
+    # The append-only checkpoint file; relative to mlgate.yaml's folder. Default: beside the home,
+    # `<home>.audit-checkpoints.jsonl`, so that it does not go with the home's copies and backups.
+    checkpoint_file: str | None = None
+
+
 class FileConfig(_Strict):
     """The mlgate.yaml schema. Sections later parts of mlgate read are accepted and kept as given."""
 
@@ -349,6 +361,7 @@ class FileConfig(_Strict):
     endpoints: dict[str, list[EndpointConfig]] = Field(default_factory=dict)
     monitors: list[MonitorConfig] = Field(default_factory=list)
     notifications: NotificationsConfig = NotificationsConfig()
+    audit: AuditConfig = AuditConfig()
     train: Any = None
     data: Any = None
 

@@ -101,6 +101,14 @@ class Settings:
     def env_dir(self, name: str) -> Path:
         return self.home / "envs" / name
 
+    @property
+    def audit_checkpoint_file(self) -> Path:
+        """Where the audit chain's signed checkpoints go: outside the home unless configured otherwise."""
+        configured = self.raw.audit.checkpoint_file
+        if configured:
+            return (self.config_path.parent / os.path.expanduser(configured)).resolve()
+        return self.home.parent / f"{self.home.name}.audit-checkpoints.jsonl"
+
 
 def find_config(start: Path | None = None) -> Path | None:
     """The nearest mlgate.yaml in `start` or one of its parents, or None."""

@@ -206,9 +206,15 @@ class Demo:
         with self.client("admin") as admin:
             for name, (roles, envs) in ACCOUNTS.items():
                 created = admin.create_user(name, roles=roles, environments=envs, email=f"{name}@example.com")
-                self.tokens[name] = created["token"]["token"]
+                # The admin's token signs them in; they make their own, the only kind that decides a gate.
+                with Client(self.url, created["token"]["token"]) as person:
+                    self.tokens[name] = person.create_token(name="demo")["token"]
         rows = [["admin", "admin", "all", self.tokens["admin"]]]
         rows += [[n, ", ".join(r), ", ".join(e), self.tokens[n]] for n, (r, e) in ACCOUNTS.items()]
+        console.print(
+            "  each person signed in with the token the admin created and made their own: "
+            "a token someone else created decides no gate"
+        )
         table("demo accounts (tokens are shown once)", ["user", "roles", "environments", "token"], rows)
 
     def show_environments(self) -> None:

@@ -7,7 +7,9 @@ follow the same table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from mlgate.domain.environments import EnvironmentKind
@@ -107,6 +109,10 @@ class Principal:
     # A job token's reach ("mlflow:<env>": that environment's MLflow door only), and its job.
     scope: str | None = None
     job_id: int | None = None
+    # Who created the token it acts with (a gate decision needs its holder), and since when each role
+    # binding is held: (environment or ALL_ENVIRONMENTS, role) -> when it was granted (UTC).
+    token_issued_by: str | None = None
+    granted_at: Mapping[tuple[str, Role], datetime] = field(default_factory=dict)
 
     def roles_in(self, environment: str | None) -> frozenset[Role]:
         """Roles bound in `environment` plus those bound everywhere; None means everywhere only."""
@@ -114,6 +120,13 @@ class Principal:
         if environment is None:
             return everywhere
         return everywhere | self.bindings.get(environment, frozenset())
+
+    def held_since(self, role: Role, environment: str) -> datetime | None:
+        """Since when `role` is held in `environment` (bound there or everywhere); None if it is not, or
+        the grant's time is unknown."""
+        times = [self.granted_at.get((env, role)) for env in (environment, ALL_ENVIRONMENTS)]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     def may(self, action: Action, environment: str | None, kind: EnvironmentKind | None) -> bool:
         if action is Action.PUBLIC:

@@ -23,6 +23,7 @@ from mlgate.config import Settings
 from mlgate.domain.clock import SYSTEM_CLOCK, Clock
 from mlgate.domain.events import AlertFired, ChecksRequested, JobEnded, RequestApproved, VersionPromoted
 from mlgate.server.record import ServerRecorder
+from mlgate.services import audit_integrity, audit_keys
 from mlgate.services.events import Hub
 from mlgate.services.monitoring import monitors, retraining, runs
 from mlgate.services.notifications.delivery import DeliveryWorker
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP_S = 5.0
 MONITOR_TICK_S = 5.0  # schedules are checked this often
+AUDIT_CHECKPOINT_TICK_S = 10.0  # whether a checkpoint of the audit chain is due is asked this often
 RETRAINING_TICK_S = 5.0  # a retraining's job is followed this often (and at once when an alert fires)
 
 
@@ -77,6 +79,7 @@ class Workers:
     rollouts: RolloutWorker
     monitors: Periodic
     retraining: Periodic
+    checkpoints: Periodic
 
     def in_order(self) -> list[Worker]:
         return [
@@ -88,6 +91,7 @@ class Workers:
             self.rollouts,
             self.monitors,
             self.retraining,
+            self.checkpoints,
         ]
 
 
@@ -105,7 +109,8 @@ class ControlPlane:
     ) -> None:
         self.settings = settings
         self.base_url = base_url.rstrip("/")
-        self.db = Database(settings.database_url)
+        self.audit_keys = audit_keys.load_or_create(settings.home)
+        self.db = Database(settings.database_url, audit_mac_key=self.audit_keys.mac_key)
         self.backends = backends
         self.clock = clock
         self.hub = Hub()
@@ -148,6 +153,11 @@ class ControlPlane:
                 ),
                 interval_s=RETRAINING_TICK_S,
             ),
+            checkpoints=Periodic(
+                "audit-checkpoints",
+                lambda: audit_integrity.take_checkpoint(db, settings, self.audit_keys, now=self.clock.now()),
+                interval_s=AUDIT_CHECKPOINT_TICK_S,
+            ),
         )
 
     def _wire(self) -> None:
@@ -166,6 +176,9 @@ class ControlPlane:
         """Migrate, then start the tracking servers' supervision, the serving hosts and the workers."""
         if migrate.upgrade(self.db):
             log.info("control database migrated to %s", migrate.head_revision())
+        if self.audit_keys.created:  # a home from before the audit keys: its events are sealed, this once
+            sealed = audit_integrity.seal_unauthenticated(self.db, self.audit_keys)
+            log.info("audit log: %d earlier events sealed with the new key", sealed)
         self.tracking.start(on_spawn=self._write_record)
         self.serving.start()
         monitors.ensure_declared(self.db, self.settings)

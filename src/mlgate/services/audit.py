@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mlgate.adapters.sql.database import Database
+from mlgate.adapters.sql.database import AUDIT_MAC_KEY, Database
 from mlgate.adapters.sql.models import AuditEvent, AuditHead, utcnow
-from mlgate.domain.audit import ChainedEvent, VerifyResult, event_hash, payload_digest, verify_chain
+from mlgate.domain.audit import ChainedEvent, VerifyResult, event_hash, event_mac, payload_digest, verify_chain
 
 
 def record(
@@ -26,7 +26,9 @@ def record(
     """Append one event, in the same transaction as the change it records.
 
     The head row is locked first (FOR UPDATE on PostgreSQL; SQLite's write transactions already hold
-    the database's write lock), so two appends never take the same sequence number.
+    the database's write lock), so two appends never take the same sequence number. The event's MAC is
+    made with the key the session's database holds (none: the event is left unauthenticated, and
+    `verify` says so).
     """
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
@@ -41,7 +43,10 @@ def record(
         "payload_digest": payload_digest(payload if payload is not None else {}),
         "prev_hash": head.hash,
     }
-    event = AuditEvent(**fields, hash=event_hash(**fields))
+    digest = event_hash(**fields)
+    key: bytes | None = session.info.get(AUDIT_MAC_KEY)
+    mac = event_mac(key, event_hash=digest, has_payload=True) if key is not None else None
+    event = AuditEvent(**fields, hash=digest, payload=payload if payload is not None else {}, mac=mac)
     session.add(event)
     head.seq, head.hash = event.seq, event.hash
     session.flush()

@@ -11,6 +11,7 @@ from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings
 from mlgate.domain.permissions import ALL_ENVIRONMENTS, SYSTEM, Role
 from mlgate.private_home import PRIVATE_FOLDER_MODE, tighten
+from mlgate.services import audit_integrity, audit_keys
 from mlgate.services.identity import accounts
 
 FIRST_ADMIN = "admin"
@@ -57,10 +58,14 @@ def initialize(settings: Settings) -> InitReport:
         if not path.exists():
             path.mkdir(parents=True, mode=PRIVATE_FOLDER_MODE)
             report.created.append(f"{label}: {path}")
-    db = Database(settings.database_url)
+    keys = audit_keys.load_or_create(settings.home)
+    db = Database(settings.database_url, audit_mac_key=keys.mac_key)
     try:
         if migrate.upgrade(db):
             report.created.append(f"control database at revision {migrate.head_revision()}")
+        if keys.created:
+            audit_integrity.seal_unauthenticated(db, keys)
+            report.created.append(f"audit keys in {audit_keys.secrets_dir(settings.home)}")
         for env in settings.environments:
             if not _store_exists(env.tracking_store):
                 create_store(env)

@@ -87,15 +87,25 @@ def _unavailable(exc: OperationalError) -> BackendError:
     return BackendError("the control database is unavailable; see the server log")
 
 
+AUDIT_MAC_KEY = "audit_mac_key"
+
+
 class Database:
     """The control database: `read()` and `write()` sessions, each one transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, audit_mac_key: bytes | None = None) -> None:
+        """`audit_mac_key`: the key each audit event is authenticated with (`services.audit_keys`); write
+        sessions carry it in `session.info` for `services.audit.record`."""
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = url.startswith("sqlite")
+        self.audit_mac_key = audit_mac_key
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = sessionmaker(self.engine.execution_options(mlgate_write=True), expire_on_commit=False)
+        self._writer = sessionmaker(
+            self.engine.execution_options(mlgate_write=True),
+            expire_on_commit=False,
+            info={AUDIT_MAC_KEY: audit_mac_key},
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:

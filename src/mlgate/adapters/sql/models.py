@@ -62,6 +62,9 @@ class ApiToken(Base):
     # A job token's own role in `scope`'s environment, instead of its user's bindings (a job the server
     # starts on its own acts as `system`, which is bound nowhere).
     role: Mapped[str | None] = mapped_column(String(32))
+    # Who created it: its holder, or someone else (an admin at user creation or a reset). Only a token
+    # its holder created decides a gate. None: created before this was recorded, so not the holder's.
+    issued_by: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -90,6 +93,10 @@ class AuditEvent(Base):
     payload_digest: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The details `payload_digest` covers (None on events written before they were kept).
+    payload: Mapped[Any] = mapped_column(JSON)
+    # HMAC-SHA256 of `hash` under the audit key, which is kept outside the database.
+    mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditHead(Base):
@@ -190,6 +197,23 @@ class ModelVersion(Base):
     # A dev version deleted through mlgate: its record stays (the number is never given again)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_by: Mapped[str | None] = mapped_column(String(64))
+    # Everyone who made the model (`services.registration.authors`); None on versions recorded before.
+    authors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+
+class MlflowCreation(Base):
+    """Who created a run or a logged model through an environment's MLflow door, from the caller's token."""
+
+    __tablename__ = "mlflow_creations"
+    __table_args__ = (UniqueConstraint("environment", "kind", "object_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # run | logged-model
+    object_id: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class PromotionRequest(Base):
@@ -206,7 +230,8 @@ class PromotionRequest(Base):
     target_env: Mapped[str] = mapped_column(String(32), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     requested_by: Mapped[str] = mapped_column(String(64))
-    author: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))  # the first of `authors`
+    authors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     required_approvals: Mapped[int] = mapped_column(Integer)
     approver_role: Mapped[str] = mapped_column(String(32))
     required_checks: Mapped[list[str]] = mapped_column(JSON)

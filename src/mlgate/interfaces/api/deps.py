@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from mlgate.domain import gates
 from mlgate.domain.environments import EnvironmentKind
 from mlgate.domain.permissions import Action, Principal, denial_message
 from mlgate.errors import AuthenticationError, PermissionDeniedError
@@ -44,6 +45,14 @@ def bearer_token(request: Request) -> str | None:
             raise AuthenticationError("malformed Basic credentials") from None
         return decoded.partition(":")[2] or None
     raise AuthenticationError(f"unsupported authorization scheme '{scheme}'; send 'Bearer <token>'")
+
+
+def _refuse_admins(principal: Principal, action: Action) -> None:
+    try:
+        gates.check_person(principal)
+    except gates.GateRefusal as exc:
+        message = f"{exc.message} ('{action.value}' refused)"
+        raise PermissionDeniedError(message, details={**exc.details, "action": action.value}) from None
 
 
 class Permission:
@@ -85,6 +94,7 @@ class Permission:
         if action is Action.DECIDE_GATE and env is not None:
             # The gate's policy names its approver role; the table holds only the defaults.
             gate = next((g for g in ctx.settings.gates if g.target == env), None)
+            _refuse_admins(principal, action)
             if gate is None or principal.is_system or gate.approver_role not in principal.roles_in(env):
                 needs = f"needs the role: {gate.approver_role}" if gate else "has no gate leading into it"
                 raise PermissionDeniedError(

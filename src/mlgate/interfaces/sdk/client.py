@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -73,12 +73,16 @@ class Client:
         except httpx.HTTPError as exc:
             raise MlgateError(f"cannot reach the mlgate server at {self.url}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                raise ApiError(response.status_code, error["code"], error["message"], error.get("details"))
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+            self._raise_for(response)
         return response.json() if response.content else None
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        try:
+            error = response.json()["error"]
+            raise ApiError(response.status_code, error["code"], error["message"], error.get("details"))
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(response.status_code, "http_error", response.text[:500]) from None
 
     # system
     def health(self) -> dict[str, Any]:
@@ -149,6 +153,26 @@ class Client:
     def verify_audit(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/api/v1/audit/verify")
         return result
+
+    def audit_checkpoint(self) -> dict[str, Any]:
+        """Sign a checkpoint of the audit chain's head now (when it moved since the last one)."""
+        result: dict[str, Any] = self.request("POST", "/api/v1/audit/checkpoints")
+        return result
+
+    def export_audit(self, out: BinaryIO) -> int:
+        """Stream the audit bundle (a zip) into `out`; returns its size in bytes."""
+        try:
+            with self._http.stream("GET", "/api/v1/audit/export") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response)
+                size = 0
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+        except httpx.HTTPError as exc:
+            raise MlgateError(f"cannot reach the mlgate server at {self.url}: {exc}") from exc
+        return size
 
     # code snapshots and jobs
     def upload_snapshot(self, env: str, data: bytes, *, git_commit: str | None, git_dirty: bool) -> dict[str, Any]:

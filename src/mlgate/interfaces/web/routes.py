@@ -39,7 +39,7 @@ from mlgate.interfaces.web.core import (
     session_of,
     set_session_cookie,
 )
-from mlgate.services import audit
+from mlgate.services import audit, audit_integrity
 from mlgate.services.identity import accounts
 from mlgate.services.monitoring import monitors, retraining, runs
 from mlgate.services.promotion import requests
@@ -384,7 +384,7 @@ def audit_page(
         "audit.html",
         user=user,
         events=events,
-        verified=audit.verify(ctx.db),
+        verified=audit_integrity.verify(ctx.db, ctx.settings, ctx.plane.audit_keys),
         filters={"actor": actor, "action": action, "environment": environment},
         envs=ctx.settings.env_names,
     )

@@ -18,13 +18,14 @@ from markdown_it.utils import EnvType, OptionsDict
 from markupsafe import Markup
 
 from mlgate.domain import rollouts as rollout_rules
-from mlgate.domain.gates import GateRefusal, RequestState, blocking_checks, check_decider
+from mlgate.domain.gates import GateRefusal, RequestState, blocking_checks
 from mlgate.domain.permissions import Principal
 from mlgate.errors import MlgateError
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.routes.endpoints import endpoint_public
 from mlgate.interfaces.api.schemas.endpoints import EndpointPublic
 from mlgate.interfaces.web import charts
+from mlgate.services.promotion import requests
 from mlgate.services.promotion.requests import RequestView
 from mlgate.services.registration import models
 from mlgate.services.release import endpoints
@@ -215,8 +216,7 @@ def decision_state(ctx: AppContext, user: Principal, request: RequestView) -> De
         reason = f"This request is {request.state}: there is nothing left to decide."
         return DecisionState(reason, reason, blocking)
     try:
-        gate = ctx.settings.gate_into(request.target_env)
-        check_decider(gate, user, author=request.author, requester=request.requested_by)
+        requests.may_decide(ctx.settings, user, request)
     except GateRefusal as exc:
         return DecisionState(exc.message, exc.message, blocking)
     except MlgateError as exc:

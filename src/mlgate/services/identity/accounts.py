@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,11 +16,14 @@ from sqlalchemy.orm import Session
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ApiToken, EndedSession, RoleBinding, User, utcnow
 from mlgate.adapters.sql.queries import as_utc
+from mlgate.config import Settings
+from mlgate.domain.gates import Gate, approver_bindings
 from mlgate.domain.permissions import ALL_ENVIRONMENTS, SYSTEM, Principal, Role
 from mlgate.domain.tokens import TOKEN_PREFIX, display_prefix, new_token, token_hash
 from mlgate.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from mlgate.services import audit
 from mlgate.services.identity.token_cache import TOKENS
+from mlgate.services.notifications import outbox
 
 USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
 MAX_TOKEN_DAYS = 3650
@@ -140,7 +143,7 @@ def _get_user(session: Session, name: str) -> User:
     return user
 
 
-def _issue(session: Session, *, user: User, name: str, expires_in: timedelta | None) -> IssuedToken:
+def _issue(session: Session, *, user: User, name: str, expires_in: timedelta | None, issued_by: str) -> IssuedToken:
     if user.kind == SYSTEM:
         raise ValidationError("the system principal cannot sign in: it has no tokens")
     if expires_in is not None and not timedelta(0) < expires_in <= timedelta(days=MAX_TOKEN_DAYS):
@@ -153,6 +156,7 @@ def _issue(session: Session, *, user: User, name: str, expires_in: timedelta | N
         token_hash=token_hash(value),
         created_at=utcnow(),
         expires_at=utcnow() + expires_in if expires_in else None,
+        issued_by=issued_by,
     )
     session.add(record)
     session.flush()
@@ -166,8 +170,11 @@ def create_user(
     name: str,
     bindings: Sequence[Binding],
     email: str | None = None,
+    gates: Sequence[Gate] = (),
 ) -> tuple[UserView, IssuedToken]:
-    """A new person with their role bindings and a first token."""
+    """A new person with their role bindings and a first token (which signs them in and lets them create
+    their own, but decides no gate: it was created by `actor`)."""
+    _refuse_admin_approver(name, bindings, gates)
     if not USER_NAME.match(name):
         raise ValidationError(
             f"invalid user name '{name}': expected lowercase letters, digits, '.', '_' or '-'",
@@ -185,7 +192,7 @@ def create_user(
             user.bindings = [RoleBinding(role=b.role.value, environment=b.environment) for b in bindings]
             session.add(user)
             session.flush()
-            issued = _issue(session, user=user, name="default", expires_in=None)
+            issued = _issue(session, user=user, name="default", expires_in=None, issued_by=actor)
             audit.record(
                 session,
                 actor=actor,
@@ -199,23 +206,56 @@ def create_user(
     return view, issued
 
 
-def grant(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
+def _refuse_admin_approver(name: str, bindings: Iterable[Binding | RoleBinding], gates: Sequence[Gate]) -> None:
+    """Administrators administer, they never decide a gate: nobody holds `admin` and a gate's approver role."""
+    held = [(Role(b.role), b.environment) for b in bindings]
+    if not any(role is Role.ADMIN for role, _ in held):
+        return
+    deciding = approver_bindings(gates, held)
+    if deciding:
+        role, env = deciding[0]
+        raise ValidationError(
+            f"'{name}' would be an administrator and hold '{role}' in '{env}', the approver role of a gate: "
+            "administrators never decide a gate, so an admin holds no approver role",
+            details={"user": name, "role": role.value, "environment": env, "rule": "admins-never-decide"},
+        )
+
+
+def grant(db: Database, settings: Settings, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
+    """Bind more roles to a user. The person and the approvers of every gate a new role decides are told."""
     with _identity_write(db) as session:
         user = _get_user(session, name)
         if user.kind == SYSTEM:
             raise ValidationError("the system principal holds no roles")
         have = {(b.role, b.environment) for b in user.bindings}
         added = [b for b in bindings if (b.role.value, b.environment) not in have]
-        user.bindings.extend(RoleBinding(role=b.role.value, environment=b.environment) for b in added)
-        audit.record(
-            session,
-            actor=actor,
-            action="user.grant",
-            subject=f"user:{name}",
-            payload=[[b.role.value, b.environment] for b in added],
-        )
+        _refuse_admin_approver(name, [*user.bindings, *added], settings.gates)
+        now = utcnow()
+        user.bindings.extend(RoleBinding(role=b.role.value, environment=b.environment, created_at=now) for b in added)
+        granted = [[b.role.value, b.environment] for b in added]
+        audit.record(session, actor=actor, action="user.grant", subject=f"user:{name}", payload=granted)
         session.flush()
+        if added:
+            listed = ", ".join(f"{b.role.value} in {b.environment}" for b in added)
+            outbox.emit_identity(
+                session,
+                settings,
+                event="identity.role-granted",
+                change={"user": name, "by": actor, "granted": granted},
+                recipients={name} | _fellow_approvers(session, settings, [(b.role, b.environment) for b in added]),
+                text=f"{actor} gave {name} the role(s) {listed}",
+            )
         return _user_view(user)
+
+
+def _fellow_approvers(session: Session, settings: Settings, held: Sequence[tuple[Role, str]]) -> set[str]:
+    """The approvers of the gates that the bindings `held` decide."""
+    found: set[str] = set()
+    for gate in settings.gates:
+        if approver_bindings([gate], held):
+            role, env = gate.approver_role.value, gate.target
+            found |= outbox.approvers(session, role=role, environment=env, exclude=set())
+    return found
 
 
 def revoke_roles(db: Database, *, actor: str, name: str, bindings: Sequence[Binding]) -> UserView:
@@ -240,17 +280,38 @@ def get_user(db: Database, name: str) -> UserView:
         return _user_view(_get_user(session, name))
 
 
-def create_token(db: Database, *, actor: str, user_name: str, name: str, expires_in: timedelta | None) -> IssuedToken:
+def create_token(
+    db: Database,
+    settings: Settings,
+    *,
+    actor: str,
+    user_name: str,
+    name: str,
+    expires_in: timedelta | None,
+) -> IssuedToken:
+    """A token for `user_name`. One someone else creates (a reset) decides no gate, and the person and
+    the approvers of the gates they decide are told of it."""
     with _identity_write(db) as session:
         user = _get_user(session, user_name)
-        issued = _issue(session, user=user, name=name, expires_in=expires_in)
+        issued = _issue(session, user=user, name=name, expires_in=expires_in, issued_by=actor)
         audit.record(
             session,
             actor=actor,
             action="token.create",
             subject=f"user:{user_name}",
-            payload={"token_id": issued.record.id, "name": name, "prefix": issued.record.prefix},
+            payload={"token_id": issued.record.id, "name": name, "prefix": issued.record.prefix, "issued_by": actor},
         )
+        if actor != user_name:
+            held = [(Role(b.role), b.environment) for b in user.bindings]
+            outbox.emit_identity(
+                session,
+                settings,
+                event="identity.token-issued",
+                change={"user": user_name, "by": actor, "token_id": issued.record.id, "prefix": issued.record.prefix},
+                recipients={user_name} | _fellow_approvers(session, settings, held),
+                text=f"{actor} created a token for {user_name} ({issued.record.prefix}...): it signs in, and decides "
+                "no gate",
+            )
         return issued
 
 
@@ -280,16 +341,23 @@ def revoke_token(db: Database, *, actor: str, token_id: int, owner: str | None =
         return _token_view(token)
 
 
-def principal_of(user: User, *, token_id: int | None = None) -> Principal:
+def principal_of(user: User, *, token: ApiToken | None = None) -> Principal:
     bindings: dict[str, set[Role]] = {}
+    granted_at: dict[tuple[str, Role], datetime] = {}
     for binding in user.bindings:
-        bindings.setdefault(binding.environment, set()).add(Role(binding.role))
+        role = Role(binding.role)
+        bindings.setdefault(binding.environment, set()).add(role)
+        since = as_utc(binding.created_at)
+        if since is not None:
+            granted_at[(binding.environment, role)] = since
     return Principal(
         id=user.id,
         name=user.name,
         is_system=user.kind == SYSTEM,
         bindings={env: frozenset(roles) for env, roles in bindings.items()},
-        token_id=token_id,
+        token_id=token.id if token is not None else None,
+        token_issued_by=token.issued_by if token is not None else None,
+        granted_at=granted_at,
     )
 
 
@@ -345,7 +413,7 @@ def _principal_of_token(record: ApiToken) -> Principal:
     acts_with_own_role = record.role is not None and record.scope is not None and record.job_id is not None
     if user.disabled_at is not None or (user.kind == SYSTEM and not acts_with_own_role):
         raise AuthenticationError("this user cannot sign in")
-    principal = principal_of(user, token_id=record.id)
+    principal = principal_of(user, token=record)
     if record.scope is not None:
         principal = dataclasses.replace(principal, scope=record.scope, job_id=record.job_id)
         if record.role is not None:

@@ -20,7 +20,7 @@ from mlgate.domain.permissions import SYSTEM, Role
 from mlgate.domain.retraining import RetrainState
 from mlgate.services import audit
 from mlgate.services.notifications import outbox
-from mlgate.services.promotion.requests import author_of
+from mlgate.services.promotion.evidence import author_of
 
 
 def _alert_payload(monitor: Monitor, alert: MonitorAlert, model: str | None) -> dict[str, Any]:

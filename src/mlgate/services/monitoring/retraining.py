@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mlgate.adapters.mlflow.base import ModelRegistry
 from mlgate.adapters.monitoring import store
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, ModelVersion, Monitor, MonitorAlert, MonitorResult, utcnow
-from mlgate.adapters.sql.queries import as_utc, chain_root
+from mlgate.adapters.sql.queries import as_utc, chain_root, model_version
 from mlgate.config import MonitorConfig, Settings
 from mlgate.domain.jobs import DataRef, JobState
 from mlgate.domain.permissions import SYSTEM, Role
@@ -307,6 +308,15 @@ def _submit(
 RegistryFor = Callable[[str], ModelRegistry]
 
 
+def _served_record_id(session: Session, env: str, served: str | None) -> int | None:
+    """The record of the version a monitor's result names ("name:version" in `env`)."""
+    name, _, version = (served or "").partition(":")
+    if not name or not version.isdigit():
+        return None
+    record = model_version(session, environment=env, name=name, version=int(version), deleted=True)
+    return record.id if record is not None else None
+
+
 def _finish(db: Database, settings: Settings, alert_id: int, registry_for: RegistryFor, base_url: str) -> None:
     """A submitted retraining whose job ended: register its model (opening gate A), or record the failure."""
     dev = settings.env_names[0]
@@ -317,10 +327,11 @@ def _finish(db: Database, settings: Settings, alert_id: int, registry_for: Regis
         monitor = session.get(Monitor, alert.monitor_id)
         assert job is not None and monitor is not None
         state, run_ids = JobState(job.state), list(job.run_ids or [])
-        model_name = None
+        model_name, source_id = None, None
         if alert.opened_result_id is not None:
             result = session.get(MonitorResult, alert.opened_result_id)
             model_name = result.model.partition(":")[0] if result and result.model else None
+            source_id = _served_record_id(session, monitor.environment, result.model if result else None)
         where = f"monitor {monitor.name} ({monitor.environment}/{monitor.endpoint})"
     if not state.finished:
         return
@@ -336,7 +347,8 @@ def _finish(db: Database, settings: Settings, alert_id: int, registry_for: Regis
             registry_for(dev),
             actor=SYSTEM,
             env=dev,
-            request=models.RegisterRequest(name=model_name, run_id=run_ids[0], notes=(note,)),
+            # its authors are those of the version it was retrained from: they may not approve it
+            request=models.RegisterRequest(name=model_name, run_id=run_ids[0], notes=(note,), retrained_from=source_id),
             base_url=base_url,
             resuming=True,  # registered, or its request opened, before a restart: those are the ones
         )

@@ -7,6 +7,7 @@ the delivery log.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mlgate.adapters.sql.models import CheckRecord, Notification, PromotionRequest, RoleBinding, User, utcnow
 from mlgate.config import Settings
+from mlgate.config.schema import WebhookConfig
 from mlgate.domain.permissions import ALL_ENVIRONMENTS
 
 EVENTS = (
@@ -29,7 +31,13 @@ EVENTS = (
     "rollout.failed",
     "monitor.alert",
     "monitor.resolved",
+    "identity.role-granted",
+    "identity.token-issued",
+    "audit.checkpoint",
 )
+# Events only the webhooks that name them take (a webhook without `events` takes all the others): an
+# auditor's sink asks for the audit log's checkpoints; a team's chat does not want one every ten minutes.
+NAMED_ONLY = frozenset({"audit.checkpoint"})
 
 
 def request_link(settings: Settings, request_id: int, base_url: str) -> str:
@@ -210,6 +218,32 @@ def emit_monitor(
     return _fan_out(session, settings, event=event, payload=payload, recipients=recipients, request_id=None)
 
 
+def emit_identity(
+    session: Session, settings: Settings, *, event: str, change: dict[str, Any], recipients: set[str], text: str
+) -> list[Notification]:
+    """Queue an identity event (`identity.role-granted`, `identity.token-issued`: a role or a token given
+    to someone by someone else) for the person concerned and the approvers of the gates it touches, so
+    that nobody is given the power to decide a gate unseen. Call inside the transaction that makes it."""
+    assert event.startswith("identity.") and event in EVENTS, event
+    payload: dict[str, Any] = {"event": event, "change": change, "text": text}
+    return _fan_out(session, settings, event=event, payload=payload, recipients=recipients, request_id=None)
+
+
+def emit_audit_checkpoint(session: Session, settings: Settings, *, checkpoint: Any) -> list[Notification]:
+    """Queue a signed checkpoint of the audit chain (`domain.audit_checkpoints.Checkpoint`) for each
+    webhook that names `audit.checkpoint`: a copy of it outside this machine."""
+    payload: dict[str, Any] = {
+        "event": "audit.checkpoint",
+        "checkpoint": dataclasses.asdict(checkpoint),
+        "text": f"Audit log checkpoint: event {checkpoint.seq} has hash {checkpoint.hash}",
+    }
+    return _fan_out(session, settings, event="audit.checkpoint", payload=payload, recipients=set(), request_id=None)
+
+
+def _takes(hook: WebhookConfig, event: str) -> bool:
+    return event in hook.events if hook.events is not None else event not in NAMED_ONLY
+
+
 def _fan_out(
     session: Session,
     settings: Settings,
@@ -245,7 +279,7 @@ def _fan_out(
         if smtp is not None and person.email:
             rows.append(row("email", person.email))
     for hook in settings.raw.notifications.webhooks:
-        if hook.events is None or event in hook.events:
+        if _takes(hook, event):
             rows.append(row("webhook", hook.name))
     session.add_all(rows)
     session.flush()

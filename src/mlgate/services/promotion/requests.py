@@ -15,8 +15,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from mlgate.adapters.sql.database import Database
-from mlgate.adapters.sql.models import CheckRecord, Decision, Job, ModelVersion, PromotionRequest, utcnow
-from mlgate.adapters.sql.queries import as_utc, chain_root, model_version
+from mlgate.adapters.sql.models import (
+    Decision,
+    ModelVersion,
+    PromotionRequest,
+    utcnow,
+)
+from mlgate.adapters.sql.queries import as_utc, model_version
 from mlgate.config import Settings
 from mlgate.domain.events import RequestApproved
 from mlgate.domain.gates import (
@@ -24,6 +29,7 @@ from mlgate.domain.gates import (
     GateRefusal,
     RequestState,
     blocking_checks,
+    check_credential,
     check_decider,
     check_open,
     quorum_reached,
@@ -33,6 +39,8 @@ from mlgate.errors import ConflictError, NotFoundError, PermissionDeniedError, V
 from mlgate.services import audit
 from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.notifications import outbox
+from mlgate.services.promotion import evidence
+from mlgate.services.registration import authors
 
 ACTIVE = (RequestState.OPEN.value, RequestState.APPROVED.value, RequestState.PROMOTING.value)
 
@@ -56,6 +64,7 @@ class RequestView:
     state: str
     requested_by: str
     author: str
+    authors: list[dict[str, Any]]  # [{"name", "as": [what they did]}]: none of them decides
     approver_role: str
     required_approvals: int
     required_checks: list[str]
@@ -79,6 +88,7 @@ def view(row: PromotionRequest) -> RequestView:
         state=row.state,
         requested_by=row.requested_by,
         author=row.author,
+        authors=row.authors if row.authors is not None else [{"name": row.author, "as": ["the model's author"]}],
         approver_role=row.approver_role,
         required_approvals=row.required_approvals,
         required_checks=list(row.required_checks),
@@ -96,87 +106,6 @@ def _refused(exc: GateRefusal) -> Exception:
     if exc.kind == "conflict":
         return ConflictError(exc.message, details=dict(exc.details))
     return PermissionDeniedError(exc.message, details=dict(exc.details))
-
-
-# -- evidence ----------------------------------------------------------------------------------------
-
-
-def author_of(session: Session, record: ModelVersion) -> str:
-    """Who made the model: the person whose job trained it, else whoever registered it."""
-    root = chain_root(session, record=record)
-    job_id = (root.lineage or {}).get("job_id")
-    if job_id is not None:
-        job = session.get(Job, int(job_id))
-        if job is not None:
-            return job.requested_by
-    return root.created_by
-
-
-def check_results(session: Session, model_version_id: int) -> dict[str, dict[str, Any]]:
-    """The latest record of each check run on a version."""
-    rows = session.execute(
-        select(CheckRecord).where(CheckRecord.model_version_id == model_version_id).order_by(CheckRecord.id)
-    ).scalars()
-    latest: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        latest[row.name] = {
-            "status": row.status,
-            "summary": row.summary,
-            "log_excerpt": row.log_excerpt,
-            "artifacts": row.artifacts,
-            "job_id": row.job_id,
-            "started_at": row.started_at.isoformat(),
-            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
-        }
-    return latest
-
-
-def champion(session: Session, env: str, name: str) -> ModelVersion | None:
-    """The version of `name` most recently promoted into `env`: what the candidate would replace."""
-    return session.execute(
-        select(ModelVersion)
-        .where(ModelVersion.environment == env, ModelVersion.name == name)
-        .order_by(ModelVersion.version.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-
-
-def _metrics(record: ModelVersion) -> dict[str, float]:
-    metrics = (record.lineage or {}).get("metrics") or {}
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-
-
-def comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> dict[str, Any] | None:
-    """Metric by metric: the candidate against the incumbent in the target environment."""
-    if incumbent is None:
-        return None
-    ours, theirs = _metrics(candidate), _metrics(incumbent)
-    rows = [
-        {
-            "metric": key,
-            "candidate": ours.get(key),
-            "champion": theirs.get(key),
-            "delta": (ours[key] - theirs[key]) if key in ours and key in theirs else None,
-        }
-        for key in sorted(set(ours) | set(theirs))
-    ]
-    return {
-        "champion": {"name": incumbent.name, "version": incumbent.version, "digest": incumbent.digest},
-        "metrics": rows,
-    }
-
-
-def _evidence(session: Session, settings: Settings, record: ModelVersion, target: str) -> dict[str, Any]:
-    return {
-        "digest": record.digest,
-        # how jobs and checks ran when this request opened: 'none' means user code had the server's powers
-        "sandbox": settings.execution.sandbox,
-        "card": record.card,
-        "metrics": _metrics(record),
-        "lineage": record.lineage,
-        "signature": record.signature,
-        "comparison": comparison(record, champion(session, target, record.name)),
-    }
 
 
 # -- opening -----------------------------------------------------------------------------------------
@@ -238,8 +167,8 @@ def open_request(
             session,
             role=gate.approver_role.value,
             environment=gate.target,
-            exclude={request.author, request.requested_by},
-        )
+            exclude={*evidence.authors_of(request), request.requested_by},
+        ) - evidence.administrators(session)
         outbox.emit(
             session, settings, event="request.opened", request=request, recipients=recipients, base_url=base_url
         )
@@ -266,6 +195,8 @@ def _new_request(
     session: Session, settings: Settings, *, record: ModelVersion, gate: Gate, requested_by: str
 ) -> PromotionRequest:
     """An open request for `record` at `gate`: the gate's policy as it is now, and the evidence."""
+    made_by = authors.of_version(session, record)
+    names = authors.names(made_by)
     return PromotionRequest(
         gate=gate.name,
         model_version_id=record.id,
@@ -275,11 +206,12 @@ def _new_request(
         target_env=gate.target,
         state=RequestState.OPEN.value,
         requested_by=requested_by,
-        author=author_of(session, record),
+        author=names[0] if names else record.created_by,
+        authors=made_by,
         required_approvals=gate.approvals,
         approver_role=gate.approver_role.value,
         required_checks=list(gate.checks),
-        evidence=_evidence(session, settings, record, gate.target),
+        evidence=evidence.evidence(session, settings, record, gate, made_by, requested_by),
         created_at=utcnow(),
         expires_at=utcnow() + gate.expiry,
     )
@@ -331,9 +263,27 @@ def _expire_if_due(
     return True
 
 
+def may_decide(settings: Settings, principal: Principal, request: RequestView) -> None:
+    """GateRefusal if `principal` may not decide the open `request` (its state and checks aside)."""
+    opened_at = as_utc(request.created_at)
+    assert opened_at is not None
+    names = [str(a["name"]) for a in request.authors]
+    gate = settings.gate_into(request.target_env)
+    check_decider(gate, principal, authors=names, requester=request.requested_by, opened_at=opened_at)
+    check_credential(principal)
+
+
+def _check_decider(gate: Gate, principal: Principal, request: PromotionRequest) -> None:
+    opened_at = as_utc(request.created_at)
+    assert opened_at is not None
+    check_decider(
+        gate, principal, authors=evidence.authors_of(request), requester=request.requested_by, opened_at=opened_at
+    )
+
+
 def _refuse_while_checks_block(session: Session, request: PromotionRequest) -> None:
     """No approval while a check the gate requires has not passed (the latest run of each counts)."""
-    results = check_results(session, request.model_version_id)
+    results = evidence.check_results(session, request.model_version_id)
     blocking = blocking_checks(request.required_checks, {k: v["status"] for k, v in results.items()})
     if blocking:
         listed = ", ".join(f"{name} ({status})" for name, status in blocking.items())
@@ -355,7 +305,8 @@ def _add_decision(
     """The principal's approval or rejection of an open request, once each, if the gate lets them decide."""
     try:
         check_open(RequestState(request.state), request.id)
-        check_decider(gate, principal, author=request.author, requester=request.requested_by)
+        _check_decider(gate, principal, request)
+        check_credential(principal)
     except GateRefusal as exc:
         raise _refused(exc) from None
     if any(d.actor == principal.name for d in request.decisions):
@@ -454,7 +405,7 @@ def get(db: Database, request_id: int, *, env: str | None = None) -> RequestView
             raise NotFoundError(f"no promotion request {request_id} in '{env}'", details={"request": request_id})
         result = view(request)
         # Checks run after the request was opened: show them as they are now.
-        result.evidence["checks"] = check_results(session, request.model_version_id)
+        result.evidence["checks"] = evidence.check_results(session, request.model_version_id)
         return result
 
 
@@ -487,7 +438,7 @@ def waiting_for(db: Database, settings: Settings, principal: Principal) -> list[
         for request in rows:
             gate = settings.gate_into(request.target_env)
             try:
-                check_decider(gate, principal, author=request.author, requester=request.requested_by)
+                _check_decider(gate, principal, request)
             except GateRefusal:
                 continue
             if not any(d.actor == principal.name for d in request.decisions):

@@ -37,7 +37,7 @@ from mlgate.domain.jobs import DataRef
 from mlgate.domain.model_card import CardFacts, render
 from mlgate.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from mlgate.services import audit
-from mlgate.services.registration import baseline, model_lineage
+from mlgate.services.registration import authors, baseline, model_lineage
 from mlgate.services.registration.scoring import Predictions, SandboxScorer
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -61,6 +61,7 @@ class RegisterRequest:
     data: str | None = None  # NAME or NAME@VERSION of the training data
     label: str | None = None
     notes: tuple[str, ...] = ()  # recorded in the lineage (automation says why it registered)
+    retrained_from: int | None = None  # the record id of the version a retraining started from
 
 
 @dataclass(frozen=True)
@@ -283,11 +284,49 @@ def _prepare(
     )
 
 
+def _authors(
+    session: Session, prepared: _Prepared, *, env: str, actor: str, retrained_from: int | None
+) -> authors.Authors:
+    return authors.of_new_version(
+        session,
+        env=env,
+        run_id=prepared.run.run_id if prepared.run else None,
+        model_id=prepared.model.model_id,
+        job_id=prepared.lineage.get("job_id"),
+        registrar=actor,
+        retrained_from=session.get(ModelVersion, retrained_from) if retrained_from is not None else None,
+    )
+
+
+def _audit_registration(session: Session, row: ModelVersion, made_by: authors.Authors) -> None:
+    audit.record(
+        session,
+        actor=row.created_by,
+        action="model.register",
+        environment=row.environment,
+        subject=f"model:{row.name}:{row.version}",
+        payload={
+            "digest": row.digest,
+            "model_uri": row.model_uri,
+            "run_id": row.run_id,
+            "authors": authors.names(made_by),
+        },
+    )
+
+
 def _record(
-    session: Session, prepared: _Prepared, *, env: str, name: str, version: int, actor: str
+    session: Session,
+    prepared: _Prepared,
+    *,
+    env: str,
+    name: str,
+    version: int,
+    actor: str,
+    retrained_from: int | None,
 ) -> ModelVersionView:
     """mlgate's row of the new version and its audit event, in the caller's transaction."""
     now = utcnow()
+    made_by = _authors(session, prepared, env=env, actor=actor, retrained_from=retrained_from)
     profile = prepared.made.profile if prepared.made else None
     card = render(
         CardFacts(
@@ -319,17 +358,11 @@ def _record(
         source_id=None,
         created_by=actor,
         created_at=now,
+        authors=made_by,
     )
     session.add(row)
     session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="model.register",
-        environment=env,
-        subject=f"model:{name}:{version}",
-        payload={"digest": prepared.digest, "model_uri": prepared.model.uri, "run_id": row.run_id},
-    )
+    _audit_registration(session, row, made_by)
     return _view(row)
 
 
@@ -367,7 +400,16 @@ def register(
                 if prepared.made is not None:
                     wrote.append(files)
                     _write_files(files, prepared.made)
-                return _record(session, prepared, env=env, name=request.name, version=version, actor=actor), True
+                recorded = _record(
+                    session,
+                    prepared,
+                    env=env,
+                    name=request.name,
+                    version=version,
+                    actor=actor,
+                    retrained_from=request.retrained_from,
+                )
+                return recorded, True
             duplicate = _view(same)  # registered by a concurrent request while this one worked
     except BaseException:
         _undo(registry, wrote, name=request.name, version=version, drop_model=created_model)

@@ -15,7 +15,7 @@ starts what was waiting and collects what ran.
   in their own sandbox (`services.registration.scoring`); the labels, the metric and the verdict stay in the server.
 - `endpoint-tests` runs in the server (`services.staging.endpoint_tests`): it needs the serving host and key.
 
-The gate reads the latest record of each name (`services.promotion.requests.check_results`), so running a
+The gate reads the latest record of each name (`services.promotion.evidence.check_results`), so running a
 check again replaces its earlier result.
 """
 

@@ -1,14 +1,23 @@
-"""The audit log: list events and verify the hash chain (admins)."""
+"""The audit log: list events, verify it, take a checkpoint, export the auditors' bundle (admins)."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from datetime import datetime
+from typing import IO
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from mlgate.interfaces.api.deps import Administrator, ContextDep
-from mlgate.interfaces.api.schemas.audit import AuditEventPublic, AuditEventsPublic, AuditVerifyPublic
-from mlgate.services import audit
+from mlgate.interfaces.api.schemas.audit import (
+    AuditCheckpointPublic,
+    AuditEventPublic,
+    AuditEventsPublic,
+    AuditVerifyPublic,
+)
+from mlgate.services import audit, audit_bundle, audit_integrity
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -40,7 +49,61 @@ def list_events(
     return AuditEventsPublic(data=events, count=len(events))
 
 
+def verify_report(report: audit_integrity.IntegrityReport) -> AuditVerifyPublic:
+    return AuditVerifyPublic(
+        ok=report.ok,
+        events=report.events,
+        broken_seq=report.broken_seq,
+        reason=report.reason,
+        checkpoints=report.checkpoints,
+        checkpoint=report.checkpoint,
+        key_id=report.key_id,
+        last_checkpoint_seq=report.last_checkpoint_seq,
+        unvouched=report.unvouched,
+    )
+
+
 @router.get("/verify", response_model=AuditVerifyPublic)
 def verify(_: Administrator, ctx: ContextDep) -> AuditVerifyPublic:
-    result = audit.verify(ctx.db)
-    return AuditVerifyPublic(ok=result.ok, events=result.events, broken_seq=result.broken_seq, reason=result.reason)
+    """Every event's MAC, payload digest and link, the recorded head, and every signed checkpoint."""
+    return verify_report(audit_integrity.verify(ctx.db, ctx.settings, ctx.plane.audit_keys))
+
+
+@router.post("/checkpoints", response_model=AuditCheckpointPublic)
+def take_checkpoint(_: Administrator, ctx: ContextDep) -> AuditCheckpointPublic:
+    """Sign a checkpoint of the head now, if it moved and the events since the last one verify."""
+    outcome = audit_integrity.take_checkpoint(
+        ctx.db, ctx.settings, ctx.plane.audit_keys, now=ctx.plane.clock.now(), force=True
+    )
+    made = outcome.checkpoint
+    if made is None:
+        return AuditCheckpointPublic(written=False, reason=outcome.reason)
+    return AuditCheckpointPublic(
+        written=True,
+        reason=outcome.reason,
+        seq=made.seq,
+        hash=made.hash,
+        at=made.at,
+        key_id=made.key_id,
+        signature=made.signature,
+    )
+
+
+@router.get("/export", response_class=StreamingResponse)
+def export(_: Administrator, ctx: ContextDep) -> StreamingResponse:
+    """The auditors' bundle (a zip): events, checkpoints, public key, manifest. A checkpoint of the head
+    is taken first, so that the bundle's last event is vouched for when the log verifies."""
+    keys, now = ctx.plane.audit_keys, ctx.plane.clock.now()
+    audit_integrity.take_checkpoint(ctx.db, ctx.settings, keys, now=now, force=True)
+    spool = tempfile.SpooledTemporaryFile(max_size=1 << 24)  # noqa: SIM115 (closed when streamed)
+    audit_bundle.export_bundle(ctx.db, ctx.settings, keys, spool, now=now)
+    spool.seek(0)
+    name = f"mlgate-audit-{now.strftime('%Y%m%dT%H%M%SZ')}.zip"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return StreamingResponse(_chunks(spool), media_type="application/zip", headers=headers)
+
+
+def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(1 << 16):
+            yield chunk

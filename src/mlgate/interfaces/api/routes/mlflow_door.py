@@ -32,6 +32,7 @@ from mlgate.interfaces.api.door import answers, bodies, credentials, forward, gu
 from mlgate.interfaces.api.door.credentials import Caller
 from mlgate.interfaces.api.door.upstream import UpstreamPool
 from mlgate.services import audit
+from mlgate.services.registration import authors
 from mlgate.services.training import jobs
 
 PREFIX = "/mlflow/"
@@ -155,27 +156,41 @@ async def _inspected(request: Request, ctx: AppContext, call: Call) -> Response:
     url = forward.target(call.raw_path, call.query)
     headers = forward.request_headers(request)
     reply = await forward.send(_pool(ctx), call.env, call.upstream, request.method, url, headers, body)
-    job_id = call.caller.principal.job_id
     if not (operation.kind is Kind.WRITE and reply.status < 300):
         return await forward.answer(reply)
     if operation.audited:
         await anyio.to_thread.run_sync(_record, ctx, call, hashlib.sha256(body).hexdigest())
-    if operation.guard != "run-create" or job_id is None:
+    created = CREATES.get(operation.name)
+    if created is None:
         return await forward.answer(reply)
-    # A job's runs are recorded on the job as they are created, so the job lists exactly its runs.
     content, response = await forward.whole(reply)
-    run_id = _created_run_id(content)
-    if run_id:
-        await anyio.to_thread.run_sync(lambda: jobs.add_run(ctx.db, job_id=job_id, run_id=run_id))
+    object_id = _created_id(content, created)
+    if object_id:
+        await anyio.to_thread.run_sync(_remember_creation, ctx, call, created, object_id)
     return response
 
 
-def _created_run_id(content: bytes) -> str | None:
+# The operations that create what a model's authors are worked out from, and where their answer names it.
+CREATES = {"runs.create": authors.RUN, "logged-models.create": authors.LOGGED_MODEL}
+_CREATED_ID = {authors.RUN: ("run", "run_id"), authors.LOGGED_MODEL: ("model", "model_id")}
+
+
+def _created_id(content: bytes, kind: str) -> str | None:
+    outer, key = _CREATED_ID[kind]
     try:
-        run_id = json.loads(content)["run"]["info"]["run_id"]
+        value = json.loads(content)[outer]["info"][key]
     except (ValueError, KeyError, TypeError):
         return None
-    return run_id if isinstance(run_id, str) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
+def _remember_creation(ctx: AppContext, call: Call, kind: str, object_id: str) -> None:
+    """Who created the run or logged model (from the token: the author a registration of it will name);
+    a job's runs are recorded on the job too, so the job lists exactly its runs."""
+    principal = call.caller.principal
+    authors.record_creation(ctx.db, env=call.env, kind=kind, object_id=object_id, principal=principal)
+    if kind == authors.RUN and principal.job_id is not None:
+        jobs.add_run(ctx.db, job_id=principal.job_id, run_id=object_id)
 
 
 def _ui_page(request: Request, call: Call, response: Response) -> Response:

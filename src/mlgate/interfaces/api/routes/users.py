@@ -58,7 +58,7 @@ def list_users(_: Administrator, ctx: ContextDep) -> UsersPublic:
 def create_user(body: UserCreate, principal: Administrator, ctx: ContextDep) -> UserCreated:
     bindings = accounts.parse_bindings(body.roles, body.environments, ctx.settings.env_names)
     user, issued = accounts.create_user(
-        ctx.db, actor=principal.name, name=body.name, bindings=bindings, email=body.email
+        ctx.db, actor=principal.name, name=body.name, bindings=bindings, email=body.email, gates=ctx.settings.gates
     )
     return UserCreated(user=user_public(user), token=_issued(issued))
 
@@ -71,7 +71,7 @@ def show_user(name: str, _: Administrator, ctx: ContextDep) -> UserPublic:
 @router.post("/users/{name}/roles", response_model=UserPublic)
 def grant_roles(name: str, body: RolesChange, principal: Administrator, ctx: ContextDep) -> UserPublic:
     bindings = accounts.parse_bindings(body.roles, body.environments, ctx.settings.env_names)
-    return user_public(accounts.grant(ctx.db, actor=principal.name, name=name, bindings=bindings))
+    return user_public(accounts.grant(ctx.db, ctx.settings, actor=principal.name, name=name, bindings=bindings))
 
 
 @router.post("/users/{name}/roles/revoke", response_model=UserPublic)
@@ -89,7 +89,7 @@ def list_tokens(_: Administrator, ctx: ContextDep, user: str | None = None) -> T
 @router.post("/users/{name}/tokens", response_model=TokenIssued, status_code=status.HTTP_201_CREATED)
 def create_token(name: str, body: TokenCreate, principal: Administrator, ctx: ContextDep) -> TokenIssued:
     issued = accounts.create_token(
-        ctx.db, actor=principal.name, user_name=name, name=body.name, expires_in=_expiry(body)
+        ctx.db, ctx.settings, actor=principal.name, user_name=name, name=body.name, expires_in=_expiry(body)
     )
     return _issued(issued)
 
@@ -108,7 +108,7 @@ def list_my_tokens(principal: Authenticated, ctx: ContextDep) -> TokensPublic:
 @router.post("/me/tokens", response_model=TokenIssued, status_code=status.HTTP_201_CREATED)
 def create_my_token(body: TokenCreate, principal: Authenticated, ctx: ContextDep) -> TokenIssued:
     issued = accounts.create_token(
-        ctx.db, actor=principal.name, user_name=principal.name, name=body.name, expires_in=_expiry(body)
+        ctx.db, ctx.settings, actor=principal.name, user_name=principal.name, name=body.name, expires_in=_expiry(body)
     )
     return _issued(issued)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlgate.interfaces.api.schemas.base import StrictBody, UtcDatetime
 
@@ -103,6 +103,14 @@ class DecisionPublic(BaseModel):
     at: UtcDatetime
 
 
+class AuthorPublic(BaseModel):
+    name: str
+    # what they did: created the run, logged the model, requested the training job, registered it, ...
+    as_: list[str] = Field(alias="as")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
 class RequestPublic(BaseModel):
     id: int
     gate: str
@@ -113,6 +121,7 @@ class RequestPublic(BaseModel):
     state: str
     requested_by: str
     author: str
+    authors: list[AuthorPublic]  # everyone who made the model: none of them decides its requests
     approver_role: str
     required_approvals: int
     required_checks: list[str]
