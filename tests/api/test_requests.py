@@ -339,7 +339,7 @@ def test_concurrent_approvals_complete_the_quorum_once(gates: Gates) -> None:
 
 # A team's own policy: two operators approve into staging, within EXPIRY_S of the request.
 OPERATORS = {name: (["operator"], ["staging"]) for name in ("olu", "oren", "otto")}
-EXPIRY_S = 6.0
+EXPIRY_S = 15.0
 
 
 def _gated_project(
@@ -393,7 +393,6 @@ def test_the_gate_policy_names_the_approver_its_quorum_and_expiry_on_postgresql(
     try:
         gates = Gates(server)
         gates.log_models("dana:0", "dana:1")
-        short_lived = gates.register("dana", "short-lived", seed=1)["request_id"]  # left to expire
         # The quorum: three operators race, two approvals count, the third finds it decided.
         request_id = gates.register("dana", "quorum", seed=0)["request_id"]
         statuses = _race(gates, request_id, list(OPERATORS))
@@ -405,7 +404,7 @@ def test_the_gate_policy_names_the_approver_its_quorum_and_expiry_on_postgresql(
         assert len(approvals) == 2
 
         # The approver the policy names: the operators' inbox has the request, a lead may not decide it.
-        request_id = short_lived
+        request_id = gates.register("dana", "short-lived", seed=1)["request_id"]  # left to expire
         waiting = json.loads(gates.cli("olu", "inbox", "--json").stdout)
         assert [r["id"] for r in waiting] == [request_id] and waiting[0]["approver_role"] == "operator"
         lead = gates.api("lee", "POST", f"/api/v1/environments/staging/requests/{request_id}/approve", json={})
