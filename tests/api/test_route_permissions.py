@@ -87,6 +87,7 @@ PINNED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/me/tokens/{token_id}"): "authenticated",
     ("GET", "/api/v1/audit"): "administer",
     ("GET", "/api/v1/audit/verify"): "administer",
+    ("GET", "/api/v1/audit/at"): "administer",
     ("GET", "/api/v1/workers"): "administer",
     ("POST", "/api/v1/environments/{env}/models"): "train",
     ("GET", "/api/v1/environments/{env}/models"): "read",

@@ -197,6 +197,14 @@ def test_olu_changes_traffic_in_production_and_the_host_follows(browser: Browser
     assert "'deploy' in 'production' needs one of the roles: operator" in browser.text("#deploy-reason")
     assert not browser.driver.find_elements("css selector", "#traffic-form")
 
+    # The admin's audit page answers what serves now from the audit log alone, and names a bad time.
+    browser.sign_in(world.tokens["admin"], then="/audit?at_env=production")
+    served = browser.text("#serving-at-slots")
+    assert f"{PRODUCTION_ENDPOINT} green diabetes 2 70%" in served, served
+    assert f"{PRODUCTION_ENDPOINT} blue diabetes 1 30%" in served, served
+    browser.page("/audit?at_env=production&at_time=yesterday")
+    assert "invalid time 'yesterday'" in browser.text("#serving-at-error")
+
 
 def test_forms_without_their_csrf_token_are_refused(world: WebWorld) -> None:
     path = f"/endpoints/staging/{ENDPOINT}/traffic"

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from mlgate.adapters.sql.models import Notification
+from mlgate.services import audit
 from tests.support.load import WrkResult, run_wrk
 from tests.support.project import bearer, stop_server
 from tests.support.rollout_world import ENDPOINT, RolloutWorld, build
@@ -81,6 +82,32 @@ def _answered(host: str) -> float:
     )
 
 
+def _through_gate_b(world: RolloutWorld, version: int) -> int:
+    """`world.through_gate_b`, and the audit event sam's approval leaves (the world writes the approved
+    request straight into the control database, so nothing else records it)."""
+    request_id = world.through_gate_b(version)
+    db = world.project.db()
+    try:
+        with db.write() as session:
+            audit.record(
+                session,
+                actor="sam",
+                action="request.approve",
+                environment=ENV,
+                subject=f"request:{request_id}",
+                payload={"comment": None, "state": "approved"},
+            )
+    finally:
+        db.dispose()
+    return request_id
+
+
+def _served(answer: dict[str, Any]) -> dict[str, tuple[int, int, list[str]]]:
+    return {
+        s["slot"]: (s["version"], s["weight"], s["approved_by"]) for s in answer["slots"] if s["endpoint"] == ENDPOINT
+    }
+
+
 class Load:
     """wrk against the production endpoint in a thread, paced, until `wait` (at most `seconds`)."""
 
@@ -116,7 +143,7 @@ class Load:
 
 
 def test_the_first_version_through_gate_b_goes_to_blue_with_all_the_traffic(world: RolloutWorld) -> None:
-    world.through_gate_b(world.staging[0])
+    _through_gate_b(world, world.staging[0])
     rollout = _finished(world, 1)
     assert rollout["state"] == "succeeded", rollout
     assert (rollout["from_slot"], rollout["to_slot"], rollout["previous_version"]) == (None, "blue", None)
@@ -127,7 +154,7 @@ def test_the_first_version_through_gate_b_goes_to_blue_with_all_the_traffic(worl
 
 def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(world: RolloutWorld) -> None:
     load = Load(world, age=45, seconds=60)
-    world.through_gate_b(world.staging[1])
+    _through_gate_b(world, world.staging[1])
     rollout = _finished(world, 2)
     result = load.wait()
     assert rollout["state"] == "succeeded", rollout
@@ -150,7 +177,7 @@ def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(
 
 def test_a_failing_canary_is_rolled_back_and_callers_never_see_its_failures(world: RolloutWorld) -> None:
     load = Load(world, age=-1, seconds=60)  # every request carries a negative age: version 3 fails them
-    world.through_gate_b(world.staging[2])
+    _through_gate_b(world, world.staging[2])
     rollout = _finished(world, 3)
     result = load.wait()
     assert rollout["state"] == "rolled-back", rollout
@@ -171,3 +198,41 @@ def test_a_failing_canary_is_rolled_back_and_callers_never_see_its_failures(worl
     finally:
         db.dispose()
     assert ("olu", "inbox", rollout["id"]) in rows, rows
+
+    # What served when, answered from the audit log alone: before the first rollout, after it, during the
+    # second one's first canary step, after it, during the third one's breached step, and now.
+    with world.client("vic") as vic:
+        done = {r["version"]: vic.rollout(ENV, r["id"]) for r in vic.rollouts(ENV)}
+    moments = {
+        "before": done[1]["created_at"],
+        "first": done[1]["finished_at"],
+        "canary": done[2]["steps"][0]["ended_at"],
+        "second": done[2]["finished_at"],
+        "breach": done[3]["steps"][0]["ended_at"],
+        "now": None,
+    }
+    with world.client("admin") as admin:
+        answers = {name: _served(admin.audit_at(ENV, at)) for name, at in moments.items()}
+    sam = ["sam"]
+    assert answers == {
+        "before": {},
+        "first": {"blue": (1, 100, sam)},
+        "canary": {"blue": (1, 90, sam), "green": (2, 10, sam)},
+        "second": {"blue": (1, 0, sam), "green": (2, 100, sam)},
+        "breach": {"blue": (3, 10, sam), "green": (2, 90, sam)},
+        "now": {"blue": (3, 0, sam), "green": (2, 100, sam)},
+    }
+    refused = httpx.get(
+        f"{world.url}/api/v1/audit/at",
+        params={"env": ENV, "time": "yesterday"},
+        headers=bearer(world.project.tokens["admin"]),
+        timeout=30,
+    )
+    assert refused.status_code == 422 and "invalid time 'yesterday'" in refused.json()["error"]["message"]
+    shown = world.cli("audit", "at", "--env", ENV, "--time", moments["canary"], user="admin")
+    assert shown.returncode == 0, shown.stderr
+    assert "green" in shown.stdout and "10%" in shown.stdout and "sam (gate B" in shown.stdout, shown.stdout
+    malformed = world.cli("audit", "at", "--env", ENV, "--time", "yesterday", user="admin")
+    assert malformed.returncode == 2 and "invalid time 'yesterday'" in malformed.stderr, malformed.stderr
+    unknown = world.cli("audit", "at", "--env", "prod", user="admin")
+    assert unknown.returncode == 2 and "unknown environment 'prod'" in unknown.stderr, unknown.stderr

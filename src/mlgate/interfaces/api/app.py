@@ -26,6 +26,7 @@ from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.door.upstream import UpstreamPool
 from mlgate.interfaces.api.routes import (
     audit,
+    audit_history,
     checks,
     data,
     endpoints,
@@ -48,6 +49,7 @@ ROUTERS = (
     environments,
     users,
     audit,
+    audit_history,
     data,
     jobs,
     models,

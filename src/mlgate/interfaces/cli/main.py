@@ -10,6 +10,7 @@ import typer
 from mlgate.errors import MlgateError
 from mlgate.interfaces.cli import (
     audit_commands,
+    audit_history_commands,  # noqa: F401 (importing it adds `audit at` to the audit group)
     check_commands,
     data_commands,
     endpoint_commands,

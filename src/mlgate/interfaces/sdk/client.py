@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -173,6 +174,15 @@ class Client:
         except httpx.HTTPError as exc:
             raise MlgateError(f"cannot reach the mlgate server at {self.url}: {exc}") from exc
         return size
+
+    def audit_at(self, environment: str, time: datetime | str | None = None) -> dict[str, Any]:
+        """What served in `environment` at `time` (a datetime or ISO 8601; naive: UTC; None: now): each
+        endpoint slot's version and weight, and who approved it, replayed from the audit log (admins)."""
+        params = {"env": environment}
+        if time is not None:
+            params["time"] = time.isoformat() if isinstance(time, datetime) else time
+        result: dict[str, Any] = self.request("GET", "/api/v1/audit/at", params=params)
+        return result
 
     # code snapshots and jobs
     def upload_snapshot(self, env: str, data: bytes, *, git_commit: str | None, git_dirty: bool) -> dict[str, Any]:

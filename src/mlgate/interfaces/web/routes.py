@@ -372,8 +372,11 @@ def audit_page(
     actor: str = "",
     action: str = "",
     environment: str = "",
+    at_env: str = "",
+    at_time: str = "",
 ) -> Response:
-    """The audit log, as the API's: admins only; with the chain's verification."""
+    """The audit log, as the API's: admins only; with the chain's verification, and what served in an
+    environment at a time (`at_env`, `at_time`), replayed from the log."""
     require(ctx, user, Action.ADMINISTER, None)
     where = audit.AuditFilter(
         actor=actor or None, action=action or None, environment=environment or None, limit=AUDIT_LIMIT
@@ -387,6 +390,7 @@ def audit_page(
         verified=audit_integrity.verify(ctx.db, ctx.settings, ctx.plane.audit_keys),
         filters={"actor": actor, "action": action, "environment": environment},
         envs=ctx.settings.env_names,
+        serving_at=views.serving_at(ctx, at_env, at_time),
     )
 
 

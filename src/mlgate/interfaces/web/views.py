@@ -18,6 +18,7 @@ from markdown_it.utils import EnvType, OptionsDict
 from markupsafe import Markup
 
 from mlgate.domain import rollouts as rollout_rules
+from mlgate.domain.audit_history import ServingAt, parse_moment
 from mlgate.domain.gates import GateRefusal, RequestState, blocking_checks
 from mlgate.domain.permissions import Principal
 from mlgate.errors import MlgateError
@@ -25,6 +26,7 @@ from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.routes.endpoints import endpoint_public
 from mlgate.interfaces.api.schemas.endpoints import EndpointPublic
 from mlgate.interfaces.web import charts
+from mlgate.services import audit_history
 from mlgate.services.promotion import requests
 from mlgate.services.promotion.requests import RequestView
 from mlgate.services.registration import models
@@ -228,3 +230,29 @@ def decision_state(ctx: AppContext, user: Principal, request: RequestView) -> De
         listed = ", ".join(f"{name} ({status})" for name, status in blocking.items())
         return DecisionState(f"Required checks have not passed: {listed}.", None, blocking)
     return DecisionState(None, None, blocking)
+
+
+# --- the audit page's "what served when" --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServingAtForm:
+    """The audit page's form (environment, time) and its answer, or why there is none."""
+
+    env: str
+    time: str
+    answer: ServingAt | None = None
+    error: str | None = None
+
+
+def serving_at(ctx: AppContext, env: str, time: str) -> ServingAtForm:
+    """What served in `env` at `time` (ISO 8601, no offset: UTC; empty: now), from the audit log; nothing
+    asked (no environment), no answer."""
+    if not env:
+        return ServingAtForm(env="", time=time)
+    try:
+        moment = parse_moment(time) if time.strip() else ctx.plane.clock.now()
+        answer = audit_history.serving_at(ctx.db, ctx.settings, environment=env, at=moment)
+    except MlgateError as exc:
+        return ServingAtForm(env=env, time=time, error=exc.message)
+    return ServingAtForm(env=env, time=time, answer=answer)

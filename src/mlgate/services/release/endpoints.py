@@ -77,6 +77,22 @@ def _live(session: Session, endpoint_id: int) -> EndpointRevision | None:
     ).scalar_one_or_none()
 
 
+def slot_table(allocation: Allocation) -> list[dict[str, object]]:
+    """An endpoint's full slot table as its audit events record it: what serves where, with what share."""
+    return [{"slot": s.slot, "model": s.model, "version": s.version, "weight": s.traffic} for s in allocation.slots]
+
+
+def slots_payload(session: Session, env: str, name: str) -> dict[str, object]:
+    """`endpoint` and its live `slots` (`slot_table`), for an event about an endpoint that did not change
+    its allocation, so that every release event says what served after it (an unknown endpoint: none)."""
+    row = session.execute(
+        select(Endpoint).where(Endpoint.environment == env, Endpoint.name == name)
+    ).scalar_one_or_none()
+    live = _live(session, row.id) if row is not None else None
+    allocation = Allocation.from_json(live.slots, live.mirror) if live else Allocation()
+    return {"endpoint": name, "slots": slot_table(allocation)}
+
+
 def _view(row: Endpoint, live: EndpointRevision | None) -> EndpointView:
     return EndpointView(
         environment=row.environment,
@@ -130,7 +146,7 @@ def create(
             action="endpoint.create",
             environment=env,
             subject=f"endpoint:{name}",
-            payload={"origin": origin},
+            payload={"origin": origin, "endpoint": name, "slots": []},
         )
         return _view(row, None), keys
 
@@ -203,7 +219,7 @@ def rotate_key(db: Database, env: str, name: str, which: Which, *, actor: str) -
             action="endpoint.rotate-key",
             environment=env,
             subject=f"endpoint:{name}",
-            payload={"which": which, "prefix": display_prefix(key)},
+            payload={"which": which, "prefix": display_prefix(key), **slots_payload(session, env, name)},
         )
     return key
 
@@ -278,11 +294,19 @@ def record_revision(
             action=f"endpoint.{reason}",
             environment=env,
             subject=f"endpoint:{name}",
-            payload={
-                "revision": number,
-                "weights": allocation.weights,
-                "mirror": allocation.mirror_json(),
-                **(payload or {}),
-            },
+            payload=_revision_payload(name, number, allocation, payload or {}),
         )
         return _view(row, revision)
+
+
+def _revision_payload(name: str, number: int, allocation: Allocation, extra: dict[str, object]) -> dict[str, object]:
+    """A revision's audit payload: its weights and mirror, the change's own details, and the endpoint's
+    whole slot table after it (`slot_table`), from which the log alone says what served when."""
+    return {
+        "revision": number,
+        "weights": allocation.weights,
+        "mirror": allocation.mirror_json(),
+        **extra,
+        "endpoint": name,
+        "slots": slot_table(allocation),
+    }

@@ -263,7 +263,12 @@ class RolloutWorker(Worker):
                 action="rollout.create",
                 environment=env,
                 subject=f"endpoint:{policy.name}",
-                payload={"rollout": row.id, "model": version.name, "version": version.version},
+                payload={
+                    "rollout": row.id,
+                    "model": version.name,
+                    "version": version.version,
+                    **endpoints.slots_payload(session, env, policy.name),
+                },
             )
             log.info("rollout %s: %s:%s to %s/%s", row.id, version.name, version.version, env, policy.name)
             return row.id
@@ -421,7 +426,13 @@ class RolloutWorker(Worker):
                 action=event,
                 environment=env,
                 subject=f"endpoint:{name}",
-                payload={"rollout": view.id, "state": view.state, "reason": reason, "version": view.version},
+                payload={
+                    "rollout": view.id,
+                    "state": view.state,
+                    "reason": reason,
+                    "version": view.version,
+                    **endpoints.slots_payload(session, env, name),
+                },
             )
             operators = outbox.approvers(session, role=Role.OPERATOR.value, environment=env, exclude=set())
             if state is RolloutState.SUCCEEDED:
