@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import select
 
 from mlgate.adapters.sql.models import Notification
-from mlgate.services import audit
 from tests.support.load import WrkResult, run_wrk
 from tests.support.project import bearer, stop_server
 from tests.support.rollout_world import ENDPOINT, RolloutWorld, build
@@ -82,26 +81,6 @@ def _answered(host: str) -> float:
     )
 
 
-def _through_gate_b(world: RolloutWorld, version: int) -> int:
-    """`world.through_gate_b`, and the audit event sam's approval leaves (the world writes the approved
-    request straight into the control database, so nothing else records it)."""
-    request_id = world.through_gate_b(version)
-    db = world.project.db()
-    try:
-        with db.write() as session:
-            audit.record(
-                session,
-                actor="sam",
-                action="request.approve",
-                environment=ENV,
-                subject=f"request:{request_id}",
-                payload={"comment": None, "state": "approved"},
-            )
-    finally:
-        db.dispose()
-    return request_id
-
-
 def _served(answer: dict[str, Any]) -> dict[str, tuple[int, int, list[str]]]:
     return {
         s["slot"]: (s["version"], s["weight"], s["approved_by"]) for s in answer["slots"] if s["endpoint"] == ENDPOINT
@@ -143,7 +122,7 @@ class Load:
 
 
 def test_the_first_version_through_gate_b_goes_to_blue_with_all_the_traffic(world: RolloutWorld) -> None:
-    _through_gate_b(world, world.staging[0])
+    world.through_gate_b(world.staging[0])
     rollout = _finished(world, 1)
     assert rollout["state"] == "succeeded", rollout
     assert (rollout["from_slot"], rollout["to_slot"], rollout["previous_version"]) == (None, "blue", None)
@@ -154,7 +133,7 @@ def test_the_first_version_through_gate_b_goes_to_blue_with_all_the_traffic(worl
 
 def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(world: RolloutWorld) -> None:
     load = Load(world, age=45, seconds=60)
-    _through_gate_b(world, world.staging[1])
+    world.through_gate_b(world.staging[1])
     rollout = _finished(world, 2)
     result = load.wait()
     assert rollout["state"] == "succeeded", rollout
@@ -177,7 +156,7 @@ def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(
 
 def test_a_failing_canary_is_rolled_back_and_callers_never_see_its_failures(world: RolloutWorld) -> None:
     load = Load(world, age=-1, seconds=60)  # every request carries a negative age: version 3 fails them
-    _through_gate_b(world, world.staging[2])
+    world.through_gate_b(world.staging[2])
     rollout = _finished(world, 3)
     result = load.wait()
     assert rollout["state"] == "rolled-back", rollout

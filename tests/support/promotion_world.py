@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from mlgate.adapters.mlflow.copy import PROMOTIONS_EXPERIMENT, REQUEST_TAG
 from mlgate.adapters.sql.models import Decision, ModelVersion, PromotionRequest, utcnow
+from mlgate.services import audit
 from tests.support.project import MLGATE, LiveServer, Project, bearer, clean_env
 
 WAIT_S = 60.0
@@ -163,7 +164,8 @@ def write_approved_request(
     approver: str = "lee",
 ) -> int:
     """A request for `source`'s `name`:`version` into `target`, as its final approval by `approver` leaves it
-    (in `state`), written for the server's promotion worker to carry out."""
+    (in `state`) with the audit events opening and deciding it, written for the server's promotion worker
+    to carry out."""
     db = project.db()
     try:
         with db.write() as session:
@@ -178,6 +180,15 @@ def write_approved_request(
             session.add(request)
             session.flush()
             session.add(Decision(request_id=request.id, actor=approver, decision="approve", at=utcnow()))
+            subject = f"request:{request.id}"
+            opened = {"model": name, "version": version, "from": source, "to": target, "digest": record.digest}
+            audit.record(
+                session, actor="dana", action="request.open", environment=target, subject=subject, payload=opened
+            )
+            decided = {"comment": None, "state": state}
+            audit.record(
+                session, actor=approver, action="request.approve", environment=target, subject=subject, payload=decided
+            )
             return request.id
     finally:
         db.dispose()
