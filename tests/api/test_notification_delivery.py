@@ -21,16 +21,16 @@ import pytest
 import yaml
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mlgate.adapters.notify.base import Delivery
+from mlgate.adapters.notify.base import Delivery, UndeliverableError
 from mlgate.adapters.notify.fake import FakeChannel
 from mlgate.adapters.notify.smtp import send_email
-from mlgate.adapters.notify.webhook import sign, verify_signature
+from mlgate.adapters.notify.webhook import WebhookChannel, sign, verify_signature
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import Database
-from mlgate.config import Settings, SmtpConfig, parse_config
+from mlgate.config import Settings, SmtpConfig, WebhookConfig, parse_config
 from mlgate.errors import BackendError, ConfigError
 from mlgate.services.notifications.delivery import DeliveryWorker, backoff_seconds
-from tests.support.notify import SmtpSink, configure, open_request, rows_of, smtp_server, wait_for
+from tests.support.notify import SmtpSink, WebhookReceiver, configure, open_request, rows_of, smtp_server, wait_for
 from tests.support.postgres import postgres_cluster, postgres_url
 from tests.support.project import Project
 
@@ -44,7 +44,7 @@ __all__ = ["postgres_cluster", "postgres_url"]  # fixtures, imported for pytest 
 def _settings(project: Project, *, hooks: int = 3, **policy: Any) -> Settings:
     """Webhooks the fake channel stands in for (port 9 would refuse them all)."""
     webhooks = [{"name": f"hook-{i}", "url": f"http://127.0.0.1:9/{i}"} for i in range(hooks)]
-    return configure(project, {"webhooks": webhooks, **policy})
+    return configure(project, {"webhooks": webhooks, "webhook_private_networks": ["127.0.0.1"], **policy})
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -280,3 +280,44 @@ def test_the_notifications_policy_is_validated() -> None:
         parse_config(yaml.safe_dump({"notifications": {"retries": 3}}))
     policy = parse_config("notifications: {}").notifications
     assert (policy.retry_base_seconds, policy.retry_max_seconds, policy.max_attempts) == (2.0, 600.0, 12)
+
+
+PRIVATE_TARGETS = (
+    "http://127.0.0.1:9/",
+    "http://localhost/hook",
+    "http://[::1]/",
+    "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+    "http://10.0.0.5/",
+    "http://[::ffff:192.168.1.1]/",  # an IPv4 private address in IPv6 clothing
+    "http://100.64.0.1/",  # shared address space
+    "http://0.0.0.0/",
+)
+
+
+def test_webhooks_reach_public_addresses_and_only_the_private_networks_the_policy_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for url in PRIVATE_TARGETS:
+        policy = {"notifications": {"webhooks": [{"name": "ops", "url": url}]}}
+        with pytest.raises(ConfigError, match=r"webhook 'ops' targets .*is not a public address"):
+            parse_config(yaml.safe_dump(policy))
+    allowed = {"webhooks": [{"name": "ops", "url": "http://10.0.0.5/"}], "webhook_private_networks": ["10.0.0.0/24"]}
+    assert parse_config(yaml.safe_dump({"notifications": allowed})).notifications.webhook_private_networks
+    with pytest.raises(ConfigError, match=r"'ten' is not an IP address or network"):
+        parse_config(yaml.safe_dump({"notifications": {"webhook_private_networks": ["ten"]}}))
+
+    # A name is judged by what it resolves to when the delivery is sent, and the request goes there.
+    receiver = WebhookReceiver("hook-secret").start()
+    try:
+        monkeypatch.setenv("NOTIFY_HOOK_SECRET", "hook-secret")
+        url = receiver.url.replace("127.0.0.1", "localhost")
+        hook = WebhookConfig(name="ops", url=url, secret_env="NOTIFY_HOOK_SECRET")
+        delivery = Delivery(delivery_id="d-1", event="request.opened", channel="webhook", recipient="ops", payload={})
+        with pytest.raises(UndeliverableError, match=r"webhook 'ops' refused: localhost resolves to 127\.0\.0\.1"):
+            WebhookChannel([hook]).send(delivery)
+        assert receiver.received == []
+        WebhookChannel([hook], private_networks=["127.0.0.0/8", "::1"]).send(delivery)
+        [got] = receiver.received
+        assert (got.delivery_id, got.valid, got.host) == ("d-1", True, f"localhost:{receiver.port}")
+    finally:
+        receiver.stop()

@@ -56,6 +56,7 @@ def stage(project_template: Project, tmp_path_factory: pytest.TempPathFactory) -
                 {"name": "ops", "url": ops.url, "secret_env": "NOTIFY_OPS_SECRET"},
                 {"name": "late", "url": late.url, "secret_env": "NOTIFY_LATE_SECRET", "events": ["request.promoted"]},
             ],
+            "webhook_private_networks": ["127.0.0.1"],  # the receivers listen on loopback
             # Seconds, not minutes, between retries, so that a test sees several; and enough of them.
             "retry_base_seconds": 0.3,
             "retry_max_seconds": 1.0,

@@ -84,6 +84,7 @@ class Received:
     event: str
     valid: bool
     body: dict[str, Any]
+    host: str = ""  # the Host header it came with
 
 
 class WebhookReceiver:
@@ -119,6 +120,7 @@ class WebhookReceiver:
                             event=self.headers.get("X-Mlgate-Event", ""),
                             valid=valid,
                             body=json.loads(raw),
+                            host=self.headers.get("Host", ""),
                         )
                     )
                 self.send_response(204 if valid else 401)

@@ -3,12 +3,15 @@ check alone (names, ranges, unique entries). Rules across sections are `settings
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlgate.adapters import registry
+from mlgate.domain import network_targets
 from mlgate.domain.command_checks import with_policy_config
 from mlgate.domain.monitors import ACTIONS, DEFAULT_SIGNALS, MONITOR_NAME, SIGNALS, Schedule, Window
 from mlgate.domain.monitors import thresholds as monitor_thresholds
@@ -117,6 +120,10 @@ class WebhookConfig(_Strict):
 class NotificationsConfig(_Strict):
     smtp: SmtpConfig | None = None
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    # Webhooks may target only public addresses, and private ones (loopback, link-local, private ranges)
+    # in these networks: `10.1.2.0/24`, `127.0.0.1`. Checked for a literal address here and for every
+    # address a name resolves to when a delivery is sent.
+    webhook_private_networks: list[str] = Field(default_factory=list, max_length=64)
     # Delivery retries: the wait doubles from retry_base_seconds up to retry_max_seconds (with jitter);
     # after max_attempts failed attempts a message is marked failed.
     retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
@@ -131,6 +138,27 @@ class NotificationsConfig(_Strict):
         if duplicates:
             raise ValueError(f"expected unique names, got duplicate name(s) {', '.join(duplicates)}")
         return value
+
+    @field_validator("webhook_private_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            network_targets.parse_network(text)
+        return value
+
+    @model_validator(mode="after")
+    def _public_webhooks(self) -> NotificationsConfig:
+        """A webhook whose URL names a private address (or `localhost`) the networks do not allow."""
+        allowed = [network_targets.parse_network(text) for text in self.webhook_private_networks]
+        for hook in self.webhooks:
+            host = urlsplit(hook.url).hostname or ""
+            address = network_targets.literal(host)
+            if address is None and host.lower() in network_targets.LOCAL_NAMES:
+                address = ipaddress.ip_address("127.0.0.1")
+            problem = network_targets.refusal(address, allowed) if address is not None else None
+            if problem:
+                raise ValueError(f"webhook '{hook.name}' targets {host}: {problem}")
+        return self
 
 
 class LimitsConfig(_Strict):

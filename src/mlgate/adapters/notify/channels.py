@@ -11,7 +11,9 @@ from mlgate.config import NotificationsConfig
 def channels(config: NotificationsConfig) -> dict[str, Channel]:
     """`email` with an `smtp` section, `webhook` always (a delivery names its webhook, which must still be
     configured when it is sent)."""
-    found: dict[str, Channel] = {WEBHOOK: WebhookChannel(config.webhooks)}
+    found: dict[str, Channel] = {
+        WEBHOOK: WebhookChannel(config.webhooks, private_networks=config.webhook_private_networks)
+    }
     if config.smtp is not None:
         found[EMAIL] = SmtpChannel(config.smtp)
     return found

@@ -10,6 +10,11 @@ Slack-compatible `text`. Headers:
 
 The secret comes from the server's environment (`secret_env` names the variable). The URL itself can
 be a credential (Slack's are), so errors name only its scheme and host.
+
+The URL's host is resolved before each attempt and every address it resolves to must be public or in
+`notifications.webhook_private_networks` (`domain.network_targets`); the request then goes to the
+address that was checked (the name kept in `Host` and, over TLS, in SNI and the certificate check), so
+a name that resolves differently a moment later cannot send it elsewhere.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,6 +34,8 @@ import httpx
 import mlgate
 from mlgate.adapters.notify.base import WEBHOOK, Delivery, UndeliverableError
 from mlgate.config import WebhookConfig
+from mlgate.domain import network_targets
+from mlgate.domain.network_targets import Network
 from mlgate.errors import BackendError, ConfigError
 
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
@@ -90,8 +99,64 @@ def _secret(hook: WebhookConfig) -> str | None:
     return secret
 
 
-def post_webhook(hook: WebhookConfig, delivery: Delivery, *, client: httpx.Client) -> None:
-    """Send one delivery; raises BackendError unless the receiver answered 2xx."""
+@dataclass(frozen=True)
+class Target:
+    """Where an attempt goes: the URL once per checked address (in the resolver's order, tried in turn),
+    the name for `Host`, and over TLS for SNI and the certificate check."""
+
+    urls: tuple[str, ...]
+    host_header: str
+    sni_hostname: str | None
+
+
+def _checked_addresses(hook: WebhookConfig, allowed: Sequence[Network]) -> list[network_targets.Address]:
+    parts = urlsplit(hook.url)
+    host = parts.hostname or ""
+    try:
+        found = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise BackendError(f"webhook '{hook.name}' at {_where(hook.url)}: cannot resolve {host}: {exc}") from exc
+    checked: list[network_targets.Address] = []
+    for info in found:
+        address = network_targets.literal(str(info[4][0]).partition("%")[0])  # an IPv6 zone id dropped
+        if address is None:
+            raise UndeliverableError(f"webhook '{hook.name}' refused: {host} resolves to {info[4][0]!r}")
+        problem = network_targets.refusal(address, allowed)
+        if problem:
+            raise UndeliverableError(f"webhook '{hook.name}' refused: {host} resolves to {problem}")
+        checked.append(address)
+    return checked
+
+
+def resolve_target(hook: WebhookConfig, allowed: Sequence[Network]) -> Target:
+    """The hook's URL pinned to the addresses its host resolves to, once every one of them is allowed;
+    raises UndeliverableError naming a refused address, BackendError when the name does not resolve."""
+    parts = urlsplit(hook.url)
+    urls = []
+    for address in dict.fromkeys(_checked_addresses(hook, allowed)):
+        shown = f"[{address}]" if address.version == 6 else str(address)
+        urls.append(parts._replace(netloc=f"{shown}:{parts.port}" if parts.port else shown).geturl())
+    sni = parts.hostname if parts.scheme == "https" else None
+    return Target(tuple(urls), parts.netloc.rpartition("@")[2], sni)
+
+
+def _post(client: httpx.Client, target: Target, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """POST to the target's addresses in turn until one accepts the connection."""
+    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+    for url in target.urls[:-1]:
+        try:
+            return client.post(url, content=body, headers=headers, extensions=extensions)
+        except httpx.ConnectError:
+            continue
+    return client.post(target.urls[-1], content=body, headers=headers, extensions=extensions)
+
+
+def post_webhook(
+    hook: WebhookConfig, delivery: Delivery, *, client: httpx.Client, allowed: Sequence[Network] = ()
+) -> None:
+    """Send one delivery to an allowed address (`resolve_target`); raises BackendError unless the receiver
+    answered 2xx."""
+    target = resolve_target(hook, allowed)
     secret = _secret(hook)
     body = encode(delivery)
     timestamp = str(int(time.time()))
@@ -101,12 +166,13 @@ def post_webhook(hook: WebhookConfig, delivery: Delivery, *, client: httpx.Clien
         "X-Mlgate-Event": delivery.event,
         "X-Mlgate-Delivery": delivery.delivery_id,
         "X-Mlgate-Timestamp": timestamp,
+        "Host": target.host_header,
     }
     if secret is not None:
         headers["X-Mlgate-Signature"] = sign(secret, timestamp, body)
     where = _where(hook.url)
     try:
-        response = client.post(hook.url, content=body, headers=headers)
+        response = _post(client, target, body, headers)
     except httpx.HTTPError as exc:  # refused, unreachable, timed out, TLS failed
         raise BackendError(f"webhook '{hook.name}' at {where} unreachable: {type(exc).__name__}: {exc}") from exc
     if not response.is_success:  # a redirect counts as a failure too: the signed request went nowhere
@@ -120,8 +186,15 @@ def post_webhook(hook: WebhookConfig, delivery: Delivery, *, client: httpx.Clien
 class WebhookChannel:
     name = WEBHOOK
 
-    def __init__(self, hooks: Sequence[WebhookConfig], *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        hooks: Sequence[WebhookConfig],
+        *,
+        private_networks: Sequence[str] = (),
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
         self.hooks = {hook.name: hook for hook in hooks}
+        self._allowed = [network_targets.parse_network(text) for text in private_networks]
         self._timeout = timeout
         self._client: httpx.Client | None = None
 
@@ -134,7 +207,7 @@ class WebhookChannel:
             )
         if self._client is None:
             self._client = httpx.Client(timeout=self._timeout, follow_redirects=False)
-        post_webhook(hook, delivery, client=self._client)
+        post_webhook(hook, delivery, client=self._client, allowed=self._allowed)
 
     def close(self) -> None:
         if self._client is not None:
