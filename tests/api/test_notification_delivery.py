@@ -26,7 +26,6 @@ from mlgate.adapters.notify.fake import FakeChannel
 from mlgate.adapters.notify.smtp import send_email
 from mlgate.adapters.notify.webhook import WebhookChannel, sign, verify_signature
 from mlgate.adapters.sql import migrate
-from mlgate.adapters.sql.database import Database
 from mlgate.config import Settings, SmtpConfig, WebhookConfig, parse_config
 from mlgate.errors import BackendError, ConfigError
 from mlgate.services.notifications.delivery import DeliveryWorker, backoff_seconds
@@ -53,7 +52,7 @@ def control_url(request: pytest.FixtureRequest, project: Project) -> str:
     if request.param == "sqlite":
         return project.settings.database_url
     url = str(request.getfixturevalue("postgres_url"))
-    database = Database(url)
+    database = project.db(url)
     migrate.upgrade(database)
     database.dispose()
     return url
@@ -61,13 +60,13 @@ def control_url(request: pytest.FixtureRequest, project: Project) -> str:
 
 def test_two_workers_ticking_at_once_never_send_a_delivery_twice(project: Project, control_url: str) -> None:
     settings = _settings(project)
-    db = Database(control_url)
+    db = project.db(control_url)
     events = ("request.opened", "request.approved", "request.promoted", "request.failed")
     _, rows = open_request(db, settings, model="risk-race", base_url="http://x", events=events)
     outbound = {r.delivery_id for r in rows if r.channel == "webhook"}
     assert len(outbound) == 12
     receiver = FakeChannel("webhook", delay_s=0.02)
-    databases = [Database(control_url), Database(control_url)]  # two servers' connections to the one database
+    databases = [project.db(control_url), project.db(control_url)]  # two servers' connections to the one database
     workers = [DeliveryWorker(settings=settings, db=d, channels_by_name={"webhook": receiver}) for d in databases]
     start = threading.Barrier(len(workers))
 

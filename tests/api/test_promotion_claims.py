@@ -63,7 +63,7 @@ class FakeCopier:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def control_db(request: pytest.FixtureRequest, project: Project) -> Iterator[Database]:
     url = project.settings.database_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    db = Database(url)
+    db = project.db(url)
     migrate.upgrade(db)
     yield db
     db.dispose()

@@ -17,10 +17,10 @@ from sqlalchemy import func, inspect, select, text
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import SQLITE_BUSY_TIMEOUT_MS, Database
 from mlgate.adapters.sql.models import AuditEvent, AuditHead, User
-from mlgate.domain.audit import GENESIS
+from mlgate.domain.audit import GENESIS, VerifyResult
 from mlgate.domain.permissions import Role
 from mlgate.errors import AuthenticationError, ConflictError
-from mlgate.services import audit
+from mlgate.services import audit, audit_integrity
 from mlgate.services.identity import accounts
 from tests.support.postgres import postgres_cluster, postgres_url
 
@@ -28,6 +28,12 @@ __all__ = ["postgres_cluster", "postgres_url"]  # fixtures, imported for pytest 
 
 TABLES = {"users", "role_bindings", "api_tokens", "audit_events", "audit_head"}
 ENVIRONMENTS = ["dev", "staging", "production"]
+MAC_KEY = b"k" * 32  # the audit MAC key the server keeps outside the database
+
+
+def _verified(database: Database) -> VerifyResult:
+    """The chain checked as `mlgate audit verify` checks it, against each event's MAC (no checkpoints)."""
+    return audit_integrity.verify_events(database, MAC_KEY)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -46,7 +52,7 @@ def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
 @pytest.fixture
 def db(empty_url: str) -> Iterator[Database]:
     """A migrated control database."""
-    database = Database(empty_url)
+    database = Database(empty_url, audit_mac_key=MAC_KEY)
     migrate.upgrade(database)
     yield database
     database.dispose()
@@ -54,7 +60,7 @@ def db(empty_url: str) -> Iterator[Database]:
 
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'control.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'control.db'}", audit_mac_key=MAC_KEY)
     migrate.upgrade(database)
     yield database
     database.dispose()
@@ -115,7 +121,7 @@ def _run_threads(count: int, work: Callable[[int], None]) -> None:
 
 
 def test_upgrade_brings_an_empty_database_to_head_and_downgrade_undoes_it(empty_url: str) -> None:
-    database = Database(empty_url)
+    database = Database(empty_url, audit_mac_key=MAC_KEY)
     try:
         head = migrate.head_revision()
         assert head is not None
@@ -134,7 +140,7 @@ def test_upgrade_brings_an_empty_database_to_head_and_downgrade_undoes_it(empty_
         assert [tuple(u) for u in users] == [("system", "system")]
         assert [tuple(h) for h in head_row] == [(1, 0, GENESIS)]
         assert accounts.system_principal(database).is_system
-        result = audit.verify(database)
+        result = _verified(database)
         assert result.ok and result.events == 0
 
         _downgrade_to_base(database)
@@ -175,7 +181,7 @@ def test_create_user_authenticate_and_verify_the_audit_chain(db: Database) -> No
     with pytest.raises(AuthenticationError, match="revoked"):
         accounts.authenticate(db, issued.value)
 
-    result = audit.verify(db)
+    result = _verified(db)
     assert result.ok, result
     assert result.events == 3
     assert _seqs(db) == [1, 2, 3]
@@ -193,10 +199,10 @@ def test_verify_detects_a_changed_event(db: Database) -> None:
     for i in range(3):
         with db.write() as session:
             audit.record(session, actor="admin", action="test.event", payload={"i": i})
-    assert audit.verify(db).ok
+    assert _verified(db).ok
     with db.write() as session:
         session.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2"))
-    result = audit.verify(db)
+    result = _verified(db)
     assert not result.ok
     assert result.broken_seq == 2
 
@@ -216,7 +222,7 @@ def test_concurrent_appends_keep_the_chain_gapless(db: Database) -> None:
 
     total = threads * appends
     assert _seqs(db) == list(range(1, total + 1))
-    result = audit.verify(db)
+    result = _verified(db)
     assert result.ok, result
     assert result.events == total
     assert _head(db)[0] == total
@@ -250,7 +256,7 @@ def test_read_then_write_steps_serialize(db: Database) -> None:
     assert sorted(seen) == list(range(writers))
     assert _head(db)[0] == writers
     assert _seqs(db) == list(range(1, writers + 1))
-    result = audit.verify(db)
+    result = _verified(db)
     assert result.ok, result
     assert result.events == writers
 
@@ -289,7 +295,7 @@ def test_concurrent_creates_of_one_user_make_one_user(db: Database) -> None:
 
     assert sorted(outcomes) == ["conflict", "conflict", "created"]
     assert [u.name for u in accounts.list_users(db)] == ["system", "vic"]
-    result = audit.verify(db)
+    result = _verified(db)
     assert result.ok and result.events == 1
 
 

@@ -133,13 +133,14 @@ AS_NOBODY = textwrap.dedent(
     from mlgate.adapters.execution.local import LocalBackend
     from mlgate.adapters.sql.database import Database
     from mlgate.config import load_settings
+    from mlgate.services import audit_keys
     from mlgate.services.training import jobs
     from mlgate.services.training.job_runner import JobRunner
     from mlgate.snapshot import pack
 
     folder = sys.argv[1]
     settings = load_settings(Path(folder) / "mlgate.yaml")
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, audit_mac_key=audit_keys.load_or_create(settings.home).mac_key)
     code = os.path.join(folder, "code")
     os.mkdir(code)
     command = (

@@ -46,10 +46,12 @@ class Project:
     def settings(self) -> Settings:
         return load_settings(self.config)
 
-    def db(self) -> Database:
-        """The control database as the server opens it: its audit events authenticated with the home's key."""
+    def db(self, url: str | None = None) -> Database:
+        """The control database as the server opens it (or the one at `url`, with this project's key): its
+        audit events authenticated with the home's key."""
         settings = self.settings
-        return Database(settings.database_url, audit_mac_key=audit_keys.load_or_create(settings.home).mac_key)
+        mac_key = audit_keys.load_or_create(settings.home).mac_key
+        return Database(url or settings.database_url, audit_mac_key=mac_key)
 
     def copy(self, folder: Path, *, config: str = "") -> Project:
         """A copy of this project (its home included) in `folder`, with `config` appended to mlgate.yaml."""

@@ -77,7 +77,7 @@ class Harness:
 @pytest.fixture
 def harness(project: Project, tmp_path: Path) -> Iterator[Harness]:
     settings = project.settings
-    db = Database(settings.database_url)
+    db = project.db()
     backend = FakeBackend()
     runner = JobRunner(settings=settings, db=db, backend=backend, base_url=BASE_URL)
     (tmp_path / "projects").mkdir()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from mlgate.adapters.sql.database import AUDIT_MAC_KEY, Database
 from mlgate.adapters.sql.models import AuditEvent, AuditHead, utcnow
-from mlgate.domain.audit import ChainedEvent, VerifyResult, event_hash, event_mac, payload_digest, verify_chain
+from mlgate.domain.audit import event_hash, event_mac, payload_digest
 
 
 def record(
@@ -74,24 +74,3 @@ def list_events(db: Database, *, where: AuditFilter) -> list[AuditEvent]:
         query = query.where(AuditEvent.at >= where.since)
     with db.read() as session:
         return list(session.execute(query).scalars())
-
-
-def verify(db: Database) -> VerifyResult:
-    with db.read() as session:
-        head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
-        rows = session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
-        events = (
-            ChainedEvent(
-                seq=r.seq,
-                at=r.at,
-                actor=r.actor,
-                action=r.action,
-                environment=r.environment,
-                subject=r.subject,
-                payload_digest=r.payload_digest,
-                prev_hash=r.prev_hash,
-                hash=r.hash,
-            )
-            for r in rows
-        )
-        return verify_chain(events, head_seq=head.seq, head_hash=head.hash)

@@ -85,7 +85,23 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
         return []
 
 
+def verify_events(db: Database, mac_key: bytes, *, hashes: dict[int, str] | None = None) -> VerifyResult:
+    """The events in the database checked link by link, against their MACs and up to the head (no
+    checkpoints: `verify`); `hashes` collects each event's hash by sequence number."""
+    seen = hashes if hashes is not None else {}
+
+    def remembered(events: Iterator[ChainedEvent]) -> Iterator[ChainedEvent]:
+        for event in events:
+            seen[event.seq] = event.hash
+            yield event
+
+    with db.read() as session:
+        head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+        return verify_chain(remembered(all_events(session)), head_seq=head.seq, head_hash=head.hash, mac_key=mac_key)
+
+
 def verify(db: Database, settings: Settings, keys: AuditKeys) -> IntegrityReport:
+    """The events (`verify_events`) held to every checkpoint in the checkpoint file."""
     public_key = keys.public_key()
     try:
         found = read_checkpoints(settings.audit_checkpoint_file)
@@ -93,17 +109,7 @@ def verify(db: Database, settings: Settings, keys: AuditKeys) -> IntegrityReport
         reason = f"the checkpoint file is malformed: {exc}"
         return IntegrityReport(False, 0, 0, reason=reason, key_id=checkpoints.key_id(public_key))
     hashes: dict[int, str] = {}
-
-    def remembered(events: Iterator[ChainedEvent]) -> Iterator[ChainedEvent]:
-        for event in events:
-            hashes[event.seq] = event.hash
-            yield event
-
-    with db.read() as session:
-        head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
-        chain = verify_chain(
-            remembered(all_events(session)), head_seq=head.seq, head_hash=head.hash, mac_key=keys.mac_key
-        )
+    chain = verify_events(db, keys.mac_key, hashes=hashes)
     return held_to_checkpoints(chain, found, hashes=hashes, public_key=public_key)
 
 

@@ -47,10 +47,6 @@ class Refusal(Exception):
         self.message = message
 
 
-def refused(status: int, error_code: str, message: str) -> Refusal:
-    return Refusal(status, error_code, message)
-
-
 def denied(message: str) -> Refusal:
     return Refusal(403, PERMISSION_DENIED, message)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import datetime
 from typing import IO
 
@@ -33,34 +34,12 @@ def list_events(
     limit: int = Query(default=100, ge=1, le=10_000),
 ) -> AuditEventsPublic:
     where = audit.AuditFilter(actor=actor, action=action, environment=environment, since=since, limit=limit)
-    events = [
-        AuditEventPublic(
-            seq=e.seq,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            environment=e.environment,
-            subject=e.subject,
-            payload_digest=e.payload_digest,
-            hash=e.hash,
-        )
-        for e in audit.list_events(ctx.db, where=where)
-    ]
+    events = [AuditEventPublic.model_validate(e, from_attributes=True) for e in audit.list_events(ctx.db, where=where)]
     return AuditEventsPublic(data=events, count=len(events))
 
 
 def verify_report(report: audit_integrity.IntegrityReport) -> AuditVerifyPublic:
-    return AuditVerifyPublic(
-        ok=report.ok,
-        events=report.events,
-        broken_seq=report.broken_seq,
-        reason=report.reason,
-        checkpoints=report.checkpoints,
-        checkpoint=report.checkpoint,
-        key_id=report.key_id,
-        last_checkpoint_seq=report.last_checkpoint_seq,
-        unvouched=report.unvouched,
-    )
+    return AuditVerifyPublic.model_validate(report, from_attributes=True)  # `unvouched` is a property
 
 
 @router.get("/verify", response_model=AuditVerifyPublic)
@@ -78,15 +57,7 @@ def take_checkpoint(_: Administrator, ctx: ContextDep) -> AuditCheckpointPublic:
     made = outcome.checkpoint
     if made is None:
         return AuditCheckpointPublic(written=False, reason=outcome.reason)
-    return AuditCheckpointPublic(
-        written=True,
-        reason=outcome.reason,
-        seq=made.seq,
-        hash=made.hash,
-        at=made.at,
-        key_id=made.key_id,
-        signature=made.signature,
-    )
+    return AuditCheckpointPublic(written=True, reason=outcome.reason, **asdict(made))
 
 
 @router.get("/export", response_class=StreamingResponse)
