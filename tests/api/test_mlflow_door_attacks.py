@@ -6,10 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +15,7 @@ import pytest
 
 from mlgate.domain.mlflow_operations import Kind, table
 from tests.support.door import TRAIN_AND_LOG, call, last_json, mlflow_error, plain_mlflow
+from tests.support.memory import PeakRss
 from tests.support.project import LiveServer, bearer
 from tests.support.web_world import signed_in
 
@@ -196,40 +194,22 @@ def test_bodies_are_bounded(live_server: LiveServer, recorded: dict[str, Any]) -
     assert chunked.status_code == 411, chunked.text
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_a_300_mib_upload_streams_through_the_server(live_server: LiveServer, recorded: dict[str, Any]) -> None:
     dana = live_server.project.tokens["dana"]
     pid = live_server.process.pid
     path = f"api/2.0/mlflow-artifacts/artifacts/{recorded['experiment_id']}/{recorded['run_id']}/artifacts/big.bin"
-    peak, done = [_rss_mib(pid)], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak.append(_rss_mib(pid))
-            time.sleep(0.02)
 
     def body() -> Iterator[bytes]:
         chunk = b"\x5a" * MIB
         for _ in range(300):
             yield chunk
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with PeakRss(pid) as peak:
         reply = call(live_server, "PUT", "dev", path, dana, content=body(), headers={"content-length": str(300 * MIB)})
-    finally:
-        done.set()
-        sampler.join()
     assert reply.status_code == 200, reply.text[:300]
     stored = next(live_server.project.settings.environment("dev").artifact_root.rglob("big.bin"))
     assert stored.stat().st_size == 300 * MIB
-    assert max(peak) - peak[0] < 50, f"the server grew {max(peak) - peak[0]:.0f} MiB during the upload"
+    assert peak.growth < 50, f"the server grew {peak.growth:.0f} MiB during the upload"
     stored.unlink()
 
 

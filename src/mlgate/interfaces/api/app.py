@@ -22,6 +22,7 @@ from mlgate.config import Settings
 from mlgate.domain.clock import SYSTEM_CLOCK, Clock
 from mlgate.interfaces import web
 from mlgate.interfaces.api import errors
+from mlgate.interfaces.api.body_limits import BodyLimits, RouteLimit, upload_limit
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.door.upstream import UpstreamPool
 from mlgate.interfaces.api.routes import (
@@ -41,7 +42,9 @@ from mlgate.interfaces.api.routes import (
     system,
     users,
 )
+from mlgate.interfaces.api.routes.data import MAX_DATA_BYTES
 from mlgate.server.control_plane import Backends, ControlPlane
+from mlgate.snapshot import MAX_SNAPSHOT_BYTES
 
 PROXY_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 ROUTERS = (
@@ -114,4 +117,15 @@ def create_app(
     for module in ROUTERS:
         app.include_router(module.router)
     web.install(app)  # the web UI at /: its pages and /static
+    app.add_middleware(BodyLimits, uploads=upload_limits(settings))
     return app
+
+
+def upload_limits(settings: Settings) -> list[RouteLimit]:
+    """The `/api/v1` routes whose bodies may be larger than a JSON document, each with its own cap."""
+    env, scoring = "/api/v1/environments/[^/]+", settings.serving.max_body_bytes
+    return [
+        upload_limit("POST", f"{env}/snapshots", MAX_SNAPSHOT_BYTES, "the code snapshot"),
+        upload_limit("PUT", f"{env}/data/[^/]+", MAX_DATA_BYTES, "the data upload"),
+        upload_limit("POST", f"{env}/endpoints/[^/]+/invocations", scoring, "the scoring request"),
+    ]
