@@ -6,44 +6,15 @@ from fastapi import APIRouter
 
 from mlgate.domain.audit_history import ServingAt, parse_moment
 from mlgate.interfaces.api.deps import Administrator, ContextDep
-from mlgate.interfaces.api.schemas.audit_history import (
-    ApprovalPublic,
-    AuditAtPublic,
-    EndpointAtPublic,
-    SlotAtPublic,
-)
+from mlgate.interfaces.api.schemas.audit_history import AuditAtPublic
 from mlgate.services import audit_history
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 
 def serving_at_public(answer: ServingAt) -> AuditAtPublic:
-    return AuditAtPublic(
-        environment=answer.environment,
-        at=answer.at,
-        last_seq=answer.last_seq,
-        slots=[
-            SlotAtPublic(
-                endpoint=s.endpoint,
-                slot=s.slot,
-                model=s.model,
-                version=s.version,
-                weight=s.weight,
-                approved_by=s.approved_by,
-                approvals=[
-                    ApprovalPublic(approver=a.approver, at=a.at, gate=a.gate, request=a.request, comment=a.comment)
-                    for a in s.approvals
-                ],
-            )
-            for s in answer.slots
-        ],
-        endpoints=[
-            EndpointAtPublic(
-                endpoint=e.endpoint, seq=e.seq, changed_at=e.changed_at, changed_by=e.changed_by, action=e.action
-            )
-            for e in answer.endpoints
-        ],
-    )
+    """The answer as the API shows it: every slot (`ServingAt.slots`) and each endpoint's last change."""
+    return AuditAtPublic.model_validate(answer, from_attributes=True)
 
 
 @router.get("/at", response_model=AuditAtPublic)
