@@ -24,7 +24,7 @@ from mlgate.adapters.sql.models import Endpoint, ModelVersion, utcnow
 from mlgate.domain.digest import tree_digest
 from mlgate.interfaces.sdk.client import ApiError
 from tests.support.load import WrkResult, run_wrk
-from tests.support.project import Project, start_server, stop_server
+from tests.support.project import METRICS_TOKEN, Project, bearer, start_server, stop_server
 from tests.support.serving_world import FEATURES, Served, from_template, rows, score
 from tests.support.worlds import Template
 
@@ -79,6 +79,18 @@ def test_a_deployed_version_answers_with_its_key_and_only_with_a_key(world: Serv
             httpx.Request("POST", "/", json={"dataframe_split": {"columns": FEATURES, "data": rows()}}).content,
         )
     assert through.status_code == 200 and through.json() == answer.json()
+    proxied = httpx.post(
+        f"{world.url}/api/v1/environments/staging/endpoints/diabetes/invocations",
+        json={"dataframe_split": {"columns": FEATURES, "data": rows(1)}},
+        headers={**bearer(world.project.tokens["vic"]), "x-request-id": "visit-7"},
+        timeout=30,
+    )  # the host's id and the caller's own come back through the API
+    assert proxied.headers["x-client-request-id"] == "visit-7" != proxied.headers["x-request-id"]
+
+    # /metrics answers the token the server holds (it pushed the token's hash), and no one else
+    assert httpx.get(f"{url}/metrics", headers=bearer(METRICS_TOKEN)).status_code == 200
+    for refused in (httpx.get(f"{url}/metrics"), httpx.get(f"{url}/metrics", headers=bearer(key))):
+        assert refused.status_code == 401 and "metrics token" in refused.json()["message"]
 
 
 def test_keys_are_shown_once_stored_hashed_and_rotate_one_at_a_time(world: Served) -> None:
@@ -227,7 +239,7 @@ def test_mirrored_traffic_reaches_the_mirror_and_never_the_caller(world: Served,
 
 
 def _mirrored(url: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
+    text = httpx.get(f"{url}/metrics", headers=bearer(METRICS_TOKEN)).text
     total = 0.0
     for line in text.splitlines():
         if line.startswith("mlgate_serving_requests_total") and 'kind="mirror"' in line and 'slot="green"' in line:

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from tests.serving import test_serving_host
-from tests.serving.test_serving_host import COLUMNS, PRIMARY, Host, Models, _rows, spec
+from tests.support import serving_host
 from tests.support.load import NO_HEADER, lua_string, run_wrk
+from tests.support.serving_host import COLUMNS, PRIMARY, Host, Models, patient_rows, spec
 
 # MLflow warns about its own type hints while it imports; only that warning is silenced.
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
-# The host tests' module-scoped fixture (two trained models), bound here so that pytest finds it.
-models = test_serving_host.models
+# The module-scoped fixture of two trained models (tests/support/serving_host.py), bound here for pytest.
+models = serving_host.models
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def one_slot_host(models: Models, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def _payload() -> dict[str, Any]:
-    _, rows = _rows(1)
+    _, rows = patient_rows(1)
     return {"dataframe_split": {"columns": COLUMNS, "data": rows}}
 
 

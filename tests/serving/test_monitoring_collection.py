@@ -19,7 +19,7 @@ import pytest
 from mlgate.adapters.monitoring.store import labelled, read_feedback, read_requests
 from mlgate.serving import recording
 from mlgate.serving.recording import COMPACT_EVERY, RequestLog
-from tests.serving.test_serving_host import ADMIN, COLUMNS, PRIMARY, Host, Models, _rows, models, spec
+from tests.support.serving_host import ADMIN, COLUMNS, PRIMARY, Host, Models, models, patient_rows, spec
 
 __all__ = ["models"]  # the fixture, imported for pytest to find
 
@@ -72,8 +72,18 @@ def _wait_rows(root: Path, count: int) -> Any:
         time.sleep(0.2)
 
 
+def _wait_for_id(root: Path, request_id: str) -> dict[str, Any]:
+    """The recorded requests by id, once `request_id` is among them (rows are flushed each second)."""
+    deadline = time.monotonic() + 10
+    while True:
+        recorded = {r["request_id"]: r for r in read_requests(root, "diabetes").to_pylist()}
+        if request_id in recorded or time.monotonic() > deadline:
+            return recorded
+        time.sleep(0.2)
+
+
 def test_scored_requests_are_recorded_with_inputs_outputs_and_ids(host: MonitoredHost, models: Models) -> None:
-    _, rows = _rows(3)
+    _, rows = patient_rows(3)
     answers = [host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}) for _ in range(4)]
     bad = host.score({"dataframe_split": {"columns": COLUMNS[:-1], "data": [r[:-1] for r in rows]}})
     assert all(a.status_code == 200 for a in answers) and bad.status_code == 422
@@ -93,12 +103,12 @@ def test_scored_requests_are_recorded_with_inputs_outputs_and_ids(host: Monitore
     failed = [r for r in recorded if r["request_id"] == bad.headers["x-request-id"]]
     assert len(failed) == 1 and failed[0]["status"] == 422 and failed[0].get("in:Age") is None
 
-    metrics = httpx.get(f"{host.url}/metrics").text
+    metrics = host.metrics().text
     assert 'mlgate_serving_monitoring_rows_total{outcome="written"}' in metrics
 
 
 def test_ground_truth_is_joined_and_unknown_ids_are_reported(host: MonitoredHost) -> None:
-    _, rows = _rows(1)
+    _, rows = patient_rows(1)
     ids = [
         host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).headers["x-request-id"] for _ in range(3)
     ]
@@ -111,6 +121,28 @@ def test_ground_truth_is_joined_and_unknown_ids_are_reported(host: MonitoredHost
     joined = {r["request_id"]: r["label"] for r in labelled(host.monitoring_dir, "diabetes").to_pylist()}
     assert joined[ids[0]] == 0.0 and joined[ids[1]] == 0.0 and joined[ids[2]] == 1.0  # the latest label counts
     assert "nosuch-id" not in set(read_feedback(host.monitoring_dir, "diabetes")["request_id"].to_pylist())
+
+
+def test_ground_truth_only_for_ids_the_host_issued_for_the_endpoint(host: MonitoredHost, models: Models) -> None:
+    two = spec(models)
+    two["endpoints"]["other"] = two["endpoints"]["diabetes"]  # the same keys: only the id tells them apart
+    assert host.push(two).status_code == 200
+    try:
+        payload = {"dataframe_split": {"columns": COLUMNS, "data": patient_rows(1)[1]}}
+        mine = host.score(payload, headers={"x-request-id": "clinic-visit-42"})
+        issued = mine.headers["x-request-id"]
+        assert issued != "clinic-visit-42" and mine.headers["x-client-request-id"] == "clinic-visit-42"
+        auth = {"Authorization": f"Bearer {PRIMARY}"}
+        elsewhere = httpx.post(f"{host.url}/endpoints/other/invocations", json=payload, headers=auth)
+        other = elsewhere.headers["x-request-id"]
+        assert "x-client-request-id" not in host.score(payload, headers={"x-request-id": "not an id"}).headers
+        # the caller's own id and the other endpoint's are unknown here; the id the host issued is taken
+        reply = _feedback(host, {"request_ids": ["clinic-visit-42", other, issued], "labels": [1, 1, 0]})
+        assert reply.json() == {"accepted": 1, "unknown": sorted(["clinic-visit-42", other])}, reply.text
+        assert _wait_for_id(host.monitoring_dir, issued)[issued]["client_request_id"] == "clinic-visit-42"
+        assert "clinic-visit-42" not in set(read_feedback(host.monitoring_dir, "diabetes")["request_id"].to_pylist())
+    finally:
+        assert host.push(spec(models)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -137,7 +169,7 @@ def test_a_sample_rate_of_zero_records_nothing(host: MonitoredHost, models: Mode
     quiet["endpoints"]["diabetes"]["sample_rate"] = 0
     assert host.push(quiet).status_code == 200
     try:
-        _, rows = _rows(1)
+        _, rows = patient_rows(1)
         time.sleep(1.2)
         before = read_requests(host.monitoring_dir, "diabetes").num_rows
         for _ in range(5):
@@ -165,25 +197,33 @@ def test_the_log_keeps_every_request_in_order_across_blocks_and_odd_ones(tmp_pat
     log = RequestLog(tmp_path)  # not started: flushed by hand
     stream = log.stream("e", "blue", "d" * 64, 3, ("a", "b"))
     sizes = [1 + (i % 7 == 0) * 2 for i in range(2 * COMPACT_EVERY + 9)]  # every 7th request has 3 rows
-    expected: list[tuple[str, int, float, float]] = []
+    expected: list[tuple[str, str | None, int, float, float]] = []
     for i, n in enumerate(sizes):
         rows = np.array([[i, r] for r in range(n)], dtype=np.float64)
-        assert log.record(stream, f"q{i}", 200, 0.5, rows, rows[:, 0] * 10)
-        expected += [(f"q{i}", r, float(i), float(i) * 10) for r in range(n)]
+        client = f"c{i}" if i % 2 else None  # the caller's own id, when it sent one
+        assert log.record(stream, f"q{i}", 200, 0.5, rows, rows[:, 0] * 10, client)
+        expected += [(f"q{i}", client, r, float(i), float(i) * 10) for r in range(n)]
     wide = np.zeros((1, 3))  # an input of another signature: its outcome is written, not its input
     assert log.record(stream, "wide", 200, 0.5, wide, np.zeros(1))
-    assert log.record(stream, "failed", 500, 0.5, np.ones((1, 2)), None)
-    assert log.recorded(["q0", f"q{len(sizes) - 1}", "failed", "never"]) == {"q0", f"q{len(sizes) - 1}", "failed"}
+    assert log.record(stream, "failed", 500, 0.5, np.ones((1, 2)), None, "c-failed")
+    last = f"q{len(sizes) - 1}"
+    assert log.recorded("e", ["q0", last, "failed", "never"]) == {"q0", last, "failed"}
+    assert log.recorded("another-endpoint", ["q0", last, "failed"]) == set()
     log.flush()
 
     table = read_requests(tmp_path, "e").to_pylist()
     assert log.stats()["written_rows"] == len(table) == len(expected) + 2 and log.stats()["pending_rows"] == 0
-    mine = [(r["request_id"], r["row"], r["in:a"], r["out:prediction"]) for r in table if r["request_id"][0] == "q"]
+    mine = [
+        (r["request_id"], r["client_request_id"], r["row"], r["in:a"], r["out:prediction"])
+        for r in table
+        if r["request_id"][0] == "q"
+    ]
     assert mine == expected
     assert all(r["version"] == 3 and r["slot"] == "blue" for r in table)
     assert [(r["status"], r["in:a"]) for r in table if r["request_id"] == "wide"] == [(200, None)]
     failed = next(r for r in table if r["request_id"] == "failed")
     assert failed["status"] == 500 and failed["out:prediction"] is None and failed["in:a"] == 1.0
+    assert failed["client_request_id"] == "c-failed"
 
 
 def test_a_flush_that_spans_midnight_writes_each_row_under_its_own_day(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from mlgate.adapters.sql.models import Notification
 from tests.support.load import WrkResult, run_wrk
-from tests.support.project import bearer, stop_server
+from tests.support.project import METRICS_TOKEN, bearer, stop_server
 from tests.support.rollout_world import ENDPOINT, RolloutWorld, build
 from tests.support.serving_world import FEATURES
 from tests.support.worlds import Template
@@ -71,7 +71,7 @@ def _weights(world: RolloutWorld) -> dict[str, tuple[int, int]]:
 
 def _answered(host: str) -> float:
     """How many live requests to the endpoint the production host has answered, by its metrics."""
-    text = httpx.get(f"{host}/metrics", timeout=30).text
+    text = httpx.get(f"{host}/metrics", headers=bearer(METRICS_TOKEN), timeout=30).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

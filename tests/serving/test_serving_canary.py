@@ -14,7 +14,7 @@ import pytest
 
 from mlgate.domain import rollouts as rules
 from mlgate.domain.digest import tree_digest
-from tests.serving.test_serving_host import COLUMNS, PRIMARY, SECONDARY, TYPES, Host, _patients, _save_model, _sha
+from tests.support.serving_host import COLUMNS, PRIMARY, SECONDARY, TYPES, Host, patient_frame, place_model, sha256_hex
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
@@ -33,7 +33,7 @@ def _picky_model(tmp: Path) -> tuple[Path, str]:
                 raise ValueError("a negative first feature")
             return super().predict(X)
 
-    frame, label = _patients(300, 5)
+    frame, label = patient_frame(300, 5)
     model = Picky(max_iter=2000).fit(frame, label)
     signature = ModelSignature(
         inputs=Schema([ColSpec(t, name) for t, name in zip(TYPES, COLUMNS, strict=True)]),
@@ -59,13 +59,13 @@ def _picky_model(tmp: Path) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def slots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
     tmp = tmp_path_factory.mktemp("models")
-    good_dir, good_digest, _ = _save_model(tmp, c=1.0, seed=1)
+    good_dir, good_digest, _ = place_model(tmp, c=1.0, seed=1)
     return {"blue": (good_dir, good_digest), "green": _picky_model(tmp)}
 
 
 def _spec(slots: dict[str, tuple[Path, str]], weights: dict[str, int], stable: str | None) -> dict[str, Any]:
     endpoint: dict[str, Any] = {
-        "key_hashes": [_sha(PRIMARY), _sha(SECONDARY)],
+        "key_hashes": [sha256_hex(PRIMARY), sha256_hex(SECONDARY)],
         "slots": {
             name: {"model_dir": str(folder), "digest": digest, "traffic": weights[name]}
             for name, (folder, digest) in slots.items()
@@ -93,7 +93,7 @@ def _stats(host: Host) -> dict[str, Any]:
 
 
 def _payload(first: int) -> dict[str, Any]:
-    frame, _ = _patients(2, 11)
+    frame, _ = patient_frame(2, 11)
     rows = [[int(v) if t == "long" else float(v) for v, t in zip(row, TYPES, strict=True)] for row in frame.values]
     rows[0][0] = first
     return {"dataframe_split": {"columns": COLUMNS, "data": rows}}

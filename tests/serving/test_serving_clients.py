@@ -12,8 +12,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.serving import test_serving_host
-from tests.serving.test_serving_host import COLUMNS, PRIMARY, TYPES, Host, Models, _patients
+from tests.support import serving_host
+from tests.support.serving_host import COLUMNS, PRIMARY, TYPES, Host, Models, patient_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 # MLflow warns about its own type hints while it imports; only that warning is silenced.
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
-# The host tests' module-scoped fixtures, bound here so that pytest finds them: this module gets its own
+# The module-scoped fixtures (tests/support/serving_host.py), bound here so that pytest finds them: its own
 # two trained models and its own host serving them (blue 100%, green 0% but reachable by name).
-models = test_serving_host.models
-host = test_serving_host.host
+models = serving_host.models
+host = serving_host.host
 
 V2_TYPES = {"long": ("INT64", np.int64), "double": ("FP64", np.float64)}
 
@@ -46,7 +46,7 @@ def client(host: Host) -> Iterator[triton.InferenceServerClient]:
 @pytest.fixture(scope="module")
 def patients(models: Models) -> pd.DataFrame:
     """Patients on which the two slots' models disagree somewhere, so a prediction tells which one answered."""
-    frame, _ = _patients(40, 99)
+    frame, _ = patient_frame(40, 99)
     assert (models.blue.predict(frame) != models.green.predict(frame)).any()
     return frame
 

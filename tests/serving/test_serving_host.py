@@ -2,206 +2,48 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import pickle
+import contextlib
+import select
 import shutil
-import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
 from mlgate.domain.digest import tree_digest
-from mlgate.ports import free_port
-from tests.support.worlds import Built, built_once
-
-ADMIN = "admin-token-for-tests-0123456789"
-PRIMARY, SECONDARY = "primary-key-abcdefghijklmnop", "secondary-key-abcdefghijklmnop"
-COLUMNS = ["Pregnancies", "PlasmaGlucose", "DiastolicBloodPressure", "BMI", "DiabetesPedigree", "Age"]
-TYPES = ["long", "long", "long", "double", "double", "long"]
-MAX_BODY = 64 * 1024
+from tests.support import serving_host
+from tests.support.serving_host import (
+    ADMIN,
+    COLUMNS,
+    MAX_CONCURRENCY,
+    MAX_CONNECTIONS,
+    PRIMARY,
+    SECONDARY,
+    TYPES,
+    Host,
+    Models,
+    patient_rows,
+    spec,
+)
 
 # MLflow warns about its own type hints while it imports; only that warning is silenced.
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
-
-def _patients(n: int, seed: int) -> tuple[Any, np.ndarray]:
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "Pregnancies": rng.integers(0, 14, n),
-            "PlasmaGlucose": rng.integers(44, 192, n),
-            "DiastolicBloodPressure": rng.integers(24, 117, n),
-            "BMI": rng.uniform(18.2, 56.0, n).round(1),
-            "DiabetesPedigree": rng.uniform(0.078, 2.3, n).round(3),
-            "Age": rng.integers(21, 77, n),
-        }
-    )
-    logit = 0.02 * (frame.PlasmaGlucose - 110) + 0.15 * (frame.BMI - 31) + 0.08 * (frame.Age - 35)
-    label = (logit + rng.normal(0, 1, n) > 0).astype(int).to_numpy()
-    return frame, label
-
-
-def _save_model(tmp: Path, *, c: float, seed: int) -> tuple[Path, str, Any]:
-    """Train, save in MLflow's format, place under tmp/serving/<digest>/ as the server would."""
-    from mlflow.models import ModelSignature
-    from mlflow.sklearn import save_model
-    from mlflow.types import ColSpec, Schema
-    from sklearn.linear_model import LogisticRegression
-
-    frame, label = _patients(400, seed)
-    model = LogisticRegression(C=c, max_iter=2000).fit(frame, label)
-    signature = ModelSignature(
-        inputs=Schema([ColSpec(t, name) for t, name in zip(TYPES, COLUMNS, strict=True)]),
-        outputs=Schema([ColSpec("long")]),
-    )
-    staging = tmp / f"build-{seed}"
-    save_model(model, str(staging), signature=signature, input_example=frame.head(3))
-    digest = tree_digest(staging)
-    target = tmp / "serving" / digest
-    shutil.copytree(staging, target)
-    return target, digest, model
-
-
-@dataclass
-class Models:
-    blue_dir: Path
-    blue_digest: str
-    blue: Any
-    green_dir: Path
-    green_digest: str
-    green: Any
-    root: Path
-
-
-SLOTS = {"blue": (1.0, 1), "green": (0.0005, 2)}  # slot: (C, seed)
-
-
-def _two_models(root: Path) -> Built:
-    """The template of `models`: both saved under root/serving/<digest>/, the trained models pickled beside."""
-    digests = {}
-    for slot, (c, seed) in SLOTS.items():
-        _, digests[slot], model = _save_model(root, c=c, seed=seed)
-        (root / f"{slot}.pickle").write_bytes(pickle.dumps(model))
-    return Built(facts=digests)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    """This module's copy of two models trained and saved once per session (saving one takes seconds: MLflow
-    infers its requirements in a subprocess)."""
-    template = built_once(tmp_path_factory, "serving-models", _two_models)
-    tmp = tmp_path_factory.mktemp("models")
-    shutil.copytree(template.root, tmp, dirs_exist_ok=True)
-    digests: dict[str, str] = template.facts
-    blue, green = (pickle.loads((tmp / f"{slot}.pickle").read_bytes()) for slot in SLOTS)  # noqa: S301 (ours)
-    return Models(
-        tmp / "serving" / digests["blue"],
-        digests["blue"],
-        blue,
-        tmp / "serving" / digests["green"],
-        digests["green"],
-        green,
-        tmp,
-    )
-
-
-class Host:
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # the admin API answers only here (beside the state folder: each host of a session has its own)
-        self.admin_socket = state_dir.with_name(f"{state_dir.name}.admin.sock")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def spawn(self, *extra: str, new_session: bool = False) -> None:
-        """`python -m mlgate.serving` on this host's state folder, port and admin socket, plus `extra`."""
-        command = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(self.state_dir)]
-        command += ["--port", str(self.port), "--admin-socket", str(self.admin_socket)]
-        command += ["--max-body-bytes", str(MAX_BODY), *extra]
-        env = {**os.environ, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
-        self.process = subprocess.Popen(command, env=env, start_new_session=new_session)
-
-    def start(self) -> None:
-        self.spawn()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError("the serving host did not start")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def admin(self, *, token: str | None = ADMIN) -> httpx.Client:
-        """A client of the admin API, over the host's Unix socket."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        transport = httpx.HTTPTransport(uds=str(self.admin_socket))
-        return httpx.Client(base_url="http://host", transport=transport, headers=headers, timeout=60)
-
-    def push(self, spec: dict[str, Any]) -> httpx.Response:
-        with self.admin() as admin:
-            return admin.put("/admin/spec", json=spec)
-
-    def score(self, payload: Any, *, key: str = PRIMARY, slot: str | None = None, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}", **kw.pop("headers", {})}
-        if slot:
-            headers["mlgate-deployment"] = slot
-        return httpx.post(f"{self.url}/endpoints/diabetes/invocations", json=payload, headers=headers, **kw)
-
-
-def _sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def spec(m: Models, blue: int = 100, *, mirror: dict[str, Any] | None = None, green_digest: str | None = None) -> Any:
-    endpoint: dict[str, Any] = {
-        "key_hashes": [_sha(PRIMARY), _sha(SECONDARY)],
-        "slots": {
-            "blue": {"model_dir": str(m.blue_dir), "digest": m.blue_digest, "traffic": blue},
-            "green": {"model_dir": str(m.green_dir), "digest": green_digest or m.green_digest, "traffic": 100 - blue},
-        },
-    }
-    if mirror:
-        endpoint["mirror"] = mirror
-    return {"endpoints": {"diabetes": endpoint}, "batching": {"max_batch_size": 32, "max_wait_ms": 1}}
-
-
-@pytest.fixture(scope="module")
-def host(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    running = Host(tmp_path_factory.mktemp("state"))
-    running.start()
-    assert running.push(spec(models)).status_code == 200
-    yield running
-    running.kill()
-
-
-def _rows(n: int = 5) -> tuple[Any, list[list[Any]]]:
-    frame, _ = _patients(n, 99)
-    return frame, [
-        [int(v) if t == "long" else float(v) for v, t in zip(row, TYPES, strict=True)] for row in frame.values
-    ]
+# The module-scoped fixtures, bound here so that pytest finds them: this module's two trained models and
+# the host serving them.
+models = serving_host.models
+host = serving_host.host
 
 
 def test_every_payload_format_gives_the_models_own_predictions(host: Host, models: Models) -> None:
-    frame, rows = _rows()
+    frame, rows = patient_rows()
     expected = models.blue.predict(frame).tolist()
     records = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     reordered = list(reversed(COLUMNS))
@@ -245,7 +87,7 @@ def test_every_payload_format_gives_the_models_own_predictions(host: Host, model
 
 
 def test_bad_requests_get_4xx_naming_the_problem(host: Host) -> None:
-    _, rows = _rows(1)
+    _, rows = patient_rows(1)
     good = {"dataframe_split": {"columns": COLUMNS, "data": rows}}
     assert host.score(good, key=SECONDARY).status_code == 200
     url = f"{host.url}/endpoints/diabetes/invocations"
@@ -282,7 +124,8 @@ def test_bad_requests_get_4xx_naming_the_problem(host: Host) -> None:
         answer = httpx.post(v2, json=payload, headers={**auth, "x-request-id": "req-123"})
         assert answer.status_code == status, (fragment, answer.text)
         assert fragment in answer.json()["error"]
-        assert answer.headers["x-request-id"] == "req-123"
+        # the id is the host's; the caller's own is kept beside it
+        assert answer.headers["x-request-id"] != "req-123" and answer.headers["x-client-request-id"] == "req-123"
 
 
 def test_a_tampered_model_is_refused_and_the_old_spec_keeps_serving(host: Host, models: Models) -> None:
@@ -296,7 +139,7 @@ def test_a_tampered_model_is_refused_and_the_old_spec_keeps_serving(host: Host, 
     assert answer.status_code == 409
     message = answer.json()["message"]
     assert models.green_digest in message and tree_digest(tampered) in message
-    _, rows = _rows(1)
+    _, rows = patient_rows(1)
     for _ in range(20):  # the old spec (blue 100%) is still in force
         assert (
             host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).headers["mlgate-deployment"] == "blue"
@@ -314,7 +157,7 @@ def test_a_tampered_model_is_refused_and_the_old_spec_keeps_serving(host: Host, 
 
 
 def test_traffic_split_slot_header_and_mirror(host: Host, models: Models) -> None:
-    frame, rows = _rows(1)
+    frame, rows = patient_rows(1)
     payload = {"dataframe_split": {"columns": COLUMNS, "data": rows}}
     assert host.push(spec(models, 70)).status_code == 200
     with httpx.Client() as client:
@@ -338,7 +181,10 @@ def test_traffic_split_slot_header_and_mirror(host: Host, models: Models) -> Non
     assert targeted.headers["mlgate-deployment"] == "green"
     assert targeted.json() == {"predictions": models.green.predict(frame).tolist()}
     time.sleep(0.2)
-    metrics = httpx.get(f"{host.url}/metrics").text
+    for token in (None, "not-the-metrics-token-0123", PRIMARY):  # none, a wrong one, an endpoint key
+        refused = host.metrics(token=token)
+        assert refused.status_code == 401 and "metrics token" in refused.json()["message"], refused.text
+    metrics = host.metrics().text
     assert 'slot="green",kind="mirror",status="200"' in metrics
     assert 'mlgate_serving_requests_total{endpoint="diabetes",slot="blue",kind="live",status="200"}' in metrics
     assert "mlgate_serving_request_duration_seconds_bucket" in metrics
@@ -347,7 +193,7 @@ def test_traffic_split_slot_header_and_mirror(host: Host, models: Models) -> Non
 
 
 def test_spec_changes_under_load_fail_no_request(host: Host, models: Models) -> None:
-    _, rows = _rows(1)
+    _, rows = patient_rows(1)
     payload = {"dataframe_split": {"columns": COLUMNS, "data": rows}}
     failures: list[str] = []
     done = threading.Event()
@@ -394,7 +240,7 @@ def test_a_killed_host_restarts_from_its_saved_spec(models: Models, tmp_path: Pa
     again = Host(tmp_path / "state")
     again.start()
     try:
-        _, rows = _rows(1)
+        _, rows = patient_rows(1)
         answer = again.score({"dataframe_split": {"columns": COLUMNS, "data": rows}})
         assert answer.status_code == 200 and answer.headers["mlgate-deployment"] == "green"
         assert httpx.get(f"{again.url}/v2/health/ready").json() == {"ready": True}
@@ -434,5 +280,131 @@ def test_a_model_naming_files_outside_its_folder_is_refused_before_loading(host:
         answer = host.push(bad)
         assert answer.status_code == 409, answer.text
         assert said in answer.json()["message"] and "refusing to load it" in answer.json()["message"]
-    _, rows = _rows(1)  # the spec in force (blue 100%) still serves
+    _, rows = patient_rows(1)  # the spec in force (blue 100%) still serves
     assert host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).headers["mlgate-deployment"] == "blue"
+
+
+# -- hostile callers: raw sockets, so that what is (not) sent is exactly what the test says --------------
+
+CLOSED_WITHIN_S = 15.0  # generous: the host's deadlines in these tests are 2 s
+SCORE = b"POST /endpoints/diabetes/invocations HTTP/1.1\r\nHost: host\r\nContent-Type: application/json\r\n"
+KEY = f"Authorization: Bearer {PRIMARY}\r\n".encode()
+
+
+@dataclass
+class Reply:
+    status: int | None  # None: closed without an answer
+    headers: dict[str, str]
+    body: bytes
+
+
+def _connect(host: Host) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", host.port), timeout=CLOSED_WITHIN_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _parse(raw: bytes) -> Reply:
+    if not raw:
+        return Reply(None, {}, b"")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return Reply(int(status_line.split()[1]), headers, body)
+
+
+def _until_closed(sock: socket.socket, *, trickle: bytes = b"") -> Reply:
+    """Everything the host sends until it closes the connection (within `CLOSED_WITHIN_S`, else the test
+    fails); meanwhile `trickle` is sent a byte at a time, 5 bytes a second, for as long as the host takes it."""
+    deadline, received = time.monotonic() + CLOSED_WITHIN_S, b""
+    while True:
+        assert time.monotonic() < deadline, f"the host kept the connection open (it sent {received[:200]!r})"
+        if select.select([sock], [], [], 0.2)[0]:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:  # closed with unread bytes of ours in its buffer
+                chunk = b""
+            if not chunk:
+                return _parse(received)
+            received += chunk
+        elif trickle:
+            with contextlib.suppress(OSError):  # it may close while we send
+                sock.send(trickle[:1])
+
+
+def _sent(host: Host, raw: bytes, *, trickle: bytes = b"") -> Reply:
+    with _connect(host) as sock:
+        with contextlib.suppress(OSError):  # the host may close before it has all of it
+            sock.sendall(raw)
+        return _until_closed(sock, trickle=trickle)
+
+
+def _until(probe: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + CLOSED_WITHIN_S
+    while not (found := probe()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return found
+
+
+def test_a_caller_without_the_key_is_answered_before_its_body_is_read(host: Host) -> None:
+    declared = b"Content-Length: 104857600\r\n\r\n"  # 100 MiB, never sent
+    for path in (b"/endpoints/diabetes/invocations", b"/v2/models/diabetes/infer", b"/endpoints/diabetes/feedback"):
+        for auth, said in ((b"", "missing key"), (b"Authorization: Bearer not-the-key\r\n", "wrong key")):
+            start = b"POST " + path + b" HTTP/1.1\r\nHost: host\r\nContent-Type: application/json\r\n"
+            reply = _sent(host, start + auth + declared)
+            assert reply.status == 401 and reply.headers["connection"] == "close", (path, reply)
+            assert said.encode() in reply.body, (path, reply.body)
+    # a body declared larger than the host takes is refused unread too, with the key
+    reply = _sent(host, SCORE + KEY + declared)
+    assert reply.status == 413 and reply.headers["connection"] == "close" and b"larger than" in reply.body
+
+
+def test_a_caller_trickling_its_headers_or_its_body_is_cut_off(host: Host) -> None:
+    attacks = [  # side by side: each waits for its deadline
+        (SCORE + KEY + b"X-Slow: ", b"a"),  # headers, a byte at a time
+        (SCORE + KEY + b"Content-Length: 1000\r\n\r\n{", b" "),  # a body, a byte at a time
+        (b"", b""),  # nothing at all
+    ]
+    with ThreadPoolExecutor(len(attacks)) as pool:
+        headers, body, idle = pool.map(lambda attack: _sent(host, attack[0], trickle=attack[1]), attacks)
+    assert headers.status == 408 and body.status == 408, (headers, body)
+    assert idle == Reply(None, {}, b"")  # a connection that sends nothing is closed, unanswered
+    endless = _sent(host, SCORE + b"X-Big: " + b"a" * 200_000)
+    assert endless.status in (431, None), endless  # 431, or a reset: the host does not read the rest
+    _, rows = patient_rows(1)
+    assert host.score({"dataframe_split": {"columns": COLUMNS, "data": rows}}).status_code == 200
+
+
+def test_connections_beyond_the_limit_are_refused_and_the_admin_socket_still_answers(host: Host) -> None:
+    held = [_connect(host) for _ in range(MAX_CONNECTIONS)]
+    try:
+        with _connect(host) as one_more:
+            refused = _until_closed(one_more)
+        assert refused.status == 503 and refused.headers["retry-after"] == "1", refused
+        with host.admin() as admin:  # the control plane reaches the host all the same
+            assert admin.get("/admin/spec").status_code == 200
+        for sock in held:  # idle: each is closed at the header deadline
+            assert _until_closed(sock).status in (None, 503)
+    finally:
+        for sock in held:
+            sock.close()
+    _, rows = patient_rows(1)
+    payload = {"dataframe_split": {"columns": COLUMNS, "data": rows}}
+    _until(lambda: host.score(payload).status_code == 200, "the host to take connections again")
+
+
+def test_requests_beyond_the_concurrency_limit_are_answered_busy(host: Host) -> None:
+    _, rows = patient_rows(1)
+    payload = {"dataframe_split": {"columns": COLUMNS, "data": rows}}
+    held = [_connect(host) for _ in range(MAX_CONCURRENCY)]
+    try:
+        for sock in held:  # each request in flight, waiting for the rest of its body
+            sock.sendall(SCORE + KEY + b"Content-Length: 1000\r\n\r\n{")
+        busy = _until(lambda: (a := host.score(payload)).status_code == 503 and a, "a 503 while the host is full")
+        assert busy.headers["retry-after"] == "1" and busy.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert f"{MAX_CONCURRENCY} requests" in busy.json()["message"]
+    finally:
+        for sock in held:
+            sock.close()
+    _until(lambda: host.score(payload).status_code == 200, "the host to take requests again")

@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving import test_serving_host
-from tests.serving.test_serving_host import COLUMNS, PRIMARY, Host, Models, _rows, spec
+from tests.support import serving_host
+from tests.support.serving_host import COLUMNS, METRICS_TOKEN, PRIMARY, Host, Models, patient_rows, spec
 
 # MLflow warns about its own type hints while it imports; only that warning is silenced.
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
-models = test_serving_host.models  # this module's own two trained models (see tests/test_serving_host.py)
+models = serving_host.models  # this module's own two trained models (see tests/support/serving_host.py)
 
 WORKERS = 2
 TLS = ssl.create_default_context()  # built once: a client builds its own in 30 ms, and the tests make hundreds
@@ -80,7 +80,7 @@ class WorkersHost(Host):
     def scored(self) -> dict[str, int]:
         """The host's count of scoring answers by slot, once the workers' counters have settled."""
         time.sleep(1.3)  # each worker publishes its counters every second
-        return {slot: int(n) for slot, n in SCORED.findall(httpx.get(f"{self.url}/metrics").text)}
+        return {slot: int(n) for slot, n in SCORED.findall(self.metrics().text)}
 
 
 def _score(client: httpx.Client, rows: list[list[Any]]) -> httpx.Response:
@@ -122,7 +122,7 @@ def host(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 
 
 def test_requests_spread_over_the_workers_and_all_score_right(host: WorkersHost, models: Models) -> None:
-    frame, rows = _rows(3)
+    frame, rows = patient_rows(3)
     expected = models.blue.predict(frame).tolist()
     before = host.scored().get("blue", 0)
     answers = host.on_each_connection(200, lambda client: _score(client, rows))
@@ -130,7 +130,8 @@ def test_requests_spread_over_the_workers_and_all_score_right(host: WorkersHost,
     assert {worker for _, worker in answers} == set(range(WORKERS))
     # /metrics counts the host's requests, whichever worker answers the scrape.
     assert host.scored()["blue"] == before + 200
-    scrapes = host.on_each_connection(20, lambda client: client.get("/metrics"))
+    scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    scrapes = host.on_each_connection(20, lambda client: client.get("/metrics", headers=scrape))
     assert {worker for _, worker in scrapes} == set(range(WORKERS))
     assert {SCORED.findall(a.text)[0] for a, _ in scrapes} == {("blue", str(before + 200))}
     ready = host.on_each_connection(10, lambda client: client.get("/v2/health/ready"))
@@ -138,7 +139,7 @@ def test_requests_spread_over_the_workers_and_all_score_right(host: WorkersHost,
 
 
 def test_a_pushed_spec_is_served_by_every_worker_when_the_put_answers(host: WorkersHost, models: Models) -> None:
-    frame, rows = _rows(3)
+    frame, rows = patient_rows(3)
     for blue, slot, model in [(0, "green", models.green), (100, "blue", models.blue)]:
         pushed = spec(models, blue)
         assert host.push(pushed).status_code == 200
@@ -199,7 +200,7 @@ def test_a_worker_that_cannot_apply_the_spec_fails_the_put(host: WorkersHost, mo
 
     (copy / "MLmodel").write_bytes(original)
     assert host.push(pushed).status_code == 200
-    _, rows = _rows(1)
+    _, rows = patient_rows(1)
     answers = host.on_each_connection(20, lambda client: _score(client, rows))
     assert {worker for _, worker in answers} == set(range(WORKERS))
     assert {a.headers["mlgate-deployment"] for a, _ in answers} == {"green"}
@@ -207,7 +208,7 @@ def test_a_worker_that_cannot_apply_the_spec_fails_the_put(host: WorkersHost, mo
 
 
 def test_a_killed_worker_comes_back_and_the_host_keeps_answering(host: WorkersHost, models: Models) -> None:
-    frame, rows = _rows(2)
+    frame, rows = patient_rows(2)
     expected = models.blue.predict(frame).tolist()
     before = host.scored().get("blue", 0)
     pids = host.workers()

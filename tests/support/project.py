@@ -20,6 +20,9 @@ from mlgate.services import audit_keys
 
 VENV_BIN = Path(sys.executable).parent
 MLGATE = str(VENV_BIN / "mlgate")
+# Every test server's metrics token (`serving.metrics_token_env`'s default variable): what a Prometheus
+# scraping its serving hosts' /metrics would present.
+METRICS_TOKEN = "metrics-token-of-the-test-servers-0123456789"
 
 # The demo's team, used across tests: name -> (roles, environments).
 TEAM: dict[str, tuple[list[str], list[str]]] = {
@@ -106,9 +109,14 @@ class LiveServer:
 
 def start_server(project: Project, *, timeout_s: float = 120.0, env: dict[str, str] | None = None) -> LiveServer:
     """`mlgate server` as a real subprocess on a free port; returns once /api/v1/health answers.
-    `env`: variables added to the server's environment (secrets the config names, say)."""
+    `env`: variables added to the server's environment (secrets the config names, say), after the metrics
+    token."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_TRACKING"))} | (env or {})
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_TRACKING"))}
+        | {"MLGATE_METRICS_TOKEN": METRICS_TOKEN}
+        | (env or {})
+    )
     with (project.path / "server.log").open("ab") as log:
         process = subprocess.Popen(
             [MLGATE, "server", "--port", str(port)],

@@ -244,6 +244,12 @@ def test_mlgate_server_with_an_invalid_config_exits_with_the_message(tmp_path: P
         ("endpoints:\n  staging:\n    - {name: web, colour: red}\n", "endpoints.staging[0].colour: unknown key"),
         ("serving:\n  workers: 0\n", "serving.workers: Input should be greater than or equal to 1"),
         ("serving:\n  max_batch_size: lots\n", "serving.max_batch_size"),
+        ("serving:\n  header_timeout_s: 0\n", "serving.header_timeout_s: Input should be greater than 0"),
+        ("serving:\n  body_timeout_s: 7200\n", "serving.body_timeout_s: Input should be less than or equal to 3600"),
+        ("serving:\n  max_connections: 0\n", "serving.max_connections: Input should be greater than or equal to 1"),
+        ("serving:\n  max_concurrency: 100000\n", "serving.max_concurrency: Input should be less than or equal"),
+        ("serving:\n  max_connections: 8\n  max_concurrency: 9\n", "max_concurrency (9) must not exceed"),
+        ("serving:\n  metrics_token_env: 'no spaces'\n", "serving.metrics_token_env: String should match"),
     ],
 )
 def test_policy_sections_name_the_bad_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -261,6 +267,14 @@ def test_serving_and_endpoints_sections_are_read(tmp_path: Path) -> None:
     )
     settings = load_settings(config)
     assert (settings.serving.workers, settings.serving.max_batch_size, settings.serving.max_wait_ms) == (2, 128, 2.5)
+    serving = settings.serving  # what callers may take of a host: the defaults
+    assert (serving.header_timeout_s, serving.body_timeout_s, serving.max_connections, serving.max_concurrency) == (
+        10.0,
+        30.0,
+        512,
+        128,
+    )
+    assert serving.metrics_token_env == "MLGATE_METRICS_TOKEN"
     assert [(e.name, e.description) for e in settings.endpoints["production"]] == [("web", "the web app")]
 
 

@@ -23,6 +23,7 @@ DEFAULT_ENVIRONMENTS = ("dev", "staging", "production")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 CHECK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 class _Strict(BaseModel):
@@ -201,18 +202,34 @@ class TrackingConfig(_Strict):
 
 
 class ServingConfig(_Strict):
-    """How every environment's serving host runs."""
+    """How every environment's serving host runs, and what callers may take of it (the timeouts and limits
+    hold per host process: each of `workers` has its own)."""
 
     workers: int = Field(default=1, ge=1, le=64, strict=True)
     max_batch_size: int = Field(default=64, ge=1, le=4096, strict=True)
     max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=1024**3, strict=True)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=512, ge=1, le=65536, strict=True)
+    max_concurrency: int = Field(default=128, ge=1, le=65536, strict=True)
+    # The name of the server's variable holding the token `/metrics` asks for; never the token itself.
+    metrics_token_env: str | None = Field(default="MLGATE_METRICS_TOKEN", pattern=ENV_VAR)
     backend: str = "local"
 
     @field_validator("backend")
     @classmethod
     def _backend(cls, value: str) -> str:
         return _known_backend("serving", value)
+
+    @model_validator(mode="after")
+    def _concurrency(self) -> ServingConfig:
+        if self.max_concurrency > self.max_connections:
+            raise ValueError(
+                f"max_concurrency ({self.max_concurrency}) must not exceed max_connections ({self.max_connections}): "
+                "each request in flight holds a connection"
+            )
+        return self
 
 
 class SloConfig(_Strict):

@@ -7,10 +7,12 @@ agree on. Pure: the Parquet itself is the writers' and the reader's business.
     <monitoring dir>/requests/<endpoint>/<YYYY-MM-DD>/part-<unix ms>-<pid>-<n>.parquet
     <monitoring dir>/feedback/<endpoint>/part-<unix ms>-<pid>-<n>.parquet
 
-A request row: request_id, row (its index within the request), ts (UTC), slot, digest and version of the
+A request row: request_id (the id the serving host issued), client_request_id (the caller's own
+`x-request-id`, or null), row (its index within the request), ts (UTC), slot, digest and version of the
 model that answered, status, latency_ms, one `in:<feature>` column per input feature and
 `out:prediction`. A request that failed before its input was read has one row without features. A
-feedback row: request_id, label, ts, source.
+feedback row: request_id (a host-issued id), label, ts, source. Parts written before the client's id was
+kept have no client_request_id column; readers take it as null.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Scoring answers on 127.0.0.1:N; the admin API (``/admin/spec``, ``/admin/stats``
 ``--admin-socket`` (default: ``admin.sock`` beside the state folder), see ``mlgate.serving.listeners``.
 The admin token it also checks comes from ``MLGATE_HOST_ADMIN_TOKEN``. With ``--workers`` above 1 this
 process supervises that many worker processes on both sockets (see ``mlgate.serving.workers``); each
-loads every model.
+loads every model. ``--header-timeout-s``, ``--body-timeout-s``, ``--max-connections`` and
+``--max-concurrency`` bound what callers may take of each process (``mlgate.serving.connections``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlgate.serving.listeners import ConnectionPolicy
+
 if TYPE_CHECKING:
     import uvicorn
 
@@ -30,6 +33,34 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return number
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    default = ConnectionPolicy()
+    parser.add_argument(
+        "--header-timeout-s", type=_seconds, default=default.header_timeout_s, help="for a request's headers"
+    )
+    parser.add_argument("--body-timeout-s", type=_seconds, default=default.body_timeout_s, help="for its body")
+    parser.add_argument("--max-connections", type=_positive, default=default.max_connections, help="per process")
+    parser.add_argument(
+        "--max-concurrency", type=_positive, default=default.max_concurrency, help="requests in flight, per process"
+    )
+
+
+def connection_policy(args: argparse.Namespace) -> ConnectionPolicy:
+    return ConnectionPolicy(
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        max_connections=args.max_connections,
+        max_concurrency=args.max_concurrency,
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--monitoring-dir", type=Path, help="record scored requests there (Parquet) and accept ground truth"
     )
+    _connection_options(parser)
     parser.add_argument("--log-level", default="warning")
     # Given by the supervisor of --workers W > 1 to each worker it starts.
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
@@ -83,6 +115,7 @@ def _serve(args: argparse.Namespace, token: str, *, worker: bool) -> int:
     import uvicorn
 
     from mlgate.serving.app import ServingHost
+    from mlgate.serving.connections import guarded_protocol
     from mlgate.serving.spec import Batching
     from mlgate.serving.state import SPEC_FILE
 
@@ -106,13 +139,15 @@ def _serve(args: argparse.Namespace, token: str, *, worker: bool) -> int:
         max_body_bytes=args.max_body_bytes,
         sync=sync,
         monitoring_dir=args.monitoring_dir,
+        max_concurrency=args.max_concurrency,
     )
     options: dict[str, Any] = {
         "log_level": args.log_level,
         "access_log": False,
         "lifespan": "on",
         "loop": "auto",
-        "http": "auto",
+        "http": guarded_protocol(connection_policy(args)),  # httptools, with deadlines and a connection limit
+        "ws": "none",  # the host speaks no WebSocket: an upgrade is an ordinary request
     }
     server = uvicorn.Server(uvicorn.Config(host, **options))
     if worker:  # the supervisor's sockets, already listening

@@ -2,8 +2,13 @@
 
 The parts it wires together, each in its own module: the live deployments (`state`), the scoring hot path
 (`scoring`), the MLflow and Open Inference Protocol shapes (`protocols`), ground truth (`feedback`), the
-admin API on the Unix socket (`admin`) and the request log (`recording`). ``/metrics`` and ``/health``
-are answered here.
+admin API on the Unix socket (`admin`) and the request log (`recording`). ``/metrics`` (to the holder of
+a metrics token whose SHA-256 the spec names) and ``/health`` are answered here.
+
+Scoring and ground truth on the TCP port take at most `max_concurrency` requests in flight (per process);
+one more is answered 503 with `Retry-After`, in its protocol's shape, before its body is read. The admin
+socket's requests are never refused. What a connection may take before its request reaches the app
+(deadlines, the connection limit) is `mlgate.serving.connections`'.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from mlgate.serving.asgi import (
     Request,
     Scope,
     Send,
+    presents,
     send_bytes,
     send_error,
     send_json,
 )
-from mlgate.serving.errors import NotFound, ServingError
+from mlgate.serving.errors import AuthError, Busy, NotFound, ServingError
 from mlgate.serving.feedback import Feedback
-from mlgate.serving.listeners import on_admin_socket
+from mlgate.serving.listeners import ConnectionPolicy, on_admin_socket
 from mlgate.serving.metrics import Metrics, render_recording
 from mlgate.serving.protocols import Protocols
 from mlgate.serving.recording import RequestLog
@@ -51,6 +57,7 @@ class ServingHost:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         sync: WorkerSync | None = None,
         monitoring_dir: Path | None = None,
+        max_concurrency: int = ConnectionPolicy.max_concurrency,
     ) -> None:
         # What was scored, for monitoring: queued here, written to Parquet by a background thread.
         self.request_log = RequestLog(monitoring_dir) if monitoring_dir is not None else None
@@ -74,6 +81,8 @@ class ServingHost:
             max_body_bytes=max_body_bytes,
         )
         self._sync = sync  # one worker of several (see mlgate.serving.workers); None: the only process
+        self._max_concurrency = max_concurrency
+        self._in_flight = 0  # scoring and ground-truth requests on the TCP port being answered
         self._health: dict[str, Any] = {"status": "ok", **(sync.identity() if sync is not None else {})}
 
     @property
@@ -95,14 +104,16 @@ class ServingHost:
         path, method = request.path, request.method
         if path.startswith("/endpoints/") and path.endswith("/feedback"):
             name = path[len("/endpoints/") : -len("/feedback")]
-            await self._guard(self._feedback, name, request, receive, send, v2=False, allowed=("POST",))
+            await self._limited(self._feedback, name, request, receive, send, scope, v2=False, allowed=("POST",))
         elif path.startswith("/endpoints/") and path.endswith("/invocations"):
             name = path[len("/endpoints/") : -len("/invocations")]
-            await self._guard(self._protocols.invocations, name, request, receive, send, v2=False, allowed=("POST",))
+            invocations = self._protocols.invocations
+            await self._limited(invocations, name, request, receive, send, scope, v2=False, allowed=("POST",))
         elif path.startswith("/v2"):
-            await self._guard(self._protocols.v2, path, request, receive, send, v2=True, allowed=("GET", "POST"))
-        elif path == "/metrics" and method == "GET":
-            await send_bytes(send, request, 200, self._metrics_text(), b"text/plain; version=0.0.4")
+            v2 = self._protocols.v2
+            await self._limited(v2, path, request, receive, send, scope, v2=True, allowed=("GET", "POST"))
+        elif path == "/metrics":
+            await self._guard(self._metrics, path, request, receive, send, v2=False, allowed=("GET",))
         elif path in ("/ping", "/health") and method == "GET":
             await send_json(send, request, 200, self._health)
         elif path == "/admin/spec" and on_admin_socket(scope):  # on the TCP port: an unknown route
@@ -138,12 +149,44 @@ class ServingHost:
             log.exception("request %s failed", request.request_id)
             await send_error(send, request, ServingError(f"internal error: {exc}"), v2=v2)
 
-    def _metrics_text(self) -> bytes:
-        """The host's metrics (with several workers, theirs added up), then the request log's counters."""
+    async def _limited(
+        self,
+        handler: Handler,
+        arg: str,
+        request: Request,
+        receive: Receive,
+        send: Send,
+        scope: Scope,
+        *,
+        v2: bool,
+        allowed: tuple[str, ...],
+    ) -> None:
+        """`_guard`, counted against the concurrency limit when the request came in on the TCP port."""
+        if on_admin_socket(scope):
+            await self._guard(handler, arg, request, receive, send, v2=v2, allowed=allowed)
+            return
+        if self._in_flight >= self._max_concurrency:
+            busy = Busy(f"the host is answering {self._max_concurrency} requests already; retry in a second")
+            await send_error(send, request, busy, v2=v2)
+            return
+        self._in_flight += 1
+        try:
+            await self._guard(handler, arg, request, receive, send, v2=v2, allowed=allowed)
+        finally:
+            self._in_flight -= 1
+
+    async def _metrics(self, _: str, request: Request, receive: Receive, send: Send) -> None:
+        """The host's metrics (with several workers, theirs added up), then the request log's counters, for
+        the holder of a metrics token."""
+        hashes = self.deployments.current.metrics_token_hashes
+        if not hashes:
+            raise AuthError("this host has no metrics token (the server sets it from serving.metrics_token_env)")
+        if not presents(request, hashes):
+            raise AuthError("missing or wrong metrics token: send 'Authorization: Bearer <metrics token>'")
         body = self.metrics.render() if self._sync is None else self._sync.render_metrics()
         if self.request_log is not None:
             body += render_recording(self.request_log.stats())
-        return body
+        await send_bytes(send, request, 200, body, b"text/plain; version=0.0.4")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -2,10 +2,17 @@
 
 Raw ASGI on purpose: the scoring path is a dict lookup, a key check, JSON -> array, one batched
 ``predict`` and orjson out, with nothing in between.
+
+Every request gets an id the host issues (`x-request-id` in the answer): ground truth joins by it, so a
+caller cannot choose it. A well-formed `x-request-id` the caller sent is kept beside it as the client's
+own id (`x-client-request-id` in the answer, recorded with the request). An answer sent before the body
+it declares was read (a refusal) closes the connection, so the unread body is never read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import os
 import re
@@ -24,6 +31,7 @@ Send = Callable[[Message], Awaitable[None]]
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SLOT_HEADER = b"mlgate-deployment"
+CLIENT_ID_HEADER = b"x-client-request-id"
 
 # Request ids: a random prefix per process and a counter, unique across the host's workers and restarts,
 # and cheaper than a uuid4 on every request.
@@ -36,14 +44,24 @@ def _new_request_id() -> str:
 
 
 class Request:
-    __slots__ = ("headers", "method", "path", "request_id")
+    __slots__ = ("body_read", "client_request_id", "headers", "method", "path", "request_id")
 
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.headers: dict[bytes, bytes] = {k.lower(): v for k, v in scope["headers"]}
-        given = self.headers.get(b"x-request-id", b"").decode("latin-1")
-        self.request_id = given if REQUEST_ID.match(given) else _new_request_id()
+        self.request_id = _new_request_id()
+        given = self.headers.get(b"x-request-id")
+        client_id = given.decode("latin-1") if given is not None else None
+        self.client_request_id = client_id if client_id is not None and REQUEST_ID.match(client_id) else None
+        self.body_read = False
+
+    @property
+    def body_unread(self) -> bool:
+        """Whether the request declares a body that was not read (to its end)."""
+        if self.body_read:
+            return False
+        return b"transfer-encoding" in self.headers or self.headers.get(b"content-length", b"0") != b"0"
 
     def bearer(self) -> str | None:
         value = self.headers.get(b"authorization", b"").decode("latin-1")
@@ -53,20 +71,45 @@ class Request:
         return token.strip() or None
 
 
+def presents(request: Request, hashes: tuple[bytes, ...]) -> bool:
+    """Whether the request's bearer token is one of those whose SHA-256 are `hashes` (compared with every
+    one, in constant time: how long it takes does not tell which matched, or how much of one)."""
+    token = request.bearer()
+    if token is None:
+        return False
+    presented = hashlib.sha256(token.encode()).digest()
+    matched = False
+    for expected in hashes:
+        matched |= hmac.compare_digest(presented, expected)
+    return matched
+
+
 # A route's handler: (the route's argument, e.g. the endpoint's name; the request; receive; send).
 Handler = Callable[[str, Request, Receive, Send], Awaitable[None]]
 
 
 async def send_bytes(
-    send: Send, request: Request, status: int, body: bytes, content_type: bytes, slot: str | None = None
+    send: Send,
+    request: Request,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    slot: str | None = None,
+    *,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request.request_id.encode()),
+        *extra,
     ]
+    if request.client_request_id is not None:
+        headers.append((CLIENT_ID_HEADER, request.client_request_id.encode()))
     if slot is not None:
         headers.append((SLOT_HEADER, slot.encode()))
+    if request.body_unread:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -78,7 +121,8 @@ async def send_json(send: Send, request: Request, status: int, payload: Any, slo
 async def send_error(send: Send, request: Request, error: ServingError, *, v2: bool) -> None:
     """The protocol's own error shape: MLflow's `error_code` + `message`, or the Open Inference Protocol's."""
     body = {"error": error.message} if v2 else {"error_code": error.code, "message": error.message}
-    await send_json(send, request, error.status, body)
+    extra = ((b"retry-after", str(error.retry_after_s).encode()),) if error.retry_after_s is not None else ()
+    await send_bytes(send, request, error.status, orjson.dumps(body), b"application/json", extra=extra)
 
 
 async def read_json(request: Request, receive: Receive, *, max_bytes: int, json_required: bool) -> Any:
@@ -102,6 +146,7 @@ async def read_json(request: Request, receive: Receive, *, max_bytes: int, json_
             raise _too_large(max_bytes)
         chunks.append(chunk)
         more = message.get("more_body", False)
+    request.body_read = True
     try:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:

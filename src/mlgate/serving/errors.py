@@ -4,7 +4,8 @@ ServingError          500
 ├── InputError        400 / 413 / 415 / 422: the caller's request (or a pushed spec) is wrong, never a 500
 ├── AuthError         401
 ├── NotFound          404
-└── SpecRejected      409: a digest mismatch, a model that fails to load or warm up
+├── SpecRejected      409: a digest mismatch, a model that fails to load or warm up
+└── Busy              503: as many requests in flight as the host takes; answered with `Retry-After`
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 class ServingError(Exception):
     status = 500
     code = "INTERNAL_ERROR"
+    retry_after_s: int | None = None
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -41,3 +43,9 @@ class NotFound(ServingError):
 class SpecRejected(ServingError):
     status = 409
     code = "INVALID_STATE"
+
+
+class Busy(ServingError):
+    status = 503
+    code = "TEMPORARILY_UNAVAILABLE"
+    retry_after_s = 1

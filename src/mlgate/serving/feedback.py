@@ -1,7 +1,9 @@
 """Ground truth sent to the host: `POST /endpoints/<name>/feedback`, its two payload shapes, the labels stored.
 
-Only ids the endpoint recorded are kept: those the request log holds in memory, else those the monitoring
-store's request parts name (looked up off the event loop). The others are answered back as unknown.
+Only ids the host issued for this endpoint and recorded are kept: those the request log holds in memory
+for it, else those the endpoint's request parts in the monitoring store name (looked up off the event
+loop). The host issues every request id itself (`mlgate.serving.asgi`), so a caller cannot label a request
+by an id it chose, nor another endpoint's requests; the others are answered back as unknown.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ class Feedback:
 
     async def __call__(self, name: str, request: Request, receive: Receive, send: Send) -> None:
         """Ground truth from the caller: `{"feedback": [{"request_id", "label"}, ...]}` (or parallel
-        `request_ids` and `labels` lists). Ids this endpoint never recorded are answered back as unknown."""
-        payload = await read_json(request, receive, max_bytes=self._max_body, json_required=True)
-        self._scorer.authorize(request, name)
+        `request_ids` and `labels` lists). Ids the host did not issue and record for this endpoint are
+        answered back as unknown."""
+        self._scorer.authorize(request, name)  # before the body
         request_log = self._request_log
         if request_log is None:
             raise ServingError("this serving host keeps no monitoring store", status=409, code="BAD_REQUEST")
+        payload = await read_json(request, receive, max_bytes=self._max_body, json_required=True)
         ids, labels = feedback_pairs(payload)
-        recorded = request_log.recorded(ids)
+        recorded = request_log.recorded(name, ids)
         unseen = [i for i in ids if i not in recorded]
         stored = await asyncio.to_thread(known_request_ids, request_log.root, name, unseen) if unseen else set()
         unknown = sorted({i for i in unseen if i not in stored})

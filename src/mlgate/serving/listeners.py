@@ -6,7 +6,8 @@ in a folder only the control plane (and this host) can reach; on the TCP port `/
 route. The admin token is still checked on the socket: defence in depth.
 
 Both sockets are bound here, once, by the process that owns the host (the only process, or the
-supervisor of `--workers N`, which passes both to its workers as file descriptors).
+supervisor of `--workers N`, which passes both to its workers as file descriptors). What one connection
+may take of a host is `ConnectionPolicy`'s, enforced by `mlgate.serving.connections` and the app.
 """
 
 from __future__ import annotations
@@ -16,10 +17,23 @@ import os
 import socket
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BACKLOG = 2048
+
+
+@dataclass(frozen=True)
+class ConnectionPolicy:
+    """What callers on the TCP port may take of one host process (each worker of `--workers N` has its own):
+    how long a request's headers and its body may take to arrive, how many connections may be open and how
+    many requests in flight. The defaults are `serving`'s in mlgate.yaml (`mlgate.config.schema`)."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 512  # under the usual 1024 open files, with room for the models' own
+    max_concurrency: int = 128
 
 
 def listen_tcp(port: int) -> socket.socket:

@@ -7,69 +7,43 @@ no coordination between the host's worker processes, and a partly written file i
 is renamed into place).
 
 `RequestLog` is the writer the serving host uses: `record` only appends to bounded in-memory columns
-(scoring never waits on the store); a background thread turns them into Parquet parts; when the buffers
-are full the record is dropped and counted.
+(scoring never waits on the store); a background thread turns them into Parquet parts
+(`mlgate.serving.request_tables`); when the buffers are full the record is dropped and counted. It also
+remembers, per endpoint, the ids it recorded lately: the ground truth the host accepts is for those.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlgate.domain.request_records import FEATURE_PREFIX, PREDICTION, day_folder, new_part
+from mlgate.domain.request_records import day_folder
+from mlgate.serving.request_tables import Block, Entry, blocks_table, by_day, entries_table, write_part
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY_ROWS = 200_000
 DEFAULT_FLUSH_ROWS = 50_000
 DEFAULT_FLUSH_INTERVAL_S = 1.0
-# Dictionary encoding pays for the few-valued text columns only: on the features it costs CPU and, as often
-# as not, bytes.
-DICTIONARY_COLUMNS = ["slot", "digest"]
 COMPACT_EVERY = 256  # requests a stream keeps as they came before joining their arrays
 DEFAULT_RECENT_IDS = 1_000_000  # ids kept in memory for ground truth; older ones are looked up in the store
 
 
-class _Entry(NamedTuple):  # a request without a complete input and output: the rare, slow path
-    endpoint: str
-    slot: str
-    digest: str
-    version: int | None
-    request_id: str
-    ts: float
-    status: int
-    latency_ms: float
-    names: tuple[str, ...]
-    rows: np.ndarray | None
-    outputs: np.ndarray | None
-
-
 class _Loose(NamedTuple):  # the latest requests of a stream, as the scoring path appended them
     ids: list[str]
+    clients: list[str | None]
     ts: list[float]
     status: list[int]
     latency: list[float]
     rows: list[np.ndarray]
     outputs: list[np.ndarray]
-
-
-class _Block(NamedTuple):  # requests of a stream compacted into arrays
-    ids: list[str]
-    ts: np.ndarray
-    status: np.ndarray
-    latency: np.ndarray
-    matrix: np.ndarray  # their input rows, one after the other
-    firsts: np.ndarray  # the first output of each row
-    counts: np.ndarray | None  # rows per request; None when every request has one
 
 
 class Stream:
@@ -83,6 +57,7 @@ class Stream:
 
     __slots__ = (
         "blocks",
+        "clients",
         "digest",
         "endpoint",
         "ids",
@@ -98,11 +73,12 @@ class Stream:
 
     def __init__(self, endpoint: str, slot: str, digest: str, version: int | None, names: tuple[str, ...]) -> None:
         self.endpoint, self.slot, self.digest, self.version, self.names = endpoint, slot, digest, version, names
-        self.blocks: list[_Block] = []
+        self.blocks: list[Block] = []
         self._loosen()
 
     def _loosen(self) -> None:
         self.ids: list[str] = []
+        self.clients: list[str | None] = []
         self.ts: list[float] = []
         self.status: list[int] = []
         self.latency: list[float] = []
@@ -114,19 +90,19 @@ class Stream:
         return self.endpoint, self.slot, self.digest, self.version
 
     def take_loose(self) -> _Loose:
-        loose = _Loose(self.ids, self.ts, self.status, self.latency, self.rows, self.outputs)
+        loose = _Loose(self.ids, self.clients, self.ts, self.status, self.latency, self.rows, self.outputs)
         self._loosen()
         return loose
 
-    def entries(self, loose: _Loose) -> list[_Entry]:
+    def entries(self, loose: _Loose) -> list[Entry]:
         """The requests one by one, for the slow path; one whose input has other columns than this stream's
         (a retry answered by a slot of another signature) keeps its outcome, not its input."""
         width = len(self.names)
         return [
-            _Entry(*self.meta, request_id, ts, status, latency, self.names, rows, out)
+            Entry(*self.meta, request_id, client, ts, status, latency, self.names, rows, out)
             if rows.ndim == 2 and rows.shape[1] == width
-            else _Entry(*self.meta, request_id, ts, status, latency, (), None, None)
-            for request_id, ts, status, latency, rows, out in zip(*loose, strict=True)
+            else Entry(*self.meta, request_id, client, ts, status, latency, (), None, None)
+            for request_id, client, ts, status, latency, rows, out in zip(*loose, strict=True)
         ]
 
 
@@ -139,7 +115,7 @@ def _first_outputs(outputs: list[np.ndarray]) -> np.ndarray:
     return joined if joined.ndim == 1 else joined.reshape(len(joined), -1)[:, 0]
 
 
-def _compact(loose: _Loose) -> _Block:
+def _compact(loose: _Loose) -> Block:
     """Raises ValueError when the requests' inputs do not stack (a signature change under way)."""
     matrix = np.concatenate(loose.rows)
     counts = None
@@ -148,8 +124,9 @@ def _compact(loose: _Loose) -> _Block:
     firsts = _first_outputs(loose.outputs)
     if len(firsts) != len(matrix):
         raise ValueError(f"{len(matrix)} input rows but {len(firsts)} outputs")
-    return _Block(
+    return Block(
         loose.ids,
+        loose.clients,
         np.array(loose.ts, dtype=np.float64),
         np.array(loose.status, dtype=np.int16),
         np.array(loose.latency, dtype=np.float32),
@@ -157,137 +134,6 @@ def _compact(loose: _Loose) -> _Block:
         firsts,
         counts,
     )
-
-
-def _write(table: Any, folder: Path) -> Path:
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path, tmp = new_part(folder)
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
-    os.replace(tmp, path)
-    return path
-
-
-def _values(array: np.ndarray) -> Any:
-    """A column as Arrow: float64 when numeric, else strings (None stays null)."""
-    import pyarrow as pa
-
-    if array.dtype.kind in "iufb":
-        return pa.array(array.astype(np.float64, copy=False), type=pa.float64())
-    return pa.array([None if x is None else str(x) for x in array.tolist()], type=pa.string())
-
-
-def _blocks_table(stream: Stream, blocks: list[_Block]) -> Any:
-    """A stream's rows as a table, with no Python work per request."""
-    import pyarrow as pa
-
-    def joined(arrays: list[np.ndarray]) -> np.ndarray:
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-    ids = pa.array([i for block in blocks for i in block.ids], type=pa.string())
-    ts, status, latency = (joined([getattr(b, name) for b in blocks]) for name in ("ts", "status", "latency"))
-    matrix = joined([b.matrix for b in blocks])
-    n = len(matrix)
-    if all(b.counts is None for b in blocks):  # one row per request: the common case
-        row = np.zeros(n, dtype=np.int32)
-    else:
-        counts = joined([np.ones(len(b.ids), dtype=np.int64) if b.counts is None else b.counts for b in blocks])
-        owner = np.repeat(np.arange(len(counts)), counts)
-        ids = ids.take(pa.array(owner))
-        ts, status, latency = ts[owner], status[owner], latency[owner]
-        row = (np.arange(n) - (np.cumsum(counts) - counts)[owner]).astype(np.int32)
-    table: dict[str, Any] = {
-        "request_id": ids,
-        "row": pa.array(row, type=pa.int32()),
-        "ts": pa.array((ts * 1e6).astype(np.int64), pa.timestamp("us", "UTC")),
-        "slot": pa.repeat(pa.scalar(stream.slot, pa.string()), n),
-        "digest": pa.repeat(pa.scalar(stream.digest, pa.string()), n),
-        "version": pa.repeat(pa.scalar(stream.version, pa.int64()), n),
-        "status": pa.array(status),
-        "latency_ms": pa.array(latency),
-    }
-    for position, name in enumerate(stream.names):
-        table[FEATURE_PREFIX + name] = _values(matrix[:, position])
-    table[PREDICTION] = _values(joined([b.firsts for b in blocks]))
-    return pa.table(table)
-
-
-def _outputs(outputs: list[np.ndarray | None], counts: np.ndarray) -> Any:
-    """The first output of each row; null for a request whose model failed."""
-    import pyarrow as pa
-
-    firsts = [None if o is None else np.asarray(o).reshape(len(o), -1)[:, 0] for o in outputs]
-    if all(f is not None for f in firsts):
-        return _values(np.concatenate([f for f in firsts if f is not None]))
-    if all(f is None or f.dtype.kind in "iufb" for f in firsts):
-        values = np.concatenate(
-            [np.zeros(n) if f is None else f.astype(np.float64) for f, n in zip(firsts, counts, strict=True)]
-        )
-        mask = np.concatenate([np.full(n, f is None) for f, n in zip(firsts, counts, strict=True)])
-        return pa.array(values, type=pa.float64(), mask=mask)
-    text: list[str | None] = []
-    for f, n in zip(firsts, counts, strict=True):
-        text.extend([None] * int(n) if f is None else [str(x) for x in f.tolist()])
-    return pa.array(text, type=pa.string())
-
-
-def _group_table(names: tuple[str, ...], entries: list[_Entry]) -> Any:
-    """The rows of odd requests that share one input signature (`names`; none for requests that failed
-    before their input was read)."""
-    import pyarrow as pa
-
-    if names:
-        blocks = [e.rows for e in entries if e.rows is not None]
-        counts = np.fromiter((len(b) for b in blocks), dtype=np.int64, count=len(blocks))
-        matrix = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-    else:
-        counts = np.ones(len(entries), dtype=np.int64)
-        matrix = None
-
-    def per_row(values: list[Any], dtype: Any = object) -> np.ndarray:
-        return np.repeat(np.array(values, dtype=dtype), counts)
-
-    starts = np.cumsum(counts) - counts
-    row = np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(starts, counts).astype(np.int32)
-    columns: dict[str, Any] = {
-        "request_id": pa.array(per_row([e.request_id for e in entries]), type=pa.string()),
-        "row": pa.array(row, type=pa.int32()),
-        "ts": pa.array(
-            (per_row([e.ts for e in entries], np.float64) * 1e6).astype(np.int64), pa.timestamp("us", "UTC")
-        ),
-        "slot": pa.array(per_row([e.slot for e in entries]), type=pa.string()),
-        "digest": pa.array(per_row([e.digest for e in entries]), type=pa.string()),
-        "version": pa.array(per_row([e.version for e in entries]), type=pa.int64()),
-        "status": pa.array(per_row([e.status for e in entries], np.int16)),
-        "latency_ms": pa.array(per_row([e.latency_ms for e in entries], np.float32)),
-    }
-    if matrix is not None:
-        for position, name in enumerate(names):
-            columns[FEATURE_PREFIX + name] = _values(matrix[:, position])
-        columns[PREDICTION] = _outputs([e.outputs for e in entries], counts)
-    return pa.table(columns)
-
-
-def _entries_table(entries: list[_Entry]) -> Any:
-    import pyarrow as pa
-
-    groups: dict[tuple[str, ...], list[_Entry]] = collections.defaultdict(list)
-    for entry in entries:
-        groups[entry.names if entry.rows is not None and len(entry.rows) else ()].append(entry)
-    tables = [_group_table(names, group) for names, group in groups.items()]
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-
-
-def _by_day(table: Any) -> Iterable[tuple[date, Any]]:
-    """A table's rows split by their UTC day (one slice in all but the flush that spans midnight)."""
-    import pyarrow as pa
-
-    days = table["ts"].cast(pa.int64()).to_numpy() // 86_400_000_000
-    unique = np.unique(days)
-    for day in unique:
-        rows = table if len(unique) == 1 else table.filter(pa.array(days == day))
-        yield date(1970, 1, 1) + timedelta(days=int(day)), rows
 
 
 class RequestLog:
@@ -310,9 +156,10 @@ class RequestLog:
         self._flush_rows = flush_rows
         self._interval = flush_interval_s
         self._streams: dict[tuple[Any, ...], Stream] = {}
-        self._odd: list[_Entry] = []
-        self._recent: set[str] = set()  # ids recorded lately, in two generations of half the bound each
-        self._older: set[str] = set()
+        self._odd: list[Entry] = []
+        # Ids recorded lately and their endpoint, in two generations of half the bound each.
+        self._recent: dict[str, str] = {}
+        self._older: dict[str, str] = {}
         self._recent_bound = max(1, recent_ids // 2)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -353,14 +200,17 @@ class RequestLog:
         latency_ms: float,
         rows: np.ndarray | None = None,
         outputs: np.ndarray | None = None,
+        client_request_id: str | None = None,
     ) -> bool:
-        """Queue one request; False (and counted) when the buffers are full. Never blocks on I/O."""
+        """Queue one request (`request_id` the host's, `client_request_id` the caller's own, if it gave one);
+        False (and counted) when the buffers are full. Never blocks on I/O."""
         if rows is None or outputs is None or not len(rows):
-            return self._record_odd(stream, request_id, status, latency_ms, rows, outputs)
+            return self._record_odd(stream, (request_id, client_request_id), status, latency_ms, rows, outputs)
         with self._lock:
             if not self._admit(len(rows)):
                 return False
             stream.ids.append(request_id)
+            stream.clients.append(client_request_id)
             stream.ts.append(time.time())
             stream.status.append(status)
             stream.latency.append(latency_ms)
@@ -375,7 +225,7 @@ class RequestLog:
     def _record_odd(
         self,
         stream: Stream,
-        request_id: str,
+        ids: tuple[str, str | None],
         status: int,
         latency_ms: float,
         rows: np.ndarray | None,
@@ -384,12 +234,12 @@ class RequestLog:
         """A request without a complete input and output (it failed, or sent no rows)."""
         names = stream.names if rows is not None and len(rows) else ()
         n = len(rows) if names else 1  # type: ignore[arg-type]
-        entry = _Entry(*stream.meta, request_id, time.time(), status, latency_ms, names, rows, outputs)
+        entry = Entry(*stream.meta, *ids, time.time(), status, latency_ms, names, rows, outputs)
         with self._lock:
             if not self._admit(n):
                 return False
             self._odd.append(entry)
-            self._remember([request_id])
+            self._remember(stream.endpoint, [ids[0]])
         return True
 
     def _admit(self, rows: int) -> bool:
@@ -407,18 +257,20 @@ class RequestLog:
             stream.blocks.append(_compact(loose))
         except ValueError:  # inputs or outputs that do not stack: these requests take the slow path
             self._odd.extend(stream.entries(loose))
-        self._remember(loose.ids)
+        self._remember(stream.endpoint, loose.ids)
 
-    def _remember(self, ids: list[str]) -> None:
-        self._recent.update(ids)
+    def _remember(self, endpoint: str, ids: list[str]) -> None:
+        self._recent.update(dict.fromkeys(ids, endpoint))
         if len(self._recent) >= self._recent_bound:
-            self._older, self._recent = self._recent, set()
+            self._older, self._recent = self._recent, {}
 
-    def recorded(self, ids: Iterable[str]) -> set[str]:
-        """Which of `ids` this log recorded lately (at least the last half of its `recent_ids` bound)."""
+    def recorded(self, endpoint: str, ids: Iterable[str]) -> set[str]:
+        """Which of `ids` this log recorded lately for `endpoint` (at least the last half of its `recent_ids`
+        bound)."""
         with self._lock:
-            loose = {i for stream in self._streams.values() for i in stream.ids}
-            return {i for i in ids if i in self._recent or i in self._older or i in loose}
+            loose = {i for stream in self._streams.values() if stream.endpoint == endpoint for i in stream.ids}
+            recent, older = self._recent, self._older
+            return {i for i in ids if recent.get(i) == endpoint or older.get(i) == endpoint or i in loose}
 
     def _run(self) -> None:
         import pyarrow.parquet  # noqa: F401 - imported once here, not in the middle of the first flush
@@ -447,16 +299,16 @@ class RequestLog:
         try:
             tables: dict[str, list[Any]] = collections.defaultdict(list)
             for stream, blocks in taken:
-                tables[stream.endpoint].append(_blocks_table(stream, blocks))
-            by_endpoint: dict[str, list[_Entry]] = collections.defaultdict(list)
+                tables[stream.endpoint].append(blocks_table(*stream.meta[1:], stream.names, blocks))
+            by_endpoint: dict[str, list[Entry]] = collections.defaultdict(list)
             for entry in odd:
                 by_endpoint[entry.endpoint].append(entry)
             for endpoint, entries in by_endpoint.items():
-                tables[endpoint].append(_entries_table(entries))
+                tables[endpoint].append(entries_table(entries))
             for endpoint, parts in tables.items():
                 table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
-                for day, rows_of_day in _by_day(table):
-                    _write(rows_of_day, day_folder(self.root, endpoint, day))
+                for day, rows_of_day in by_day(table):
+                    write_part(rows_of_day, day_folder(self.root, endpoint, day))
             self.written_rows += rows
         except Exception:  # a full disk must not take scoring down: count it, log it, go on
             self.failed_writes += 1

@@ -1,5 +1,7 @@
 """The scoring hot path: the endpoint key, the slot, the batched model call, the stable slot's stand-in, the mirror.
 
+The key is checked before the body is read: a caller without one costs the host its headers only.
+
 During a rollout the spec names an endpoint's `stable` slot: a request the traffic split sent to another
 slot whose model fails (not an input error) is counted against that slot and answered by the stable one,
 so callers never see a canary's failures. A request that names its slot (header or OIP version) is not
@@ -10,8 +12,6 @@ rate, recorded in the request log.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import random
 import time
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mlgate.serving.asgi import SLOT_HEADER, Receive, Request, read_json
+from mlgate.serving.asgi import SLOT_HEADER, Receive, Request, presents, read_json
 from mlgate.serving.errors import AuthError, NotFound, ServingError
 from mlgate.serving.metrics import Metrics
 from mlgate.serving.recording import RequestLog
@@ -48,14 +48,9 @@ class Scorer:
         endpoint = self._deployments.current.endpoints.get(name)
         if endpoint is None:
             raise NotFound(f"no endpoint named '{name}'")
-        key = request.bearer()
-        if key is None:
+        if request.bearer() is None:
             raise AuthError("missing key: send 'Authorization: Bearer <endpoint key>'")
-        presented = hashlib.sha256(key.encode()).digest()
-        matched = False
-        for expected in endpoint.spec.key_hashes:  # compare with every hash: time does not tell which
-            matched |= hmac.compare_digest(presented, expected)
-        if not matched:
+        if not presents(request, endpoint.spec.key_hashes):
             raise AuthError(f"wrong key for endpoint '{name}'")
         return endpoint
 
@@ -96,10 +91,12 @@ class Scorer:
         x: np.ndarray | None = None
         out: np.ndarray | None = None
         try:
-            payload = await read_json(request, receive, max_bytes=self.max_body, json_required=json_required)
-            # From here to the increment no await: a spec swap cannot retire the runtime under us.
-            endpoint = self.authorize(request, name)
+            self.authorize(request, name)  # before the body: a caller without a key is not read
             endpoint_label = name
+            payload = await read_json(request, receive, max_bytes=self.max_body, json_required=json_required)
+            # From here to the increment no await: a spec swap cannot retire the runtime under us. The
+            # endpoint and its keys are taken again from the spec in force now.
+            endpoint = self.authorize(request, name)
             slot = self.target(request, endpoint, version)
             slot_label = slot.name
             runtime = slot.runtime
@@ -128,15 +125,26 @@ class Scorer:
         finally:
             seconds = time.perf_counter() - started
             self.metrics.request(endpoint=endpoint_label, slot=slot_label, status=status, seconds=seconds)
-            request_log = self.request_log
-            if (
-                request_log is not None
-                and slot is not None
-                and slot.stream is not None
-                and endpoint is not None
-                and (endpoint.spec.sample_rate >= 1.0 or random.random() < endpoint.spec.sample_rate)
-            ):
-                request_log.record(slot.stream, request.request_id, status, seconds * 1000, x, out)
+            if self.request_log is not None and slot is not None and endpoint is not None:
+                self._record(request, endpoint, slot, status, seconds, x, out)
+
+    def _record(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        slot: Slot,
+        status: int,
+        seconds: float,
+        x: np.ndarray | None,
+        out: np.ndarray | None,
+    ) -> None:
+        """Record the request in the request log, at the endpoint's sample rate, with both its ids."""
+        rate = endpoint.spec.sample_rate
+        if self.request_log is None or slot.stream is None or (rate < 1.0 and random.random() >= rate):
+            return
+        self.request_log.record(
+            slot.stream, request.request_id, status, seconds * 1000, x, out, request.client_request_id
+        )
 
     def _count_failure(
         self, request: Request, name: str, failed: Slot, stable: Slot, exc: Exception, started: float

@@ -8,7 +8,9 @@
     "mirror": {"slot": "green", "percent": 10},                    # optional, percent <= 50
     "stable": "blue"}},                                            # optional: during a rollout, the slot
                                                                    # that answers when another slot's model fails
- "batching": {"max_batch_size": 64, "max_wait_ms": 0.0}}           # optional
+ "batching": {"max_batch_size": 64, "max_wait_ms": 0.0},          # optional
+ "metrics_token_hashes": ["<sha256 hex of the metrics token>"]}     # optional: without one, /metrics
+                                                                   # answers no one
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class EndpointSpec:
 class Spec:
     endpoints: dict[str, EndpointSpec]
     batching: Batching | None
+    metrics_token_hashes: tuple[bytes, ...] = ()
 
 
 def _invalid(message: str) -> InputError:
@@ -83,17 +86,21 @@ def _slot(endpoint: str, name: str, raw: Any) -> SlotSpec:
     return SlotSpec(name, raw["model_dir"], raw["digest"], int(traffic), raw.get("signature"), version)
 
 
+def _hashes(raw: Any, where: str, *, required: bool) -> tuple[bytes, ...]:
+    if (
+        not isinstance(raw, list)
+        or (required and not raw)
+        or not all(isinstance(h, str) and SHA256_HEX.match(h) for h in raw)
+    ):
+        raise _invalid(f"{where} must be a list of sha256 hex digests")
+    return tuple(bytes.fromhex(h) for h in raw)
+
+
 def _endpoint(name: str, raw: Any) -> EndpointSpec:
     where = f"endpoints.{name}"
     if not NAME.match(name) or not isinstance(raw, dict):
         raise _invalid(f"{where} must be a named object")
-    hashes = raw.get("key_hashes")
-    if (
-        not isinstance(hashes, list)
-        or not hashes
-        or not all(isinstance(h, str) and SHA256_HEX.match(h) for h in hashes)
-    ):
-        raise _invalid(f"{where}.key_hashes must be a list of sha256 hex digests")
+    hashes = _hashes(raw.get("key_hashes"), f"{where}.key_hashes", required=True)
     slots_raw = raw.get("slots")
     if not isinstance(slots_raw, dict) or not slots_raw:
         raise _invalid(f"{where}.slots must name at least one slot")
@@ -112,9 +119,7 @@ def _endpoint(name: str, raw: Any) -> EndpointSpec:
     if stable is not None and stable not in slots:
         raise _invalid(f"{where}.stable must be one of the endpoint's slots ({', '.join(slots)})")
     sample_rate = _number(raw.get("sample_rate", 1.0), f"{where}.sample_rate", 0, 1)
-    return EndpointSpec(
-        name, tuple(bytes.fromhex(h) for h in hashes), slots, mirror_slot, mirror_percent, stable, sample_rate
-    )
+    return EndpointSpec(name, hashes, slots, mirror_slot, mirror_percent, stable, sample_rate)
 
 
 def parse_spec(raw: Any) -> Spec:
@@ -130,4 +135,5 @@ def parse_spec(raw: Any) -> Spec:
             max_batch_size=int(_number(b.get("max_batch_size", 64), "batching.max_batch_size", 1, 4096)),
             max_wait_ms=_number(b.get("max_wait_ms", 0.0), "batching.max_wait_ms", 0, 1000),
         )
-    return Spec(endpoints, batching)
+    metrics = _hashes(raw.get("metrics_token_hashes", []), "metrics_token_hashes", required=False)
+    return Spec(endpoints, batching, metrics)

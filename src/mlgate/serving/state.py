@@ -73,6 +73,7 @@ class State:
     runtimes: dict[RuntimeKey, Runtime] = field(default_factory=dict)
     raw: Any = None
     sha256: str | None = None  # of the spec's canonical JSON: names it among a host's worker processes
+    metrics_token_hashes: tuple[bytes, ...] = ()  # who may read /metrics
 
 
 class Deployments:
@@ -108,7 +109,7 @@ class Deployments:
             old = self.current
             runtimes = await self._load(spec, batching, old)
             endpoints = self._endpoints(spec, batching, runtimes, old)
-            self.current = State(endpoints, runtimes, raw, sha256)
+            self.current = State(endpoints, runtimes, raw, sha256, spec.metrics_token_hashes)
             self.ready = True
             # The loaded models are long-lived: keep them out of the collector's scans. Unfreezing first lets
             # models retired by earlier specs be collected.

@@ -89,6 +89,7 @@ def read_requests(
         return pa.table(
             {
                 "request_id": pa.array([], pa.string()),
+                "client_request_id": pa.array([], pa.string()),
                 "row": pa.array([], pa.int32()),
                 "ts": pa.array([], pa.timestamp("us", "UTC")),
                 "slot": pa.array([], pa.string()),

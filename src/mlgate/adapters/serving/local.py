@@ -151,6 +151,14 @@ class LocalServingBackend:
             str(serving.max_wait_ms),
             "--max-body-bytes",
             str(serving.max_body_bytes),
+            "--header-timeout-s",
+            str(serving.header_timeout_s),
+            "--body-timeout-s",
+            str(serving.body_timeout_s),
+            "--max-connections",
+            str(serving.max_connections),
+            "--max-concurrency",
+            str(serving.max_concurrency),
         ]
         if serving.workers > 1:
             self._options += ["--workers", str(serving.workers)]

@@ -8,12 +8,15 @@ change of an endpoint (deploy, traffic, rollback) is planned from the live revis
 leaves nothing behind. While a rollout is under way the spec names the endpoint's stable slot (the
 one serving before), which answers for the new slot when its model fails. Before a model is pushed,
 its files are placed under `envs/<env>/serving/<digest>/` from the environment's own registry and their
-digest checked against the registered one; the host checks again before loading.
+digest checked against the registered one; the host checks again before loading. The spec carries the
+SHA-256 of the metrics token the server's environment holds (`serving.metrics_token_env`), never the
+token: a host answers `/metrics` to whoever presents it (Prometheus, as a bearer token).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -34,7 +37,7 @@ from mlgate.domain.digest import tree_digest, tree_stat
 from mlgate.domain.endpoints import Allocation, Mirror, SlotAllocation
 from mlgate.domain.gates import RequestState
 from mlgate.domain.tokens import token_hash
-from mlgate.errors import MlgateError, NotFoundError, PermissionDeniedError, ValidationError
+from mlgate.errors import ConfigError, MlgateError, NotFoundError, PermissionDeniedError, ValidationError
 from mlgate.services.release import endpoints
 from mlgate.services.release.endpoints import EndpointView, Which
 from mlgate.services.worker import Worker
@@ -42,6 +45,23 @@ from mlgate.services.worker import Worker
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 2.0
+MIN_METRICS_TOKEN_CHARS = 16
+
+
+def metrics_token_hash(settings: Settings) -> str | None:
+    """The SHA-256 of the metrics token in the server's environment; None when the policy names no variable
+    or the variable is unset (then the hosts' `/metrics` answers no one). A short token is refused."""
+    name = settings.serving.metrics_token_env
+    token = os.environ.get(name) if name else None
+    if not token:
+        log.info("no metrics token (serving.metrics_token_env: %s is not set): /metrics answers no one", name)
+        return None
+    if len(token) < MIN_METRICS_TOKEN_CHARS:
+        raise ConfigError(
+            f"serving.metrics_token_env: {name} holds fewer than {MIN_METRICS_TOKEN_CHARS} characters; "
+            "give it a long random token (`openssl rand -hex 32`)"
+        )
+    return token_hash(token)
 
 
 class Serving(Worker):
@@ -62,6 +82,7 @@ class Serving(Worker):
         # The server's own key for every endpoint (scoring through the API, endpoint checks); a new one
         # per server process, pushed with the endpoints' key hashes.
         self.internal_key = endpoints.new_key()
+        self._metrics_token_hash = metrics_token_hash(settings)
         self._locks = {env.name: threading.RLock() for env in settings.environments}
         self._verified: dict[Path, tuple[tuple[tuple[str, int, int, int], ...], str]] = {}  # folder: (stat, digest)
         # One placement of a folder at a time: a check placing a version while a deploy places it too
@@ -167,7 +188,8 @@ class Serving(Worker):
             specs[view.name] = spec
         serving = self.settings.serving
         batching = {"max_batch_size": serving.max_batch_size, "max_wait_ms": serving.max_wait_ms}
-        return {"endpoints": specs, "batching": batching}
+        metrics = [self._metrics_token_hash] if self._metrics_token_hash is not None else []
+        return {"endpoints": specs, "batching": batching, "metrics_token_hashes": metrics}
 
     def _stable_slots(self, env: str) -> dict[str, str]:
         """Per endpoint with a rollout under way, the slot serving before it: the host answers from it when

@@ -33,7 +33,9 @@ from mlgate.services.release.serving import Serving
 router = APIRouter(prefix="/api/v1/environments/{env}", tags=["endpoints"])
 
 Deployer = Annotated[Principal, Depends(Permission(Action.DEPLOY))]
-PASSED_HEADERS = ("content-type", "x-request-id", "mlgate-deployment")  # both ways through the scoring proxy
+# Both ways through the scoring proxy: the caller's own x-request-id goes in (the host keeps it as the
+# client's id), the host's x-request-id and the client's id come back.
+PASSED_HEADERS = ("content-type", "x-request-id", "x-client-request-id", "mlgate-deployment")
 
 
 def _serving(ctx: ContextDep) -> Serving:
