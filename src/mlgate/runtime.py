@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -83,7 +84,32 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
         app = create_app(settings, base_url=f"http://{shown_host}:{port}", record_server=True)
         # uvicorn shuts down gracefully on SIGTERM, then raises it again: end with status 0 then.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            http=_guarded(settings),
+            ws="none",
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+
+
+def _guarded(settings: Settings) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with the server policy's header and body deadlines and connection limit (the
+    serving hosts' guard, `mlgate.serving.connections`)."""
+    from mlgate.serving.connections import guarded_protocol
+    from mlgate.serving.listeners import ConnectionPolicy
+
+    policy = settings.raw.server
+    limits = ConnectionPolicy(
+        header_timeout_s=policy.header_timeout_s,
+        body_timeout_s=policy.body_timeout_s,
+        max_connections=policy.max_connections,
+        max_concurrency=policy.max_connections,
+    )
+    return guarded_protocol(limits)
 
 
 def stop(settings: Settings) -> list[str]:

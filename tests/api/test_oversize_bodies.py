@@ -1,6 +1,7 @@
-"""A 400 MiB body sent to every body-taking route of `/api/v1`, without a token, against the real server:
-refused before it is read when its length is declared, at its route's cap when it is sent chunked, and
-the server's memory stays flat throughout (read from /proc)."""
+"""Hostile clients against the real server. A 400 MiB body sent to every body-taking route of `/api/v1`,
+without a token: refused before it is read when its length is declared, at its route's cap when it is
+sent chunked, and the server's memory stays flat throughout (read from /proc). A client trickling its
+headers: cut off at the policy's header deadline."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 import re
 import select
 import socket
+import time
 from urllib.parse import urlsplit
 
 import httpx
 
 from mlgate.interfaces.api.body_limits import JSON_LIMIT
 from tests.support.memory import PeakRss
-from tests.support.project import LiveServer
+from tests.support.project import HEADER_TIMEOUT_S, LiveServer
 
 MIB = 1024 * 1024
 ATTACK_BYTES = 400 * MIB
@@ -93,3 +95,23 @@ def test_every_body_is_refused_before_it_is_read_and_memory_stays_flat(live_serv
                 assert status == 401, (method, path, status, body)
             assert sent < 64 * MIB, (method, path, sent)
     assert peak.growth < 50, f"the server grew {peak.growth:.0f} MiB"
+
+
+def test_a_client_trickling_its_headers_is_cut_off_at_the_header_deadline(live_server: LiveServer) -> None:
+    parts = urlsplit(live_server.url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        try:
+            while time.monotonic() - started < HEADER_TIMEOUT_S + 15:
+                sock.sendall(b"X-Slow: 1\r\n")  # never the blank line that ends the headers
+                if select.select([sock], [], [], 0.5)[0]:
+                    answer = sock.recv(65536)
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        held = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert held < HEADER_TIMEOUT_S + 15, f"held {held:.0f} s"
+    assert httpx.get(f"{live_server.url}/api/v1/health", timeout=30).status_code == 200

@@ -85,9 +85,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env | {"MLFLOW_DISABLE_TELEMETRY": "true", **extra}
 
 
+HEADER_TIMEOUT_S = 3  # the test servers' header deadline: a trickling client is cut off within seconds
+
+
 def config_text(*, port: int = 0) -> str:
-    """The default mlgate.yaml, with the server's port (0: any free one)."""
-    return default_config_text().replace("port: 8750", f"port: {port}")
+    """The default mlgate.yaml, with the server's port (0: any free one) and a short header deadline."""
+    text = default_config_text().replace("port: 8750", f"port: {port}", 1)
+    return text.replace("  header_timeout_s: 10\n", f"  header_timeout_s: {HEADER_TIMEOUT_S}\n", 1)
 
 
 def write_config(folder: Path, *, port: int = 0) -> Path:

@@ -59,6 +59,12 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_SERVER_PORT, ge=0, le=65535, strict=True)
     public_url: str | None = None
+    # What one caller's connection may take: its request's headers must arrive within header_timeout_s,
+    # its body within body_timeout_s of them (long: artifacts of gigabytes stream through the MLflow door),
+    # and at most max_connections connections are open at once.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_s: float = Field(default=900.0, gt=0, le=86400)
+    max_connections: int = Field(default=1024, ge=1, le=65536, strict=True)
 
     @field_validator("public_url")
     @classmethod
