@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -33,14 +32,12 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SLOT_HEADER = b"mlgate-deployment"
 CLIENT_ID_HEADER = b"x-client-request-id"
 
-# Request ids: a random prefix per process and a counter, unique across the host's workers and restarts,
-# and cheaper than a uuid4 on every request.
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count(1)
+ID_BYTES = 16  # 128 random bits: an id seen tells nothing of any other, so none can be guessed to label
 
 
 def _new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    """A request id nobody can predict (unique across workers and restarts; cheaper than a uuid4)."""
+    return os.urandom(ID_BYTES).hex()
 
 
 class Request:
