@@ -33,6 +33,7 @@ from mlgate.adapters.execution.base import EXIT_STATUS_FILE, ExecutionBackend, J
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import Job, utcnow
 from mlgate.adapters.sql.queries import as_utc
+from mlgate.archives import extract
 from mlgate.config import Settings
 from mlgate.domain.events import JobEnded
 from mlgate.domain.jobs import DataRef, JobState, render_command
@@ -44,7 +45,7 @@ from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.identity import accounts
 from mlgate.services.training import data_assets, jobs
 from mlgate.services.worker import Worker
-from mlgate.snapshot import MAX_SNAPSHOT_EXTRACTED_BYTES, extract
+from mlgate.snapshot import SNAPSHOT_CAPS
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,8 @@ class JobRunner(Worker):
         if not self.sandbox.isolated:
             self._note(logfile, "execution.sandbox is 'none': this job runs with the server's powers")
         if job.snapshot_sha256:
-            snapshot = jobs.snapshot_path(self.settings, job.snapshot_sha256).read_bytes()
-            extract(snapshot, work, max_bytes=MAX_SNAPSHOT_EXTRACTED_BYTES)
+            with jobs.snapshot_path(self.settings, job.snapshot_sha256).open("rb") as snapshot:
+                extract(snapshot, work, what="code snapshot", caps=SNAPSHOT_CAPS)
         paths = self._materialize(job, work, logfile)
         command = render_command(str(job.spec["command"]), paths)
         python_bin = self._python_bin(job.spec, work, logfile)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from mlgate import sandbox as sandboxes
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import CodeSnapshot, Job, utcnow
+from mlgate.archives import inspect, read_member
 from mlgate.config import Settings
 from mlgate.domain.jobs import DataRef, JobState, TrainSpec
 from mlgate.domain.permissions import Role
@@ -29,7 +30,7 @@ from mlgate.errors import ConflictError, NotFoundError, ValidationError
 from mlgate.project import train_spec
 from mlgate.services import audit
 from mlgate.services.training import data_assets
-from mlgate.snapshot import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_EXTRACTED_BYTES, members, read_member
+from mlgate.snapshot import MAX_SNAPSHOT_BYTES, SNAPSHOT_CAPS
 
 LOG_CHUNK = 256 * 1024
 
@@ -101,8 +102,7 @@ def log_path(settings: Settings, job_id: int) -> Path:
     return job_dir(settings, job_id) / "job.log"
 
 
-def _config_text(data: bytes) -> str | None:
-    config = read_member(data, "mlgate.yaml")
+def _config_text(config: bytes | None) -> str | None:
     if config is None:
         return None
     try:
@@ -124,9 +124,10 @@ def store_snapshot(
     """Keep an uploaded snapshot, once per digest; it must hold an mlgate.yaml with a `train` section."""
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise ValidationError(f"the code snapshot is over the {MAX_SNAPSHOT_BYTES // (1024 * 1024)} MiB limit")
-    # Checked whole now, so that a job never starts from an archive it cannot unpack.
-    files = sum(1 for m in members(data, max_bytes=MAX_SNAPSHOT_EXTRACTED_BYTES) if m.isfile())
-    config = _config_text(data)
+    # Walked whole now, so that a job never starts from an archive it cannot unpack.
+    listing = inspect(data, what="code snapshot", caps=SNAPSHOT_CAPS, keep={"mlgate.yaml"})
+    files = listing.files
+    config = _config_text(listing.kept.get("mlgate.yaml"))
     if config is None:
         raise ValidationError("the code snapshot has no mlgate.yaml at its top level")
     train_spec(config, source="the snapshot's mlgate.yaml")
@@ -187,7 +188,8 @@ def submit_train(
     the server submits as `system`); kept in the spec too. Refused (503) where no sandbox can be made."""
     sandboxes.from_settings(settings).check()
     snapshot = _stored_snapshot(db, env=env, sha256=snapshot_sha256)
-    config = _config_text(snapshot_path(settings, snapshot.sha256).read_bytes())
+    with snapshot_path(settings, snapshot.sha256).open("rb") as archive:
+        config = _config_text(read_member(archive, "mlgate.yaml", what="code snapshot", caps=SNAPSHOT_CAPS))
     spec = train_spec(config or "", source="the snapshot's mlgate.yaml")
     pinned = _pinned_data(db, env=env, spec=spec, versions=versions or {})
     stored = dataclasses.asdict(spec) | {"data": [str(r) for r in spec.data]} | ({"origin": origin} if origin else {})

@@ -13,12 +13,14 @@ from mlgate.domain.permissions import Action, Principal
 from mlgate.errors import ValidationError
 from mlgate.interfaces.api.deps import ContextDep, Permission, Reader
 from mlgate.interfaces.api.schemas.training import DataAssetPublic, DataAssetsPublic
-from mlgate.interfaces.api.uploads import read_body
+from mlgate.interfaces.api.uploads import spooled_body
 from mlgate.services.training import data_assets
 
 router = APIRouter(prefix="/api/v1/environments/{env}/data", tags=["data"])
 
 DataRegistrar = Annotated[Principal, Depends(Permission(Action.REGISTER_DATA))]
+# The upload as sent (compressed); spooled to disk, never held in memory. What it may unpack to is
+# data_assets.DATA_CAPS.
 MAX_DATA_BYTES = 1024 * 1024 * 1024
 
 
@@ -37,11 +39,13 @@ async def register(
     source: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> DataAssetPublic:
     """The file(s) as a gzipped tar; the same bytes as the latest version return it (200), not a copy."""
-    data = await read_body(request, limit=MAX_DATA_BYTES, what="the data upload")
     environment = ctx.settings.environment(env)
-    asset, created = await to_thread.run_sync(
-        lambda: data_assets.register(ctx.db, environment, actor=principal.name, name=name, archive=data, source=source)
-    )
+    async with spooled_body(request, limit=MAX_DATA_BYTES, what="the data upload") as upload:
+        asset, created = await to_thread.run_sync(
+            lambda: data_assets.register(
+                ctx.db, environment, actor=principal.name, name=name, archive=upload, source=source
+            )
+        )
     if not created:
         response.status_code = status.HTTP_200_OK
     return asset_public(asset)
