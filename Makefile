@@ -1,4 +1,4 @@
-# mlgate: the two commands (`make demo`, `make test`) and the checks.
+# mlgate: the two commands (`make demo`, `make test`), the checks and the longer fuzz run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | $(PYTHON) -c "import ha
 PG_BIN := /usr/lib/postgresql/15/bin
 ARGS ?=
 
-.PHONY: demo test check venv system-deps clean
+.PHONY: demo test check fuzz venv system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ demo: venv
 
 test: venv system-deps
 	$(BIN)/pytest -n 2 --dist loadfile --durations=25 $(ARGS)
+
+# The suite's fuzz tests, longer: EXAMPLES per API operation (every person on each, on the staged world),
+# 2000 per parser and config test, fresh examples each run.
+EXAMPLES ?= 50
+fuzz: venv
+	FUZZ_EXAMPLES=$(EXAMPLES) $(BIN)/pytest -s -p no:cacheprovider --durations=10 $(ARGS) \
+		tests/api/test_fuzz_api.py tests/unit/test_fuzz_scoring_payloads.py tests/unit/test_fuzz_config.py
 
 check: venv
 	$(BIN)/ruff check src tests

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from mlgate import yaml_text
 from mlgate.domain.jobs import DEFAULT_TIMEOUT_MINUTES, ENVIRONMENTS, DataRef, TrainSpec
 from mlgate.errors import ValidationError
 
@@ -56,7 +57,7 @@ class TrainSection(BaseModel):
 def train_spec(config_text: str, *, source: str = "mlgate.yaml") -> TrainSpec:
     """The validated `train` section; errors name the key and what was expected."""
     try:
-        data: Any = yaml.safe_load(config_text) or {}
+        data: Any = yaml_text.load(config_text) or {}
     except yaml.YAMLError as exc:
         raise ValidationError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("train"), dict):

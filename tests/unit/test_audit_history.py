@@ -93,3 +93,6 @@ def test_times_are_iso_8601_naive_meaning_utc_and_anything_else_is_refused_by_na
     assert _table(naive) == [("blue", 1, 100, ["sam"])]
     with pytest.raises(ValidationError, match="invalid time 'yesterday': expected an ISO 8601 time"):
         parse_moment("yesterday")
+    for outside in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):  # no UTC time in years 1 to 9999
+        with pytest.raises(ValidationError, match="expected an ISO 8601 time"):
+            parse_moment(outside)

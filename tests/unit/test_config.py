@@ -186,6 +186,23 @@ def test_a_value_the_validator_names_is_not_repeated() -> None:
     ]
 
 
+def test_values_past_what_the_loader_can_hold_are_refused_by_key() -> None:
+    cases = {
+        "monitors:\n  - {name: m, endpoint: web, window: 99999999999999999d}\n": "monitors[0].window: expected a "
+        "duration of at most 3650 days, got '99999999999999999d'",
+        "monitors:\n  - {name: m, endpoint: web, schedule: 9999999m}\n": "monitors[0].schedule: expected a duration",
+        'home: "a\\0b"\n': "home: expected a path, got one with a NUL character",
+        "home: 2020-13-01\n": "not valid YAML: ValueError: month must be in 1..12",
+        "server: {port: !!int 0x}\n": "not valid YAML: ValueError",
+        'server: {port: !!int ""}\n': "not valid YAML: IndexError",
+        'server: {host: !!bool ""}\n': "not valid YAML: KeyError",
+    }
+    for text, expected in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text)
+        assert expected in caught.value.message, (text, caught.value.message)
+
+
 def test_load_settings_names_the_file_in_its_errors(tmp_path: Path) -> None:
     config = write(tmp_path, "server:\n  port: 70000\n")
     with pytest.raises(ConfigError, match=r"server\.port") as caught:

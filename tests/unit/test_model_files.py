@@ -132,3 +132,17 @@ def test_registration_reads_no_model_folder_that_names_a_file_outside_it(tmp_pat
     (folder / "input_example.json").symlink_to("/etc/hostname")
     with pytest.raises(ValidationError, match=r"input_example\.json in the model folder is a symlink"):
         read_model_folder(folder)
+
+
+def test_an_mlmodel_pyyaml_cannot_construct_is_refused_as_unreadable(tmp_path: Path) -> None:
+    """Values PyYAML's scanner takes for typed ones but cannot build (`!!int ""`, `!!bool ""`, 2020-13-01)."""
+    from mlgate.adapters.mlflow.registry import read_model_folder
+    from mlgate.project import train_spec
+
+    folder = _folder(tmp_path)
+    for text in ('flavors: !!int ""', 'flavors: !!bool ""', "utc_time_created: 2020-13-01"):
+        (folder / "MLmodel").write_text(text)
+        with pytest.raises(ValidationError, match=r"the model's MLmodel file cannot be read"):
+            read_model_folder(folder)
+        with pytest.raises(ValidationError, match=r"mlgate\.yaml: not valid YAML"):
+            train_spec(f"train: {{command: x}}\n{text}\n")

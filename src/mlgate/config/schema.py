@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlgate.adapters import registry
 from mlgate.domain import network_targets
@@ -26,6 +26,16 @@ ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
+def _path_text(value: str) -> str:
+    if "\0" in value:  # no file system takes one; resolving the path would raise, not name the key
+        raise ValueError("expected a path, got one with a NUL character")
+    return value
+
+
+# A file or folder the config names, relative to the config's folder or absolute.
+PathText = Annotated[str, AfterValidator(_path_text)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 
@@ -33,7 +43,7 @@ class _Strict(BaseModel):
 class EnvironmentConfig(_Strict):
     name: str
     tracking_store: str | None = None
-    artifact_root: str | None = None
+    artifact_root: PathText | None = None
     serving_port: int = Field(default=0, ge=0, le=65535, strict=True)
 
     @field_validator("name")
@@ -392,13 +402,13 @@ class AuditConfig(_Strict):
     checkpoint_every_minutes: float = Field(default=10.0, gt=0, le=10080)
     # The append-only checkpoint file; relative to mlgate.yaml's folder. Default: beside the home,
     # `<home>.audit-checkpoints.jsonl`, so that it does not go with the home's copies and backups.
-    checkpoint_file: str | None = None
+    checkpoint_file: PathText | None = None
 
 
 class FileConfig(_Strict):
     """The mlgate.yaml schema. Sections later parts of mlgate read are accepted and kept as given."""
 
-    home: str = DEFAULT_HOME
+    home: PathText = DEFAULT_HOME
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
     environments: list[EnvironmentConfig] = Field(

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError as PydanticValidationError
 
+from mlgate import yaml_text
 from mlgate.config.schema import (
     ChecksConfig,
     EndpointConfig,
@@ -130,7 +131,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 def parse_config(text: str, *, source: str = CONFIG_FILE) -> FileConfig:
     """Parse and validate the YAML text of a config file; errors name the key and what was expected."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml_text.load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if data is None:

@@ -34,7 +34,7 @@ def parse_moment(text: str) -> datetime:
     """An ISO 8601 time (`Z` or an offset; none: UTC), as a UTC time; refuses anything else, naming it."""
     try:
         return as_utc(datetime.fromisoformat(text.strip()))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an offset that takes it out of the years 1 to 9999
         raise ValidationError(
             f"invalid time '{text}': expected an ISO 8601 time such as 2025-03-01T14:30:00Z "
             "(a time without an offset is taken as UTC)",

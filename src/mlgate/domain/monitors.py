@@ -37,6 +37,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _ROWS = re.compile(r"^\s*(\d+)\s*rows?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest window or interval: ten years. Longer is no lookback anyone means, and `now - window` must
+# stay a date (timedelta and datetime end far sooner than the digits a string can hold).
+MAX_DURATION = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -44,7 +47,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"expected a duration like 30s, 5m, 1h or 2d, got {text!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"expected a duration of at most {MAX_DURATION.days} days, got {text!r}")
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,9 @@ class Window:
             if int(rows.group(1)) < 1:
                 raise ValueError(f"expected at least 1 row, got {text!r}")
             return cls(rows=int(rows.group(1)))
-        try:
+        if _DURATION.match(text):
             return cls(duration=parse_duration(text))
-        except ValueError:
-            raise ValueError(f"expected a lookback like 30m, 1h, 1d or '5000 rows', got {text!r}") from None
+        raise ValueError(f"expected a lookback like 30m, 1h, 1d or '5000 rows', got {text!r}")
 
 
 # -- schedules: an interval, or cron --------------------------------------------------------------------

@@ -183,11 +183,18 @@ def rows_from_mlflow(payload: Any, signature: Signature) -> list[list[Any]]:
 
 
 def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        raise _bad("tensor 'data' must be a list", 400)
-    if data and isinstance(data[0], list):
-        return [value for row in data for value in _flatten(row)]
-    return data
+    """A tensor's values, row by row. Without recursion: a JSON body may nest lists a thousand deep."""
+    values: list[Any] = []
+    pending = [data]
+    while pending:
+        items = pending.pop()
+        if not isinstance(items, list):
+            raise _bad("tensor 'data' must be a list", 400)
+        if items and isinstance(items[0], list):
+            pending.extend(reversed(items))  # the first row next: the values keep their order
+        else:
+            values.extend(items)
+    return values
 
 
 def _tensor(tensor: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
@@ -198,7 +205,7 @@ def _tensor(tensor: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
         raise _bad(f"inputs[{index}] needs a 'name'", 400)
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise _bad(f"input '{name}' needs a 'shape' (a list of integers)", 400)
-    if datatype not in V2_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise _bad(f"input '{name}' has unknown datatype {datatype!r}", 400)
     data = _flatten(tensor.get("data"))
     expected = 1

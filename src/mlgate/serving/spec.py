@@ -111,12 +111,12 @@ def _endpoint(name: str, raw: Any) -> EndpointSpec:
     mirror = raw.get("mirror")
     mirror_slot, mirror_percent = None, 0.0
     if mirror is not None:
-        if not isinstance(mirror, dict) or mirror.get("slot") not in slots:
+        if not isinstance(mirror, dict) or not isinstance(mirror.get("slot"), str) or mirror["slot"] not in slots:
             raise _invalid(f"{where}.mirror.slot must be one of the endpoint's slots ({', '.join(slots)})")
         mirror_slot = mirror["slot"]
         mirror_percent = _number(mirror.get("percent"), f"{where}.mirror.percent", 0, MAX_MIRROR_PERCENT)
     stable = raw.get("stable")
-    if stable is not None and stable not in slots:
+    if stable is not None and (not isinstance(stable, str) or stable not in slots):
         raise _invalid(f"{where}.stable must be one of the endpoint's slots ({', '.join(slots)})")
     sample_rate = _number(raw.get("sample_rate", 1.0), f"{where}.sample_rate", 0, 1)
     return EndpointSpec(name, hashes, slots, mirror_slot, mirror_percent, stable, sample_rate)

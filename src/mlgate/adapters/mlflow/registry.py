@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from mlgate import yaml_text
 from mlgate.adapters.mlflow import unix_transport
 from mlgate.domain.model_files import check_references, check_symlinks
 from mlgate.errors import BackendError, ConflictError, MlgateError, NotFoundError, ValidationError
@@ -236,7 +237,7 @@ def read_model_folder(folder: Path) -> ModelFolder:
     ValidationError when a symlink or a path MLmodel names leaves the folder."""
     check_symlinks(folder)
     try:
-        mlmodel = yaml.safe_load((folder / MLMODEL).read_text()) or {}
+        mlmodel = yaml_text.load((folder / MLMODEL).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValidationError(f"the model's {MLMODEL} file cannot be read: {exc}") from exc
     check_references(folder, mlmodel)

@@ -115,7 +115,7 @@ def create_app(
     errors.install(app)
     app.router.routes.append(mlflow_door.mount())  # first: every MLflow call crosses it
     for module in ROUTERS:
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors.RESPONSES)
     web.install(app)  # the web UI at /: its pages and /static
     app.add_middleware(BodyLimits, uploads=upload_limits(settings))
     return app

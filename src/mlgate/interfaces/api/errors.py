@@ -11,8 +11,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlgate.errors import MlgateError
+from mlgate.interfaces.api.schemas.errors import ErrorPublic
 
 log = logging.getLogger(__name__)
+
+# What every API route may answer besides its own success, as the OpenAPI document says it: each refusal
+# in the one error shape (in place of FastAPI's default 422 body, which this API never sends).
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorPublic, "description": "Refused: the request is wrong, unauthorized or conflicts"},
+    "5XX": {"model": ErrorPublic, "description": "Failed: a backend mlgate depends on, or mlgate itself"},
+}
 
 _HTTP_CODES = {
     400: "bad_request",

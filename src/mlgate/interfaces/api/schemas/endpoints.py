@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from mlgate.domain.limits import MAX_ROW_ID
 from mlgate.interfaces.api.schemas.base import StrictBody, UtcDatetime
 
 
@@ -64,7 +65,7 @@ class EndpointsPublic(BaseModel):
 
 class DeploymentCreate(StrictBody):
     model: str = Field(min_length=1, max_length=128)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_ROW_ID)
     slot: str = Field(min_length=1, max_length=16)
     traffic: int | None = Field(default=None, ge=0, le=100)
     mirror: float | int | None = Field(default=None, ge=0, le=50)
