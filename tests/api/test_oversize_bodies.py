@@ -1,7 +1,7 @@
-"""Hostile clients against the real server. A 400 MiB body sent to every body-taking route of `/api/v1`,
-without a token: refused before it is read when its length is declared, at its route's cap when it is
-sent chunked, and the server's memory stays flat throughout (read from /proc). A client trickling its
-headers: cut off at the policy's header deadline."""
+"""Hostile clients against the real server. A 400 MiB body sent to every body-taking route of `/api/v1`
+and to every form of the web UI, without a token or session: refused before it is read when its length
+is declared, at its route's cap when it is sent chunked, and the server's memory stays flat throughout
+(read from /proc). A client trickling its headers: cut off at the policy's header deadline."""
 
 from __future__ import annotations
 
@@ -39,12 +39,24 @@ def _routes(server: LiveServer) -> list[tuple[str, str, bool]]:
     return found
 
 
+# The web UI's forms (not in the API's document), posted without a session.
+FORMS = (
+    "/signin",
+    "/signout",
+    "/requests/1/decide",
+    "/endpoints/production/diabetes/traffic",
+    "/endpoints/production/diabetes/rollback",
+    "/monitoring/production/quality/run",
+)
+
+
 def _attack(url: str, method: str, path: str, *, chunked: bool) -> tuple[int, str, int]:
     """Send a 400 MiB body until the server answers: (status, body, bytes sent)."""
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=60) as sock:
         length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {ATTACK_BYTES}"
-        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{length}\r\n\r\n"
+        kind = "application/x-www-form-urlencoded" if path in FORMS else "application/json"
+        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\n{length}\r\n\r\n"
         sock.sendall(head.encode())
         chunk, sent = b" " * MIB, 0
         framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" if chunked else chunk
@@ -94,6 +106,11 @@ def test_every_body_is_refused_before_it_is_read_and_memory_stays_flat(live_serv
             else:  # never read: the caller is refused first
                 assert status == 401, (method, path, status, body)
             assert sent < 64 * MIB, (method, path, sent)
+        for path in FORMS:  # refused at the form's 64 KiB bound, or for want of a session
+            for chunked in (False, True):
+                status, body, sent = _attack(live_server.url, "POST", path, chunked=chunked)
+                assert status in (303, 401, 403, 413), (path, chunked, status, body)
+                assert sent < 64 * MIB, (path, chunked, sent)
     assert peak.growth < 50, f"the server grew {peak.growth:.0f} MiB"
 
 
