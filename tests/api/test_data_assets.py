@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mlgate.domain.jobs import DataRef
 from mlgate.services.training import data_assets
 from mlgate.snapshot import pack_data
 from tests.support.project import LiveServer, Project, bearer, start_server, stop_server
+from tests.support.tarballs import tgz
 
 
 @pytest.fixture(scope="module")
@@ -129,16 +129,6 @@ def test_a_folder_of_parquet_files_is_one_version(server: LiveServer, tmp_path: 
     assert "visits@2 in dev: 6 rows" in out
 
 
-def _tgz(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
 def _parquet() -> bytes:
     buffer = io.BytesIO()
     pd.DataFrame({"a": [1, 2]}).to_parquet(buffer)
@@ -148,13 +138,13 @@ def _parquet() -> bytes:
 # (asset name, upload, status, message); the test ids are the names (an archive's gzip header holds a time,
 # which would make the ids differ between two collections).
 BAD_UPLOADS = [
-    ("notes", _tgz({"notes.txt": b"a,b\n1,2\n"}), 422, "'notes.txt' is neither CSV nor Parquet"),
-    ("mixed", _tgz({"a.csv": b"a\n1\n", "b.parquet": _parquet()}), 422, "all CSV or all Parquet, not both"),
-    ("broken", _tgz({"broken.parquet": b"PAR1 this is not parquet"}), 422, "cannot read broken.parquet as parquet"),
-    ("empty", _tgz({"empty.csv": b""}), 422, "cannot read empty.csv as csv"),
-    ("escape", _tgz({"../escape.csv": b"a\n1\n"}), 422, "refused data upload: '../escape.csv' points outside"),
+    ("notes", tgz({"notes.txt": b"a,b\n1,2\n"}), 422, "'notes.txt' is neither CSV nor Parquet"),
+    ("mixed", tgz({"a.csv": b"a\n1\n", "b.parquet": _parquet()}), 422, "all CSV or all Parquet, not both"),
+    ("broken", tgz({"broken.parquet": b"PAR1 this is not parquet"}), 422, "cannot read broken.parquet as parquet"),
+    ("empty", tgz({"empty.csv": b""}), 422, "cannot read empty.csv as csv"),
+    ("escape", tgz({"../escape.csv": b"a\n1\n"}), 422, "refused data upload: '../escape.csv' points outside"),
     ("garbage", b"not a tarball", 422, "not a valid data upload"),
-    ("Patients", _tgz({"p.csv": b"a\n1\n"}), 422, "invalid data asset name 'Patients'"),
+    ("Patients", tgz({"p.csv": b"a\n1\n"}), 422, "invalid data asset name 'Patients'"),
     ("nothing", b"", 422, "the data upload is empty"),
 ]
 

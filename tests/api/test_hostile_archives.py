@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.project import LiveServer, bearer
+from tests.support.tarballs import tgz
 
 MIB = 1024 * 1024
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # deflate, no name, no time, best compression
@@ -89,16 +90,6 @@ def _empty_files(count: int) -> bytes:
     return zlib.compress(tar + bytes(2 * tarfile.BLOCKSIZE), 1, wbits=31)
 
 
-def _tgz(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
 def _post_snapshot(server: LiveServer, data: bytes) -> httpx.Response:
     return httpx.post(
         f"{server.url}/api/v1/environments/dev/snapshots",
@@ -166,7 +157,7 @@ def test_hostile_data_uploads_are_refused_and_leave_the_data_store_as_it_was(liv
     assert cpu < 1.0, f"the server spent {cpu:.2f} s of CPU on the bomb"
 
     # A CSV unpacked, then a member that is not data: refused naming it, and the CSV is not kept either.
-    mixed = _tgz(
+    mixed = tgz(
         {"a.csv": b"PatientID\n" + os.urandom(8).hex().encode() + b"\n", "notes.txt": b"a,b\n", "b.csv": b"x\n1\n"}
     )
     refused = _put_data(live_server, "mixed", mixed)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +16,7 @@ import pytest
 from mlgate.adapters.monitoring.store import labelled, read_feedback, read_requests
 from mlgate.serving import recording
 from mlgate.serving.recording import COMPACT_EVERY, RequestLog
-from tests.support.serving_host import ADMIN, COLUMNS, PRIMARY, Host, Models, models, patient_rows, spec
+from tests.support.serving_host import COLUMNS, PRIMARY, Host, Models, models, patient_rows, spec
 
 __all__ = ["models"]  # the fixture, imported for pytest to find
 
@@ -31,20 +28,8 @@ class MonitoredHost(Host):
         super().__init__(state_dir)
         self.monitoring_dir = monitoring_dir
 
-    def start(self) -> None:
-        env = {**os.environ, "MLGATE_HOST_ADMIN_TOKEN": ADMIN}
-        command = [sys.executable, "-m", "mlgate.serving", "--state-dir", str(self.state_dir)]
-        command += ["--port", str(self.port), "--monitoring-dir", str(self.monitoring_dir)]
-        command += ["--admin-socket", str(self.admin_socket)]
-        self.process = subprocess.Popen(command, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError("the serving host did not start")
+    def start(self, *extra: str) -> None:
+        super().start("--monitoring-dir", str(self.monitoring_dir), *extra)
 
 
 @pytest.fixture(scope="module")
