@@ -18,25 +18,30 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from sqlalchemy import select
 
+from mlgate.adapters.monitoring.store import read_requests
 from mlgate.adapters.sql.models import ModelVersion, Notification, utcnow
 from mlgate.config import parse_config
 from mlgate.domain.alerts import Change, Hysteresis, replay, step
 from mlgate.domain.endpoints import Allocation, SlotAllocation
 from mlgate.domain.monitors import Cron, Schedule, Window
 from mlgate.domain.profile import build_profile
+from mlgate.domain.request_records import Hour, new_request_id, requests_folder
 from mlgate.errors import ConfigError
 from mlgate.interfaces.sdk.client import ApiError, Client
 from mlgate.services.registration import models
 from mlgate.services.release import endpoints
 from mlgate.serving.recording import RequestLog
+from mlgate.serving.request_tables import write_part
 from tests.support.project import MLGATE, LiveServer, Project, start_server, stop_server
 from tests.support.serving_world import clean_env
 
@@ -104,6 +109,7 @@ ENV = "production"
 FEATURES = ["age", "bmi", "glucose"]
 K = 2
 MIN_ROWS = 200
+RETENTION_DAYS = 30
 CONFIG = f"""
 endpoints:
   production:
@@ -117,6 +123,9 @@ monitors:
     schedule: 1d
     min_rows: {MIN_ROWS}
     consecutive: {K}
+monitoring:
+  upkeep_interval_s: 0.5
+  retention: {{max_age_days: {RETENTION_DAYS}}}
 """
 
 
@@ -155,8 +164,8 @@ class World:
         log = RequestLog(self.settings.environment(ENV).monitoring_dir)
         stream = log.stream("web", "blue", "ab" * 32, 1, tuple(FEATURES))
         ids = []
-        for i, chunk in enumerate(np.array_split(rows, requests)):
-            request_id = f"req-{seed}-{i}"
+        for chunk in np.array_split(rows, requests):
+            request_id = new_request_id()
             log.record(stream, request_id, 200, 5.0, chunk, predict(chunk))
             ids.append(request_id)
         log.flush()
@@ -319,3 +328,39 @@ def test_feedback_is_joined_to_requests_and_unknown_ids_are_reported(world: Worl
     with world.client("olu") as olu:
         performance = olu.run_monitor(ENV, "web-watch")["result"]["values"]["model-performance"]
     assert performance["labelled_rows"] == 400 and performance["accuracy"] == pytest.approx(0.75)
+
+
+def test_retention_deletes_the_hours_older_than_policy_and_nothing_else_and_audits_each(world: World) -> None:
+    """Two hours written 31 and 29 days ago, beside the live traffic: the server's upkeep deletes the first
+    alone, and the audit log names it, why, and what went."""
+    root = world.settings.environment(ENV).monitoring_dir
+    base = requests_folder(root, "web")
+    now = datetime.now(UTC)
+    old, kept = Hour.of(now - timedelta(days=RETENTION_DAYS + 1)), Hour.of(now - timedelta(days=RETENTION_DAYS - 1))
+    for hour, rows in ((old, 3), (kept, 2)):
+        at = int(hour.start.timestamp() * 1e6)
+        write_part(
+            pa.table(
+                {"request_id": [f"r{i}" for i in range(rows)], "ts": pa.array([at] * rows, pa.timestamp("us", "UTC"))}
+            ),
+            hour.folder(base),
+        )
+    live = world.score(patients(50, seed=9), requests=5, seed=9)
+    with world.client("admin") as admin:
+        deadline = time.monotonic() + 30
+        while not (events := admin.audit(action="monitoring.retention")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert [e["payload"] for e in events] == [
+        {
+            "endpoint": "web",
+            "hour": old.name,
+            "reason": "age",
+            "rows": 3,
+            "files": 1,
+            "bytes": events[0]["payload"]["bytes"],
+            "policy": {"max_age_days": RETENTION_DAYS, "max_bytes": None},
+        }
+    ]
+    assert events[0]["environment"] == ENV and events[0]["actor"] == "system" and events[0]["payload"]["bytes"] > 0
+    assert not old.folder(base).exists() and kept.folder(base).is_dir()
+    assert set(live) <= set(read_requests(root, "web", columns=["request_id"])["request_id"].to_pylist())

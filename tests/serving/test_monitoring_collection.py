@@ -211,7 +211,7 @@ def test_the_log_keeps_every_request_in_order_across_blocks_and_odd_ones(tmp_pat
     assert failed["client_request_id"] == "c-failed"
 
 
-def test_a_flush_that_spans_midnight_writes_each_row_under_its_own_day(
+def test_a_flush_that_spans_midnight_writes_each_row_under_its_own_day_and_hour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     midnight = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
@@ -223,8 +223,8 @@ def test_a_flush_that_spans_midnight_writes_each_row_under_its_own_day(
         log.record(stream, request_id, 200, 1.0, one, np.zeros(1))
     monkeypatch.undo()
     log.flush()
-    by_day = {
-        folder.name: sorted(pq.read_table(folder).column("request_id").to_pylist())
-        for folder in sorted((tmp_path / "requests" / "e").iterdir())
+    by_hour = {
+        f"{hour.parent.name}/{hour.name}": sorted(pq.read_table(hour).column("request_id").to_pylist())
+        for hour in sorted((tmp_path / "requests" / "e").glob("*/*"))
     }
-    assert by_day == {"2026-03-01": ["b1", "g1"], "2026-03-02": ["b2"]}  # blue's rows come first, then green's
+    assert by_hour == {"2026-03-01/23": ["b1", "g1"], "2026-03-02/00": ["b2"]}  # blue's rows come first, then green's

@@ -405,6 +405,25 @@ class AuditConfig(_Strict):
     checkpoint_file: PathText | None = None
 
 
+class RetentionConfig(_Strict):
+    """How long each environment's monitoring store keeps request rows and their labels; null leaves a
+    limit off. Whole hours go, oldest first, and each deletion is in the audit log."""
+
+    max_age_days: float | None = Field(default=90.0, gt=0, le=36500)
+    # The store of one environment (every endpoint's requests and labels); the hour being written stays.
+    max_bytes: int | None = Field(default=None, ge=1024 * 1024, strict=True)
+
+
+class MonitoringStoreConfig(_Strict):
+    """The upkeep of each environment's monitoring store (`mlgate.services.monitoring.store_upkeep`)."""
+
+    # An hour's parts are compacted into one (sorted by time) this long after the hour ended.
+    compact_after_s: float = Field(default=600.0, ge=0, le=7 * 86400)
+    compact_max_rows: int = Field(default=2_000_000, ge=1000, le=100_000_000, strict=True)  # per compacted part
+    upkeep_interval_s: float = Field(default=300.0, gt=0, le=86400)
+    retention: RetentionConfig = RetentionConfig()
+
+
 class FileConfig(_Strict):
     """The mlgate.yaml schema. Sections later parts of mlgate read are accepted and kept as given."""
 
@@ -423,6 +442,7 @@ class FileConfig(_Strict):
     monitors: list[MonitorConfig] = Field(default_factory=list)
     notifications: NotificationsConfig = NotificationsConfig()
     audit: AuditConfig = AuditConfig()
+    monitoring: MonitoringStoreConfig = MonitoringStoreConfig()
     train: Any = None
     data: Any = None
 

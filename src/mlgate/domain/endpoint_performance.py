@@ -48,11 +48,13 @@ def endpoint_performance(
     status: np.ndarray,
     slot: np.ndarray | None = None,
     *,
+    slot_names: list[str] | None = None,
     start: float | None = None,
     end: float | None = None,
 ) -> dict[str, EndpointStats]:
     """Endpoint performance over the window [start, end] (seconds; default: the first and last timestamps):
-    key "all" for every request, then one key per slot."""
+    key "all" for every request, then one key per slot. `slot`: each request's slot name, or, with
+    `slot_names`, its index in that list (-1: none)."""
     times = as_float(timestamps)
     latency = as_float(latency_ms)
     codes = np.asarray(status, dtype=np.int64)
@@ -62,11 +64,17 @@ def endpoint_performance(
     last = end if end is not None else (float(times.max()) if times.size else 0.0)
     seconds = max(0.0, last - first)
     result = {"all": _endpoint_stats(latency, codes, seconds)}
-    if slot is not None:
-        slots = np.asarray(slot).astype(str)
-        if slots.shape != times.shape:
-            raise ValueError("slot must have the same length as timestamps")
-        for name in np.unique(slots).tolist():
-            chosen = slots == name
+    if slot is None:
+        return result
+    names: list[str] = list(slot_names) if slot_names is not None else []
+    slots = np.asarray(slot)
+    if slot_names is None:
+        unique, indices = np.unique(slots.astype(str), return_inverse=True)
+        names, slots = [str(n) for n in unique.tolist()], indices.reshape(slots.shape)
+    if slots.shape != times.shape:
+        raise ValueError("slot must have the same length as timestamps")
+    for index, name in enumerate(names):
+        chosen = slots == index
+        if chosen.any():
             result[str(name)] = _endpoint_stats(latency[chosen], codes[chosen], seconds)
     return result

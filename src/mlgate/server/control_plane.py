@@ -25,7 +25,7 @@ from mlgate.domain.events import AlertFired, ChecksRequested, JobEnded, RequestA
 from mlgate.server.record import ServerRecorder
 from mlgate.services import audit_integrity, audit_keys
 from mlgate.services.events import Hub
-from mlgate.services.monitoring import monitors, retraining, runs
+from mlgate.services.monitoring import monitors, retraining, runs, store_upkeep
 from mlgate.services.notifications.delivery import DeliveryWorker
 from mlgate.services.promotion import requests
 from mlgate.services.promotion.copying import PromotionWorker
@@ -80,6 +80,7 @@ class Workers:
     monitors: Periodic
     retraining: Periodic
     checkpoints: Periodic
+    monitoring_store: Periodic
 
     def in_order(self) -> list[Worker]:
         return [
@@ -92,6 +93,7 @@ class Workers:
             self.monitors,
             self.retraining,
             self.checkpoints,
+            self.monitoring_store,
         ]
 
 
@@ -157,6 +159,11 @@ class ControlPlane:
                 "audit-checkpoints",
                 lambda: audit_integrity.take_checkpoint(db, settings, self.audit_keys, now=self.clock.now()),
                 interval_s=AUDIT_CHECKPOINT_TICK_S,
+            ),
+            monitoring_store=Periodic(
+                "monitoring-store",
+                lambda: store_upkeep.sweep(db, settings, now=self.clock.now()),
+                interval_s=settings.raw.monitoring.upkeep_interval_s,
             ),
         )
 

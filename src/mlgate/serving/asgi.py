@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
+from mlgate.domain.request_records import new_request_id
 from mlgate.serving.errors import InputError, ServingError
 
 Scope = MutableMapping[str, Any]
@@ -32,13 +32,6 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SLOT_HEADER = b"mlgate-deployment"
 CLIENT_ID_HEADER = b"x-client-request-id"
 
-ID_BYTES = 16  # 128 random bits: an id seen tells nothing of any other, so none can be guessed to label
-
-
-def _new_request_id() -> str:
-    """A request id nobody can predict (unique across workers and restarts; cheaper than a uuid4)."""
-    return os.urandom(ID_BYTES).hex()
-
 
 class Request:
     __slots__ = ("body_read", "client_request_id", "headers", "method", "path", "request_id")
@@ -47,7 +40,7 @@ class Request:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.headers: dict[bytes, bytes] = {k.lower(): v for k, v in scope["headers"]}
-        self.request_id = _new_request_id()
+        self.request_id = new_request_id()  # names its hour of the monitoring store
         given = self.headers.get(b"x-request-id")
         client_id = given.decode("latin-1") if given is not None else None
         self.client_request_id = client_id if client_id is not None and REQUEST_ID.match(client_id) else None

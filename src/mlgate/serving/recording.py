@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlgate.domain.request_records import day_folder
-from mlgate.serving.request_tables import Block, Entry, blocks_table, by_day, entries_table, write_part
+from mlgate.domain.request_records import requests_folder
+from mlgate.serving.request_tables import Block, Entry, blocks_table, by_hour, entries_table, write_part
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +307,8 @@ class RequestLog:
                 tables[endpoint].append(entries_table(entries))
             for endpoint, parts in tables.items():
                 table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
-                for day, rows_of_day in by_day(table):
-                    write_part(rows_of_day, day_folder(self.root, endpoint, day))
+                for hour, rows_of_hour in by_hour(table):
+                    write_part(rows_of_hour, hour.folder(requests_folder(self.root, endpoint)))
             self.written_rows += rows
         except Exception:  # a full disk must not take scoring down: count it, log it, go on
             self.failed_writes += 1

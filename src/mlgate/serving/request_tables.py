@@ -2,7 +2,7 @@
 
 `mlgate.serving.recording` buffers what the host scored as `Block`s (requests compacted into arrays, the
 common case) and `Entry`s (requests without a complete input and output, one by one); this module turns
-both into tables, splits them by UTC day and writes each as a part. pyarrow is imported inside each
+both into tables, splits them by UTC hour and writes each as a part. pyarrow is imported inside each
 function: the writer thread pays for it, never the scoring path.
 """
 
@@ -11,17 +11,18 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlgate.domain.request_records import FEATURE_PREFIX, PREDICTION, new_part
+from mlgate.domain.request_records import FEATURE_PREFIX, PREDICTION, Hour, new_part
 
 # Dictionary encoding pays for the few-valued text columns only: on the features it costs CPU and, as often
 # as not, bytes.
 DICTIONARY_COLUMNS = ["slot", "digest"]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Entry(NamedTuple):  # a request without a complete input and output: the rare, slow path
@@ -174,12 +175,12 @@ def entries_table(entries: list[Entry]) -> Any:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
 
 
-def by_day(table: Any) -> Iterable[tuple[date, Any]]:
-    """A table's rows split by their UTC day (one slice in all but the flush that spans midnight)."""
+def by_hour(table: Any) -> Iterable[tuple[Hour, Any]]:
+    """A table's rows split by their UTC hour (one slice in all but the flush that spans the hour's end)."""
     import pyarrow as pa
 
-    days = table["ts"].cast(pa.int64()).to_numpy() // 86_400_000_000
-    unique = np.unique(days)
-    for day in unique:
-        rows = table if len(unique) == 1 else table.filter(pa.array(days == day))
-        yield date(1970, 1, 1) + timedelta(days=int(day)), rows
+    hours = table["ts"].cast(pa.int64()).to_numpy() // 3_600_000_000
+    unique = np.unique(hours)
+    for hour in unique:
+        rows = table if len(unique) == 1 else table.filter(pa.array(hours == hour))
+        yield Hour.of(EPOCH + timedelta(hours=int(hour))), rows

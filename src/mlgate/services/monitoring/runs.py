@@ -74,6 +74,10 @@ def serving_version(db: Database, settings: Settings, env: str, endpoint: str) -
     return Reference(live.model_version_id, live.model, live.version, profile, folder)
 
 
+PERFORMANCE_COLUMNS = ["ts", "row", store.PREDICTION]  # what model performance reads of a labelled row
+NOT_EVALUATED = ("request_id", "client_request_id", "digest")  # columns no signal reads: left on disk
+
+
 def window_bounds(spec: MonitorConfig, now: datetime) -> tuple[datetime, datetime]:
     window = Window.parse(spec.window)
     return (now - window.duration if window.duration else now - ROWS_LOOKBACK), now
@@ -83,9 +87,11 @@ def _window_tables(root: Path, spec: MonitorConfig, now: datetime) -> tuple[Any,
     """The window's request rows and labelled rows, and where the window starts."""
     window = Window.parse(spec.window)
     since, until = window_bounds(spec, now)
-    requests = store.read_requests(root, spec.endpoint, since=since, until=until)
+    requests = store.read_requests(root, spec.endpoint, since=since, until=until, exclude=NOT_EVALUATED)
     labelled = (
-        store.labelled(root, spec.endpoint, since=since, until=until) if "model-performance" in spec.signals else None
+        store.labelled(root, spec.endpoint, since=since, until=until, columns=PERFORMANCE_COLUMNS)
+        if "model-performance" in spec.signals
+        else None
     )
     if window.rows is not None and requests.num_rows > window.rows:
         requests = requests.sort_by([("ts", "ascending")]).slice(requests.num_rows - window.rows)

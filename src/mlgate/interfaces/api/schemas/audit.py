@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from mlgate.interfaces.api.schemas.base import UtcDatetime
@@ -15,6 +17,7 @@ class AuditEventPublic(BaseModel):
     environment: str | None
     subject: str | None
     payload_digest: str
+    payload: Any = Field(default=None, description="what the event recorded (its digest is `payload_digest`)")
     hash: str
 
 
