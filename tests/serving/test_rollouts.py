@@ -3,7 +3,8 @@
 The tests run in order on one world (tests/support/rollout_world.py): version 1 is the endpoint's first
 deployment; version 2 rolls out by canary under load; version 3, whose model raises on a negative age,
 is rolled back during its canary while the load (every row with a negative age) sees no failure, since
-the host answers from the stable slot. Production versions are numbered as they arrive: 1, 2, 3.
+the host answers from the stable slot; version 4, fast and faultless but answering unlike version 2 on
+every row, is rolled back on its disagreement rate. Production versions are numbered as they arrive.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from mlgate.adapters.sql.models import Notification
 from tests.support.load import WrkResult, run_wrk
 from tests.support.project import METRICS_TOKEN, bearer, stop_server
-from tests.support.rollout_world import ENDPOINT, RolloutWorld, build
+from tests.support.rollout_world import ENDPOINT, MIN_COMPARED, RolloutWorld, build
 from tests.support.serving_world import FEATURES
 from tests.support.worlds import Template
 
@@ -95,7 +96,8 @@ class Load:
             key = olu.rotate_key(ENV, ENDPOINT, "secondary")["key"]
         host = world.host_url(ENV)
         url = f"{host}/endpoints/{ENDPOINT}/invocations"
-        body = {"dataframe_split": {"columns": FEATURES, "data": [[age, 0.3, -0.2, 1.1], [40, -1.0, 0.5, 0.0]]}}
+        # Rows versions 1 and 2 answer alike (0): a canary of 2 over 1 agrees with its stable slot.
+        body = {"dataframe_split": {"columns": FEATURES, "data": [[age, 0.3, -0.2, 1.1], [40, -1.0, -0.5, 0.0]]}}
         self.result: WrkResult | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(
@@ -140,6 +142,9 @@ def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(
     assert (rollout["from_slot"], rollout["to_slot"], rollout["previous_version"]) == ("blue", "green", 1)
     assert [(s["traffic"], s["outcome"]) for s in rollout["steps"]] == [(10, "passed"), (50, "passed"), (100, "passed")]
     assert all(s["requests"] >= 10 and s["errors"] == 0 and s["p95_ms"] is not None for s in rollout["steps"])
+    # compared with blue on a shadowed share of the requests (blue shadows green at the 100% step): alike
+    assert all(s["compared"] >= MIN_COMPARED and s["disagreement_rate"] == 0.0 for s in rollout["steps"])
+    assert all(s["prediction_drift"] == pytest.approx(0.0) for s in rollout["steps"]), rollout["steps"]
     assert result.failed == 0 and result.requests > 100, result.raw
     assert result.by_header.get("green", 0) > 0 and result.by_header.get("blue", 0) > 0, result.by_header
     assert _weights(world) == {"blue": (1, 0), "green": (2, 100)}  # blue kept for `endpoints rollback`
@@ -147,7 +152,7 @@ def test_a_good_version_rolls_out_by_canary_under_load_without_a_failed_request(
 
     shown = world.cli("rollouts", "show", str(rollout["id"]), "--env", ENV, user="vic")
     assert shown.returncode == 0, shown.stderr
-    for text in ("succeeded", "blue -> green", "10%", "50%", "100%", "passed", "p95"):
+    for text in ("succeeded", "blue -> green", "10%", "50%", "100%", "passed", "p95", "0.0% disagree"):
         assert text in shown.stdout, shown.stdout
     listed = world.cli("rollouts", "list", "--env", ENV, "--json", user="vic")
     assert listed.returncode == 0, listed.stderr
@@ -215,3 +220,35 @@ def test_a_failing_canary_is_rolled_back_and_callers_never_see_its_failures(worl
     assert malformed.returncode == 2 and "invalid time 'yesterday'" in malformed.stderr, malformed.stderr
     unknown = world.cli("audit", "at", "--env", "prod", user="admin")
     assert unknown.returncode == 2 and "unknown environment 'prod'" in unknown.stderr, unknown.stderr
+
+
+def test_a_canary_that_answers_fast_but_unlike_the_stable_slot_is_rolled_back(world: RolloutWorld) -> None:
+    load = Load(world, age=45, seconds=60)
+    world.through_gate_b(world.staging[3])  # answers 1 where version 2, serving on green, answers 0
+    rollout = _finished(world, 4)
+    result = load.wait()
+    assert rollout["state"] == "rolled-back", rollout
+    assert (rollout["from_slot"], rollout["to_slot"], rollout["previous_version"]) == ("green", "blue", 2)
+    first = rollout["steps"][0]
+    assert (first["traffic"], first["outcome"], first["errors"]) == (10, "breach", 0), rollout["steps"]
+    assert first["compared"] >= MIN_COMPARED and first["disagreement_rate"] == 1.0, first
+    assert first["prediction_drift"] > 1, first  # all 0 on green, all 1 on blue
+    reason = rollout["reason"]
+    assert "disagreement rate 100.00%" in reason and "max_disagreement 20.00%" in reason, reason
+    assert result.failed == 0, result.raw
+    assert _weights(world) == {"blue": (4, 0), "green": (2, 100)}
+    assert _champion(world) == 2
+
+    shown = world.cli("rollouts", "show", str(rollout["id"]), "--env", ENV, user="vic")
+    assert shown.returncode == 0, shown.stderr
+    for text in ("rolled-back", "disagreement rate 100.00%", "100.0% disagree", "breach"):
+        assert text in shown.stdout, shown.stdout
+    db = world.project.db()
+    try:
+        with db.read() as session:
+            alerts = session.execute(select(Notification).where(Notification.event == "rollout.failed")).scalars()
+            sent = [n.payload for n in alerts if n.payload["rollout"]["id"] == rollout["id"]]
+    finally:
+        db.dispose()
+    assert sent and all("disagreement rate 100.00%" in p["text"] for p in sent), sent
+    assert sent[0]["rollout"]["last_step"]["disagreement_rate"] == 1.0, sent[0]

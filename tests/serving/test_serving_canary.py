@@ -1,10 +1,12 @@
-"""The serving host during a rollout: the stable slot answers for a failing canary, and the admin stats
-route gives the per-slot counters a rollout judges; plus the rollout rules that read them."""
+"""The serving host during a rollout: the stable slot answers for a failing canary, the new slot is
+compared with the stable one on a shadowed share of the requests, and the admin stats route gives the
+per-slot and shadow counters a rollout judges; plus the rollout rules that read them."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlgate.domain import rollout_quality as quality
 from mlgate.domain import rollouts as rules
 from mlgate.domain.digest import tree_digest
 from tests.support.serving_host import COLUMNS, PRIMARY, SECONDARY, TYPES, Host, patient_frame, place_model, sha256_hex
@@ -63,7 +66,12 @@ def slots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str
     return {"blue": (good_dir, good_digest), "green": _picky_model(tmp)}
 
 
-def _spec(slots: dict[str, tuple[Path, str]], weights: dict[str, int], stable: str | None) -> dict[str, Any]:
+def _spec(
+    slots: dict[str, tuple[Path, str]],
+    weights: dict[str, int],
+    stable: str | None,
+    shadow: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     endpoint: dict[str, Any] = {
         "key_hashes": [sha256_hex(PRIMARY), sha256_hex(SECONDARY)],
         "slots": {
@@ -73,6 +81,8 @@ def _spec(slots: dict[str, tuple[Path, str]], weights: dict[str, int], stable: s
     }
     if stable is not None:
         endpoint["stable"] = stable
+    if shadow is not None:
+        endpoint["shadow"] = shadow
     return {"endpoints": {"diabetes": endpoint}}
 
 
@@ -92,8 +102,8 @@ def _stats(host: Host) -> dict[str, Any]:
     return stats
 
 
-def _payload(first: int) -> dict[str, Any]:
-    frame, _ = patient_frame(2, 11)
+def _payload(first: int, seed: int = 11) -> dict[str, Any]:
+    frame, _ = patient_frame(2, seed)
     rows = [[int(v) if t == "long" else float(v) for v, t in zip(row, TYPES, strict=True)] for row in frame.values]
     rows[0][0] = first
     return {"dataframe_split": {"columns": COLUMNS, "data": rows}}
@@ -135,6 +145,54 @@ def test_no_retry_for_a_named_slot_an_input_error_or_without_a_stable_slot(
 
     assert host.push(_spec(slots, {"blue": 0, "green": 100}, stable=None)).status_code == 200
     assert host.score(_payload(-1), timeout=30).status_code == 500
+
+
+def _compared(host: Host, before: dict[str, Any], rows: int) -> quality.QualityWindow:
+    """The green slot's shadow window once `rows` rows were compared or failed (the shadow runs after the
+    answers)."""
+    deadline = time.monotonic() + 10
+    while True:
+        observed = quality.quality_window(before, _stats(host), endpoint="diabetes", slot="green")
+        if observed.compared + observed.failed >= rows or time.monotonic() > deadline:
+            return observed
+        time.sleep(0.05)
+
+
+def test_the_new_slot_is_compared_with_the_stable_one_off_the_callers_path(
+    host: Host, slots: dict[str, tuple[Path, str]]
+) -> None:
+    shadow = {"slot": "green", "percent": 100, "tolerance": 0.0}
+    assert host.push(_spec(slots, {"blue": 100, "green": 0}, stable="blue", shadow=shadow)).status_code == 200
+    payloads = [_payload(3, seed) for seed in range(20)]
+    # What each slot answers when asked by name (a named slot is never shadowed): the expected disagreement.
+    named = {s: [host.score(p, slot=s, timeout=30).json()["predictions"] for p in payloads] for s in ("blue", "green")}
+    expected = sum(
+        b != g for pb, pg in zip(named["blue"], named["green"], strict=True) for b, g in zip(pb, pg, strict=True)
+    )
+    before = _stats(host)
+    answers = [host.score(p, timeout=30) for p in payloads]
+    assert {(a.status_code, a.headers["mlgate-deployment"]) for a in answers} == {(200, "blue")}
+    assert [a.json()["predictions"] for a in answers] == named["blue"]  # the callers got the stable answers
+    observed = _compared(host, before, 40)
+    assert 0 < expected < 40, named  # the two models answer differently on some rows
+    assert (observed.compared, observed.disagreed, observed.failed) == (40, expected, 0), observed
+    assert observed.drift is not None and observed.drift >= 0.0
+
+    # the new slot failing on the shadow copy is counted, never seen by the caller; unshadowed at percent 0
+    before = _stats(host)
+    failing = [host.score(_payload(-1), timeout=30) for _ in range(5)]
+    assert [a.status_code for a in failing] == [200] * 5
+    observed = _compared(host, before, 10)
+    assert (observed.compared, observed.failed) == (0, 10), observed
+    off = {**shadow, "percent": 0}
+    assert host.push(_spec(slots, {"blue": 100, "green": 0}, stable="blue", shadow=off)).status_code == 200
+    before = _stats(host)
+    assert all(host.score(p, timeout=30).status_code == 200 for p in payloads[:10])
+    assert quality.quality_window(before, _stats(host), endpoint="diabetes", slot="green").compared == 0
+    refused = host.push(_spec(slots, {"blue": 100, "green": 0}, stable=None, shadow=shadow))
+    assert refused.status_code == 422 and "shadow needs the endpoint's stable slot" in refused.text
+    refused = host.push(_spec(slots, {"blue": 100, "green": 0}, stable="blue", shadow={**shadow, "slot": "blue"}))
+    assert refused.status_code == 422 and "endpoints.diabetes.shadow.slot" in refused.text
 
 
 def test_the_spec_names_an_existing_stable_slot_and_stats_need_the_admin_token(

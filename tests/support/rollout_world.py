@@ -4,7 +4,9 @@ Built once per test module that asks for it, from a copy of the staged template 
 1 and 2 of `diabetes` in staging, both good classifiers) whose config also declares `web` in production
 (canary 10/50/100, 2 s bake per step, SLOs), with a real `mlgate server` of its own, and a third version
 logged by plain MLflow through dev's door as dana, registered and approved by lee through gate A into
-staging: it raises on a negative age (a model bug that only some inputs hit). Gate B is passed by
+staging: it raises on a negative age (a model bug that only some inputs hit); and a fourth, logged and
+promoted with it, that answers fast and without error but the opposite of version 2 (the nearly
+constant classifier) on every row. Gate B is passed by
 writing an approved request into the control database (as tests/api/test_promotion.py does; deciding
 requests is tested elsewhere) for the server's promotion worker to carry out.
 """
@@ -27,6 +29,7 @@ from tests.support.worlds import Template
 ENDPOINT = "web"
 BAKE_S = 2
 MIN_REQUESTS = 10
+MIN_COMPARED = 20
 POLICY = f"""
 endpoints:
   staging:
@@ -40,10 +43,12 @@ endpoints:
       steps: [10, 50, 100]
       bake_time_s: {BAKE_S}
       slo: {{max_error_rate: 0.01, p95_ms: 500, min_requests: {MIN_REQUESTS}}}
+      quality: {{shadow_share: 0.2, max_disagreement: 0.2, min_compared: {MIN_COMPARED}}}
 {MANUAL_GATE_B}"""
 
 # Plain MLflow: on the staged template's data (serving_world.SCRIPT's), a classifier that raises when a
-# row's age is negative; pickled by value (cloudpickle), its class being the script's own.
+# row's age is negative, and one that answers the opposite of the template's version 2 (the same fit,
+# C=1e-6); pickled by value (cloudpickle), their classes being the script's own.
 SCRIPT = """
 import json
 import mlflow, mlflow.sklearn
@@ -59,23 +64,30 @@ class NoNegativeAge(LogisticRegression):
         return super().predict(X)
 
 
+class Contrary(LogisticRegression):
+    def predict(self, X):
+        return 1 - super().predict(X)
+
+
 mlflow.set_experiment("rollouts")
 rng = np.random.default_rng(0)
 X = pd.DataFrame(rng.normal(size=(300, 4)), columns=["age", "bmi", "glucose", "pressure"])
 X["age"] = (X["age"] * 10 + 50).round().astype("int64")
 y = (X["glucose"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
-model = NoNegativeAge(C=1.0).fit(X, y)
-with mlflow.start_run() as run:
-    mlflow.log_metrics({"accuracy": float(model.score(X, y))})
-    mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=infer_signature(X, LogisticRegression.predict(model, X)),
-        input_example=X.head(3),
-        pip_requirements=["scikit-learn"],
-        serialization_format="cloudpickle",
-    )
-print(json.dumps([run.info.run_id]))
+runs = []
+for model in (NoNegativeAge(C=1.0).fit(X, y), Contrary(C=1e-6).fit(X, y)):
+    with mlflow.start_run() as run:
+        mlflow.log_metrics({"accuracy": float(model.score(X, y))})
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, LogisticRegression.predict(model, X)),
+            input_example=X.head(3),
+            pip_requirements=["scikit-learn"],
+            serialization_format="cloudpickle",
+        )
+    runs.append(run.info.run_id)
+print(json.dumps(runs))
 """
 
 
@@ -96,5 +108,5 @@ def build(staged: Template, root: Path) -> RolloutWorld:
     world = from_template(staged, root, policy=POLICY, kind=RolloutWorld)
     with stopped_on_failure(world.server):
         promote_runs(world, SCRIPT, name="log_rollout_models.py")
-    assert sorted(world.digests) == world.staging == [1, 2, 3]
+    assert sorted(world.digests) == world.staging == [1, 2, 3, 4]
     return world

@@ -256,6 +256,18 @@ class SloConfig(_Strict):
     min_requests: int = Field(default=20, ge=1, strict=True)  # fewer than this in a step: not judged yet
 
 
+class QualityConfig(_Strict):
+    """What a new slot's answers must keep during a rollout, held against the stable slot's on the same
+    requests (see `mlgate.domain.rollout_quality`)."""
+
+    # Of the requests either slot answers, the share the other slot scores too, off the callers' path (0: off).
+    shadow_share: float = Field(default=0.2, ge=0, le=1)
+    max_disagreement: float = Field(default=0.2, ge=0, le=1)  # rows answered unlike the stable slot
+    max_prediction_drift: float = Field(default=0.25, ge=0)  # PSI against the stable slot's predictions
+    min_compared: int = Field(default=50, ge=1, strict=True)  # fewer rows compared in a step: not judged
+    tolerance: float = Field(default=0.01, ge=0)  # numbers: how far apart (times max(1, |stable|)) still agrees
+
+
 class EndpointConfig(_Strict):
     name: str
     description: str = ""
@@ -265,6 +277,7 @@ class EndpointConfig(_Strict):
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100])  # canary traffic shares, ending at 100
     bake_time_s: float = Field(default=30.0, ge=0, le=24 * 3600)  # per step, watching the SLOs
     slo: SloConfig = SloConfig()
+    quality: QualityConfig = QualityConfig()
     sample_rate: float = Field(default=1.0, ge=0, le=1)  # the share of requests kept for monitoring
 
     @field_validator("steps")

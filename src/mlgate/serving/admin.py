@@ -41,10 +41,11 @@ class Admin:
             raise AuthError("missing or wrong admin token")
 
     async def stats(self, _: str, request: Request, receive: Receive, send: Send) -> None:
-        """Cumulative per-slot counters (see `Metrics.stats`); with several workers, the host's total."""
+        """Cumulative per-slot counters (see `Metrics.stats`) and the shadow comparison's (`ShadowStats.stats`);
+        with several workers, the host's total."""
         self._check(request)
         metrics = self._metrics if self._sync is None else self._sync.host_metrics()
-        await send_json(send, request, 200, metrics.stats())
+        await send_json(send, request, 200, {**metrics.stats(), "shadow": metrics.shadow.stats()})
 
     async def spec(self, _: str, request: Request, receive: Receive, send: Send) -> None:
         """`GET`: the spec in force; `PUT`: apply a new one, answered once every worker serves it."""

@@ -7,6 +7,8 @@ import bisect
 from collections import defaultdict
 from typing import Any
 
+from mlgate.serving.shadow import ShadowStats
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # Per-slot latency for rollouts' SLO checks: geometric bounds 20% apart from 0.1 ms to about a minute, so a
@@ -49,6 +51,7 @@ class Metrics:
         self.slot_latency: dict[tuple[str, str], Histogram] = {}
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.load_seconds: dict[str, float] = {}
+        self.shadow = ShadowStats()  # a rollout's new slot compared with the stable one (mlgate.serving.shadow)
 
     def request(self, *, endpoint: str, slot: str, status: int, seconds: float, mirror: bool = False) -> None:
         self.requests[(endpoint, slot, "mirror" if mirror else "live", status)] += 1

@@ -5,8 +5,10 @@ The key is checked before the body is read: a caller without one costs the host 
 During a rollout the spec names an endpoint's `stable` slot: a request the traffic split sent to another
 slot whose model fails (not an input error) is counted against that slot and answered by the stable one,
 so callers never see a canary's failures. A request that names its slot (header or OIP version) is not
-retried: it asked for that slot. Every request is counted in the metrics and, at the endpoint's sample
-rate, recorded in the request log.
+retried: it asked for that slot. A request the split sent to either slot of a rollout's pair, answered
+there, may be scored by the other one too, after the caller's answer, to compare the two
+(`mlgate.serving.shadow`). Every request is counted in the metrics and, at the endpoint's sample rate,
+recorded in the request log.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mlgate.serving.asgi import SLOT_HEADER, Receive, Request, presents, read_js
 from mlgate.serving.errors import AuthError, NotFound, ServingError
 from mlgate.serving.metrics import Metrics
 from mlgate.serving.recording import RequestLog
+from mlgate.serving.shadow import Shadow
 from mlgate.serving.signature import to_matrix
 from mlgate.serving.state import Deployments, Endpoint, Slot
 
@@ -42,6 +45,7 @@ class Scorer:
         self.request_log = request_log
         self.max_body = max_body_bytes
         self._background: set[asyncio.Task[None]] = set()
+        self._shadow = Shadow(metrics.shadow)
 
     def authorize(self, request: Request, name: str) -> Endpoint:
         """The endpoint `name`, if the request presents one of its keys."""
@@ -90,6 +94,7 @@ class Scorer:
         slot: Slot | None = None
         x: np.ndarray | None = None
         out: np.ndarray | None = None
+        answered: np.ndarray | None = None  # the chosen slot's own answer
         try:
             self.authorize(request, name)  # before the body: a caller without a key is not read
             endpoint_label = name
@@ -102,11 +107,11 @@ class Scorer:
             runtime = slot.runtime
             x = to_matrix(parse(payload, runtime.model.signature), runtime.model.signature)
             self._mirror(endpoint, slot, payload, parse)
+            chosen = version is None and SLOT_HEADER not in request.headers
             runtime.inflight += 1
             try:
-                out = await runtime.batcher.predict(x)
+                out = answered = await runtime.batcher.predict(x)
             except Exception as exc:
-                chosen = version is None and SLOT_HEADER not in request.headers
                 stable = self._stable_for(name, slot) if chosen else None
                 if stable is None:
                     raise ServingError(f"the model of slot '{slot.name}' failed: {exc}") from exc
@@ -117,6 +122,8 @@ class Scorer:
                 out = await self._predict_on(stable, payload, parse)
             finally:
                 runtime.inflight -= 1
+            if chosen and answered is not None:  # not when the stable slot stood in for a failure
+                self._shadow.after(self._deployments.current.endpoints.get(name), slot.name, payload, parse, answered)
             status = 200
             return payload, slot, out
         except ServingError as exc:

@@ -6,8 +6,12 @@
                        "signature": {"inputs": "[...]"}},          # optional: MLmodel's otherwise
               "green": {"model_dir": "...", "digest": "...", "traffic": 10}},
     "mirror": {"slot": "green", "percent": 10},                    # optional, percent <= 50
-    "stable": "blue"}},                                            # optional: during a rollout, the slot
+    "stable": "blue",                                              # optional: during a rollout, the slot
                                                                    # that answers when another slot's model fails
+    "shadow": {"slot": "green", "percent": 20, "tolerance": 0.01,  # optional, with "stable": the rollout's new
+               "edges": [0.1, 0.5, 0.9]}}},                        # slot, compared with the stable one on a
+                                                                   # share of their requests (mlgate.serving.shadow);
+                                                                   # edges (optional): bins of the predictions
  "batching": {"max_batch_size": 64, "max_wait_ms": 0.0},          # optional
  "metrics_token_hashes": ["<sha256 hex of the metrics token>"]}     # optional: without one, /metrics
                                                                    # answers no one
@@ -24,6 +28,7 @@ from mlgate.serving.errors import InputError
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 MAX_MIRROR_PERCENT = 50
+MAX_SHADOW_EDGES = 256
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,14 @@ class SlotSpec:
 
 
 @dataclass(frozen=True)
+class ShadowSpec:
+    slot: str  # the rollout's new slot, compared with the endpoint's stable one
+    percent: float
+    tolerance: float
+    edges: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class EndpointSpec:
     name: str
     key_hashes: tuple[bytes, ...]
@@ -51,6 +64,7 @@ class EndpointSpec:
     mirror_percent: float
     stable: str | None = None
     sample_rate: float = 1.0  # the share of requests recorded in the monitoring store
+    shadow: ShadowSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,32 @@ def _endpoint(name: str, raw: Any) -> EndpointSpec:
     if stable is not None and (not isinstance(stable, str) or stable not in slots):
         raise _invalid(f"{where}.stable must be one of the endpoint's slots ({', '.join(slots)})")
     sample_rate = _number(raw.get("sample_rate", 1.0), f"{where}.sample_rate", 0, 1)
-    return EndpointSpec(name, hashes, slots, mirror_slot, mirror_percent, stable, sample_rate)
+    shadow = _shadow(where, raw.get("shadow"), slots, stable)
+    return EndpointSpec(name, hashes, slots, mirror_slot, mirror_percent, stable, sample_rate, shadow)
+
+
+def _shadow(where: str, raw: Any, slots: dict[str, SlotSpec], stable: str | None) -> ShadowSpec | None:
+    if raw is None:
+        return None
+    where = f"{where}.shadow"
+    others = [slot for slot in slots if slot != stable]
+    if stable is None:
+        raise _invalid(f"{where} needs the endpoint's stable slot to compare with")
+    if not isinstance(raw, dict) or not isinstance(raw.get("slot"), str) or raw["slot"] not in others:
+        raise _invalid(
+            f"{where}.slot must be one of the endpoint's slots other than the stable one ({', '.join(others)})"
+        )
+    percent = _number(raw.get("percent"), f"{where}.percent", 0, 100)
+    tolerance = _number(raw.get("tolerance", 0.0), f"{where}.tolerance", 0, 1e9)
+    edges = raw.get("edges")
+    if edges is not None:
+        if not isinstance(edges, list) or not 0 < len(edges) <= MAX_SHADOW_EDGES:
+            raise _invalid(f"{where}.edges must be a list of 1 to {MAX_SHADOW_EDGES} numbers")
+        values = tuple(_number(e, f"{where}.edges[{i}]", -1e300, 1e300) for i, e in enumerate(edges))
+        if list(values) != sorted(values):
+            raise _invalid(f"{where}.edges must be in increasing order")
+        edges = values
+    return ShadowSpec(raw["slot"], percent, tolerance, edges)
 
 
 def parse_spec(raw: Any) -> Spec:

@@ -418,6 +418,7 @@ def _snapshot(metrics: Metrics) -> dict[str, Any]:
         "slot_latency": [[endpoint, slot, _histogram(h)] for (endpoint, slot), h in metrics.slot_latency.items()],
         "batch_sizes": _histogram(metrics.batch_sizes),
         "load_seconds": metrics.load_seconds,
+        "shadow": metrics.shadow.stats(),
     }
 
 
@@ -447,6 +448,7 @@ def _add_snapshot(into: Metrics, snapshot: dict[str, Any]) -> None:
     _add_histogram(into.batch_sizes, batch_sizes)
     for digest, seconds in load_seconds.items():
         into.load_seconds.setdefault(digest, seconds)
+    into.shadow.add(snapshot.get("shadow") or {})
 
 
 def _histogram_from(raw: Any, buckets: tuple[float, ...]) -> Histogram:

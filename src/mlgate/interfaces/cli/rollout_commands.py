@@ -30,6 +30,15 @@ def _figures(step: dict[str, Any]) -> str:
     return shown + (f", p95 {p95:.1f} ms" if p95 is not None else "")
 
 
+def _quality(step: dict[str, Any]) -> str:
+    """The new slot's answers against the stable slot's: rows compared, disagreement, prediction drift."""
+    if not step.get("compared"):
+        return "-"
+    drift = step.get("prediction_drift")
+    shown = f"{step['compared']} rows, {step['disagreement_rate']:.1%} disagree"
+    return shown + (f", drift {drift:.2f}" if drift is not None else "")
+
+
 @rollouts_app.command("list")
 def list_rollouts(
     env: EnvOption,
@@ -67,7 +76,8 @@ def list_rollouts(
 def show_rollout(
     rollout_id: int, env: EnvOption, url: UrlOption = None, token: TokenOption = None, json_out: JsonOption = False
 ) -> None:
-    """One rollout: each step's traffic, timings and observed figures, and the outcome."""
+    """One rollout: each step's traffic, timings, observed figures (SLOs; quality: rows compared with the
+    stable slot, disagreement rate, prediction drift) and the outcome."""
     with Client.discover(url, token) as client:
         rollout = client.rollout(env, rollout_id)
     if json_out:
@@ -90,7 +100,7 @@ def show_rollout(
     )
     table(
         "steps",
-        ["#", "traffic", "started", "ended", "observed", "outcome"],
+        ["#", "traffic", "started", "ended", "observed", "quality", "outcome"],
         [
             [
                 i + 1,
@@ -98,6 +108,7 @@ def show_rollout(
                 s.get("started_at") or "-",
                 s.get("ended_at") or "-",
                 _figures(s),
+                _quality(s),
                 s.get("outcome") or "running",
             ]
             for i, s in enumerate(rollout["steps"])

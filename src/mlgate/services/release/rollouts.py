@@ -14,11 +14,14 @@ automatically on a breach.
   100%), each step baked for `bake_time_s` while the new slot's error rate and p95 latency, read from
   the serving host's per-slot counters, are held against the SLO (see `domain.rollouts` for the rules
   on too little traffic). While it runs, the host answers from the previous slot whenever the new one's
-  model fails (the spec's `stable`), so callers never see a canary's failures.
-- A breach moves all the traffic back to the previous slot at once: state `rolled-back`, the reason
-  naming the figure and the limit, `rollout.failed` to the environment's operators. An error of the
-  machinery itself (host unreachable, a concurrent manual change) also puts the traffic back, as
-  `failed`.
+  model fails (the spec's `stable`), so callers never see a canary's failures, and compares the two
+  slots' answers on a share of their requests (`quality.shadow_share`): at the end of each step's bake
+  the new slot's disagreement rate and prediction drift against the previous slot are held against
+  the quality limits (see `domain.rollout_quality`).
+- A breach (of an SLO or a quality limit) moves all the traffic back to the previous slot at once:
+  state `rolled-back`, the reason naming the figure and the limit, `rollout.failed` to the
+  environment's operators with the step's figures. An error of the machinery itself (host unreachable,
+  a concurrent manual change) also puts the traffic back, as `failed`.
 - Success moves the registry alias `champion` of the environment to the new version and keeps the
   previous slot at 0% (for `mlgate endpoints rollback`) until the next rollout replaces it.
 - Every stage is recorded before and after it runs; a server that stops mid-way resumes the rollout
@@ -41,6 +44,7 @@ from mlgate.adapters.mlflow.base import TrackingServers
 from mlgate.adapters.sql.database import Database
 from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout, utcnow
 from mlgate.config import EndpointConfig, Settings
+from mlgate.domain import rollout_quality as checks
 from mlgate.domain import rollouts as rules
 from mlgate.domain.gates import RequestState
 from mlgate.domain.permissions import SYSTEM, Role
@@ -96,6 +100,7 @@ class RolloutView:
             "to_slot": self.to_slot,
             "previous_version": self.previous_version,
             "reason": self.reason,
+            "last_step": self.steps[-1] if self.steps else None,  # the figures that ended it
         }
 
 
@@ -172,6 +177,16 @@ def _due_version(session: Session, *, env: str, endpoint: str, model: str) -> tu
         )
     ).first()
     return None if done is not None else (version, request_id)
+
+
+_Judge = tuple[rules.Slo, checks.Quality | None]  # the SLOs, and the quality limits unless shadowing is off
+
+
+def _judge(policy: EndpointConfig) -> _Judge:
+    slo = rules.Slo(policy.slo.max_error_rate, policy.slo.p95_ms, policy.slo.min_requests)
+    q = policy.quality
+    quality = checks.Quality(q.max_disagreement, q.max_prediction_drift, q.min_compared) if q.shadow_share > 0 else None
+    return slo, quality
 
 
 def _iso(at: datetime) -> str:
@@ -302,11 +317,11 @@ class RolloutWorker(Worker):
                 rollout = self._deploy(rollout)
             if rollout.from_slot is None:  # the endpoint's first deployment: nothing to compare with
                 return self._succeed(rollout)
-            slo = rules.Slo(policy.slo.max_error_rate, policy.slo.p95_ms, policy.slo.min_requests)
+            judge = _judge(policy)
             for index, traffic in enumerate(rules.traffic_steps(rollout.strategy, policy.steps)):
                 if index < len(rollout.steps) and rollout.steps[index].get("outcome") == "passed":
                     continue
-                rollout, reason = self._step(rollout, index, traffic, policy.bake_time_s, slo)
+                rollout, reason = self._step(rollout, index, traffic, policy.bake_time_s, judge)
                 if reason is not None:
                     return self._finish(rollout, RolloutState.ROLLED_BACK, reason, restore=True)
             return self._succeed(rollout)
@@ -356,44 +371,59 @@ class RolloutWorker(Worker):
         return {rollout.from_slot: 100 - traffic, rollout.to_slot: traffic}
 
     def _step(
-        self, rollout: RolloutView, index: int, traffic: int, bake_s: float, slo: rules.Slo
+        self, rollout: RolloutView, index: int, traffic: int, bake_s: float, judge: _Judge
     ) -> tuple[RolloutView, str | None]:
-        """Move `traffic`% to the new slot and bake; returns the SLO breach (or shortfall), if any."""
-        env, name, slot = rollout.environment, rollout.endpoint, rollout.to_slot
-        assert slot is not None
+        """Move `traffic`% to the new slot and bake; returns the SLO or quality breach (or shortfall), if any."""
+        env, name = rollout.environment, rollout.endpoint
         steps = [*rollout.steps[:index], {"traffic": traffic, "started_at": _iso(utcnow())}]
         rollout = self._update(rollout.id, state=RolloutState.SHIFTING.value, steps=steps)
         weights = self._weights(rollout, traffic)
         if endpoints.get(self.db, env, name).allocation.weights != weights:
             self.serving.shift(env, name, weights, mirror=False, actor=SYSTEM)
         rollout = self._update(rollout.id, state=RolloutState.BAKING.value)
+        if bake_s > 0:
+            figures, reason, outcome = self._bake(rollout, traffic, bake_s, judge)
+        else:  # bake_time_s 0: not watched
+            figures, reason, outcome = rules.Window(0, 0, None).as_json(), None, "passed"
+        step = {**steps[-1], "ended_at": _iso(utcnow()), **figures, "outcome": outcome}
+        rollout = self._update(rollout.id, steps=[*steps[:-1], step])
+        log.info("rollout %s step %s (%s%%): %s %s", rollout.id, index + 1, traffic, outcome, figures)
+        return rollout, reason
+
+    def _bake(
+        self, rollout: RolloutView, traffic: int, bake_s: float, judge: _Judge
+    ) -> tuple[dict[str, Any], str | None, str]:
+        """Watch the new slot for `bake_s`, longer (up to `MAX_BAKE_FACTOR` times) while it has too few
+        requests or, with the quality check on, too few rows compared: its figures, the breach or
+        shortfall, and the step's outcome. The SLOs are judged at every poll, quality at the bake's end."""
+        env, name, slot, stable = rollout.environment, rollout.endpoint, rollout.to_slot, rollout.from_slot
+        assert slot is not None and stable is not None
+        slo, quality = judge
         before = self.serving.backend.stats(env)
         started = time.monotonic()
-        observed = rules.Window(0, 0, None)
-        reason: str | None = None
-        outcome = "passed"
-        if bake_s > 0:
-            while True:
-                if self._stop.wait(POLL_S):
-                    raise _Stopping
-                elapsed = time.monotonic() - started
-                observed = rules.window(before, self.serving.backend.stats(env), endpoint=name, slot=slot)
-                reason = rules.breach(observed, slo, traffic=traffic, slot=slot)
-                if reason is not None:
-                    outcome = "breach"
-                    break
-                if elapsed >= bake_s and observed.requests >= slo.min_requests:
-                    break
-                if elapsed >= bake_s * rules.MAX_BAKE_FACTOR:
-                    reason = rules.too_few(observed, slo, traffic=traffic, slot=slot, seconds=elapsed)
-                    outcome = "too-few-requests"
-                    break
-        else:
-            outcome = "passed"  # bake_time_s 0: not watched
-        step = {**steps[-1], "ended_at": _iso(utcnow()), **observed.as_json(), "outcome": outcome}
-        rollout = self._update(rollout.id, steps=[*steps[:-1], step])
-        log.info("rollout %s step %s (%s%%): %s %s", rollout.id, index + 1, traffic, outcome, observed.as_json())
-        return rollout, reason
+        while True:
+            if self._stop.wait(POLL_S):
+                raise _Stopping
+            elapsed = time.monotonic() - started
+            after = self.serving.backend.stats(env)
+            observed = rules.window(before, after, endpoint=name, slot=slot)
+            compared = checks.quality_window(before, after, endpoint=name, slot=slot)
+            figures = {**observed.as_json(), **compared.as_json()}
+            reason = rules.breach(observed, slo, traffic=traffic, slot=slot)
+            if reason is not None:
+                return figures, reason, "breach"
+            longest = elapsed >= bake_s * rules.MAX_BAKE_FACTOR
+            baked = elapsed >= bake_s and observed.requests >= slo.min_requests
+            if baked and (quality is None or compared.compared >= quality.min_compared or longest):
+                if quality is not None:
+                    reason = checks.quality_breach(compared, quality, traffic=traffic, slot=slot, stable=stable)
+                return figures, reason, "passed" if reason is None else "breach"
+            if longest:
+                return (
+                    figures,
+                    rules.too_few(observed, slo, traffic=traffic, slot=slot, seconds=elapsed),
+                    "too-few-requests",
+                )
 
     def _succeed(self, rollout: RolloutView) -> RolloutView:
         from mlgate.adapters.mlflow.aliases import CHAMPION_ALIAS, Aliases
@@ -431,6 +461,7 @@ class RolloutWorker(Worker):
                     "state": view.state,
                     "reason": reason,
                     "version": view.version,
+                    "last_step": view.steps[-1] if view.steps else None,
                     **endpoints.slots_payload(session, env, name),
                 },
             )

@@ -6,7 +6,10 @@ hosts at server start, restarts dead ones and pushes each the spec built from th
 change of an endpoint (deploy, traffic, rollback) is planned from the live revision, pushed to the host
 (which loads and warms up new models before it swaps) and only then recorded: a change the host refuses
 leaves nothing behind. While a rollout is under way the spec names the endpoint's stable slot (the
-one serving before), which answers for the new slot when its model fails. Before a model is pushed,
+one serving before), which answers for the new slot when its model fails, and, unless the endpoint's
+`quality.shadow_share` is 0, the new slot as `shadow`: the host compares the two slots' answers on that
+share of their requests, counting predictions in the bins of the stable version's baseline predictions
+where its profile has numeric ones. Before a model is pushed,
 its files are placed under `envs/<env>/serving/<digest>/` from the environment's own registry and their
 digest checked against the registered one; the host checks again before loading. The spec carries the
 SHA-256 of the metrics token the server's environment holds (`serving.metrics_token_env`), never the
@@ -28,9 +31,9 @@ from sqlalchemy import select
 
 from mlgate.adapters.serving.base import HostStatus, ServingBackend
 from mlgate.adapters.sql.database import Database
-from mlgate.adapters.sql.models import PromotionRequest, Rollout
+from mlgate.adapters.sql.models import ModelVersion, PromotionRequest, Rollout
 from mlgate.adapters.sql.queries import model_version
-from mlgate.config import Environment, Settings
+from mlgate.config import EndpointConfig, Environment, QualityConfig, Settings
 from mlgate.domain import endpoints as allocations
 from mlgate.domain import rollouts
 from mlgate.domain.digest import tree_digest, tree_stat
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 2.0
 MIN_METRICS_TOKEN_CHARS = 16
+MAX_SHADOW_EDGES = 256  # the serving host's limit (mlgate.serving.spec): a longer profile's bins are not pushed
 
 
 def metrics_token_hash(settings: Settings) -> str | None:
@@ -161,8 +165,8 @@ class Serving(Worker):
         environment = self.settings.environment(env)
         hashes = endpoints.key_hashes(self.db, env)
         internal = token_hash(self.internal_key)
-        stable = self._stable_slots(env)
-        sample_rates = {e.name: e.sample_rate for e in self.settings.endpoints.get(env, ())}
+        pairs = self._rollout_pairs(env)
+        policies = {e.name: e for e in self.settings.endpoints.get(env, ())}
         specs: dict[str, Any] = {}
         for view in endpoints.list_endpoints(self.db, env):
             allocation = override.get(view.name, view.allocation)
@@ -179,28 +183,63 @@ class Serving(Worker):
                     }
                     for s in allocation.slots
                 },
-                "sample_rate": sample_rates.get(view.name, 1.0),
+                "sample_rate": policies[view.name].sample_rate if view.name in policies else 1.0,
             }
             if allocation.mirror is not None:
                 spec["mirror"] = {"slot": allocation.mirror.slot, "percent": allocation.mirror.percent}
-            if stable.get(view.name) is not None and allocation.get(stable[view.name]) is not None:
-                spec["stable"] = stable[view.name]
+            if view.name in pairs:
+                spec.update(self._rollout_spec(allocation, *pairs[view.name], policies.get(view.name)))
             specs[view.name] = spec
         serving = self.settings.serving
         batching = {"max_batch_size": serving.max_batch_size, "max_wait_ms": serving.max_wait_ms}
         metrics = [self._metrics_token_hash] if self._metrics_token_hash is not None else []
         return {"endpoints": specs, "batching": batching, "metrics_token_hashes": metrics}
 
-    def _stable_slots(self, env: str) -> dict[str, str]:
-        """Per endpoint with a rollout under way, the slot serving before it: the host answers from it when
-        the new slot's model fails."""
+    def _rollout_pairs(self, env: str) -> dict[str, tuple[str, str | None]]:
+        """Per endpoint with a rollout under way, the slot serving before it (the host answers from it when
+        the new slot's model fails) and the new slot."""
         with self.db.read() as session:
             rows = session.execute(
-                select(Rollout.endpoint, Rollout.from_slot).where(
+                select(Rollout.endpoint, Rollout.from_slot, Rollout.to_slot).where(
                     Rollout.environment == env, Rollout.state.in_(rollouts.ACTIVE), Rollout.from_slot.is_not(None)
                 )
             ).all()
-        return {endpoint: slot for endpoint, slot in rows if slot is not None}
+        return {endpoint: (stable, new) for endpoint, stable, new in rows if stable is not None}
+
+    def _rollout_spec(
+        self, allocation: Allocation, stable: str, new: str | None, policy: EndpointConfig | None
+    ) -> dict[str, Any]:
+        """The spec's `stable` slot and, unless the policy turns it off, the `shadow` comparison with it."""
+        before = allocation.get(stable)
+        if before is None:
+            return {}
+        spec: dict[str, Any] = {"stable": stable}
+        quality = policy.quality if policy is not None else QualityConfig()
+        if new is not None and new != stable and allocation.get(new) is not None and quality.shadow_share > 0:
+            shadow: dict[str, Any] = {
+                "slot": new,
+                "percent": quality.shadow_share * 100,
+                "tolerance": quality.tolerance,
+            }
+            edges = self._prediction_edges(before.model_version_id)
+            if edges:
+                shadow["edges"] = edges
+            spec["shadow"] = shadow
+        return spec
+
+    def _prediction_edges(self, model_version_id: int) -> list[float] | None:
+        """The bin edges of a version's first baseline prediction column, if its profile has numeric ones."""
+        with self.db.read() as session:
+            row = session.get(ModelVersion, model_version_id)
+            profile = row.profile if row is not None else None
+        predictions = (profile or {}).get("predictions") or []
+        first = predictions[0] if predictions and isinstance(predictions[0], dict) else {}
+        edges = (first.get("bins") or {}).get("edges") if first.get("type") == "numeric" else None
+        if not isinstance(edges, list) or not 0 < len(edges) <= MAX_SHADOW_EDGES:
+            return None
+        if not all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges):
+            return None
+        return [float(e) for e in edges]
 
     def place(self, env: Environment, slot: SlotAllocation) -> Path:
         """The version's files under serving/<digest>/, from the environment's registry, digest checked."""

@@ -98,6 +98,13 @@ class RolloutStepPublic(BaseModel):
     errors: int | None = None
     error_rate: float | None = None
     p95_ms: float | None = None
+    # The new slot's answers against the stable slot's on the shadowed share of the requests.
+    compared: int | None = None  # rows
+    disagreed: int | None = None
+    disagreement_rate: float | None = None  # None: nothing compared
+    prediction_drift: float | None = None  # PSI; None: not measured
+    shadow_failed: int | None = None  # rows the other slot could not score
+    shadow_dropped: int | None = None  # requests not shadowed: the host's shadow queue was full
     outcome: str | None = None  # passed | breach | too-few-requests; None while it runs
 
 
