@@ -5,6 +5,7 @@ The code they share with the tests is in `tests/support/`."""
 
 from __future__ import annotations
 
+import compileall
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,16 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
     for name in ("MLGATE_URL", "MLGATE_TOKEN", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN"):
         os.environ.pop(name, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_sources() -> None:
+    """mlgate's modules compiled once for the session: the suite starts hundreds of mlgate processes
+    (servers, serving hosts, tracking servers, jobs, the CLI), and where PYTHONDONTWRITEBYTECODE is set
+    (CI images often set it) each of them would compile every module it imports again."""
+    import mlgate
+
+    compileall.compile_dir(Path(mlgate.__file__).parent, quiet=1)
 
 
 def _accounts(root: Path) -> Built:

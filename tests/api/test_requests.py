@@ -393,22 +393,24 @@ def test_the_gate_policy_names_the_approver_its_quorum_and_expiry_on_postgresql(
     try:
         gates = Gates(server)
         gates.log_models("dana:0", "dana:1")
-        # The quorum: three operators race, two approvals count, the third finds it decided.
-        request_id = gates.register("dana", "quorum", seed=0)["request_id"]
-        statuses = _race(gates, request_id, list(OPERATORS))
-        assert statuses == [200, 200, 409]
-        request = gates.api("lee", "GET", f"/api/v1/environments/staging/requests/{request_id}").json()
-        assert request["state"] in ("approved", "promoting", "promoted")
-        assert [d["decision"] for d in request["decisions"]] == ["approve", "approve"]
-        approvals = [e for e in _approvals_audited(gates, request_id) if e["action"] == "request.approve"]
-        assert len(approvals) == 2
-
         # The approver the policy names: the operators' inbox has the request, a lead may not decide it.
         request_id = gates.register("dana", "short-lived", seed=1)["request_id"]  # left to expire
         waiting = json.loads(gates.cli("olu", "inbox", "--json").stdout)
         assert [r["id"] for r in waiting] == [request_id] and waiting[0]["approver_role"] == "operator"
         lead = gates.api("lee", "POST", f"/api/v1/environments/staging/requests/{request_id}/approve", json={})
         assert lead.status_code == 403 and "operator" in lead.json()["error"]["message"]
+
+        # The quorum (while the short-lived request's time runs out): three operators race, two approvals
+        # count, the third finds it decided.
+        quorum = gates.register("dana", "quorum", seed=0)["request_id"]
+        statuses = _race(gates, quorum, list(OPERATORS))
+        assert statuses == [200, 200, 409]
+        request = gates.api("lee", "GET", f"/api/v1/environments/staging/requests/{quorum}").json()
+        assert request["state"] in ("approved", "promoting", "promoted")
+        assert [d["decision"] for d in request["decisions"]] == ["approve", "approve"]
+        approvals = [e for e in _approvals_audited(gates, quorum) if e["action"] == "request.approve"]
+        assert len(approvals) == 2
+
         # Expiry: left undecided, it expires and can no longer be approved.
         deadline = time.monotonic() + EXPIRY_S + 30
         while True:

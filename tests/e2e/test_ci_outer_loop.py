@@ -23,9 +23,14 @@ from tests.support.project import TEAM, LiveServer, Project, start_server, stop_
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 
+# The endpoint tests' latency budget is policy; this world's is far above the default 250 ms. Those tests
+# run while the version's other checks (its unit tests as a job, model validation scoring 2,000 rows in
+# the sandbox) load the same machine, and on a loaded CI runner the p95 of 100 requests can pass 250 ms
+# (7 ms when quiet). This test is about the workflows carrying a version, not about the runner's speed.
 POLICY = """
 checks:
   model-validation: {data: diabetes-holdout, min: 0.75}
+  endpoint-tests: {p95_ms: 5000}
 endpoints:
   production:
     - {name: web, model: diabetes, strategy: blue-green, bake_time_s: 0}

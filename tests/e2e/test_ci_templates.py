@@ -42,6 +42,7 @@ def _run_steps(workflow: Path, folder: Path, env: dict[str, str]) -> list[str]:
         if "run" not in step or step.get("id") == "install":  # the install step fetches mlgate itself
             continue
         assert "${{" not in step["run"], f"{step['name']}: a run step must take secrets from env, not inline"
+        before = _stamps(folder)
         done = subprocess.run(
             ["bash", "-eo", "pipefail", "-c", step["run"]],
             cwd=folder,
@@ -51,9 +52,26 @@ def _run_steps(workflow: Path, folder: Path, env: dict[str, str]) -> list[str]:
             timeout=600,
             check=False,
         )
-        assert done.returncode == 0, f"step '{step['name']}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, (
+            f"step '{step['name']}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}{_written(folder, before)}"
+        )
         ran.append(step["name"])
     return ran
+
+
+def _stamps(folder: Path) -> dict[Path, int]:
+    """The files of the checkout at its top level, with their modification times."""
+    return {path: path.stat().st_mtime_ns for path in folder.iterdir() if path.is_file()}
+
+
+def _written(folder: Path, before: dict[Path, int], limit: int = 4000) -> str:
+    """What a step wrote at the checkout's top level (its redirected output: `checks.json`, ...), each
+    file's tail, for a failed step's message: a step that sends its output to a file says why there."""
+    shown = []
+    for path, stamp in sorted(_stamps(folder).items()):
+        if before.get(path) != stamp:
+            shown.append(f"\n--- {path.name}:\n{path.read_text(errors='replace')[-limit:]}")
+    return "".join(shown)
 
 
 def _ci_environment(url: str, token: str) -> dict[str, str]:

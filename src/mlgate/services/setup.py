@@ -66,9 +66,11 @@ def initialize(settings: Settings) -> InitReport:
         if keys.created:
             audit_integrity.seal_unauthenticated(db, keys)
             report.created.append(f"audit keys in {audit_keys.secrets_dir(settings.home)}")
+        made = None  # the store made first: the pattern of the next (a copy, not MLflow's migrations again)
         for env in settings.environments:
             if not _store_exists(env.tracking_store):
-                create_store(env)
+                create_store(env, like=made)
+                made = env
                 report.created.append(f"{env.name} MLflow store: {env.tracking_store}")
         if not accounts.has_human_users(db):
             bindings = [accounts.Binding(Role.ADMIN, ALL_ENVIRONMENTS)]
