@@ -18,14 +18,16 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # System packages the test suite uses: the PostgreSQL 15 server binaries for the migration test, `wrk` for
-# the load tests, Chromium and its driver for the web UI's browser test. Installed only where missing and where this user may install them (one apt-get call);
-# otherwise those tests skip and say why.
+# the load tests, Chromium and its driver for the web UI's browser test, Prometheus for `promtool` (the
+# shipped alerting rules and real scrapes of both /metrics checked). Installed only where missing and where
+# this user may install them (one apt-get call); otherwise those tests skip and say why.
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql-15"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	[ -x /usr/bin/promtool ] || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		echo "installing:$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

@@ -28,6 +28,7 @@ from mlgate.domain.permissions import (
     allowed_roles,
 )
 from mlgate.interfaces.api.deps import Permission
+from mlgate.interfaces.api.prometheus import ScrapeRoute
 from mlgate.interfaces.api.routes.mlflow_door import Door
 from mlgate.interfaces.web.core import WebRoute
 from mlgate.services.identity import accounts
@@ -180,7 +181,8 @@ def route_contexts(app: FastAPI) -> tuple[list[RouteContext], list[str]]:
 
     The web UI's pages (WebRoute) are left out: they take a session cookie, not a bearer token, and
     answer with pages and redirects; tests/test_web_ui.py checks their rules. They stay off the API's
-    paths, so this walk still sees every route a token reaches."""
+    paths, so this walk still sees every route a token reaches. So is Prometheus' `/metrics` (ScrapeRoute):
+    it takes the metrics token alone and refuses every mlgate token (tests/api/test_prometheus.py)."""
     api_routes, strays = [], []
     for context in iter_route_contexts(app.routes):
         original = context.original_route
@@ -192,6 +194,8 @@ def route_contexts(app: FastAPI) -> tuple[list[RouteContext], list[str]]:
             api_routes.append(context)
         elif isinstance(original, Mount) and isinstance(original.app, (StaticFiles, Door)):
             continue  # static files; the MLflow door, walked by `door_calls`
+        elif isinstance(original, ScrapeRoute) and context.path == "/metrics":
+            continue  # Prometheus' scrape: the metrics token, no mlgate token (tests/api/test_prometheus.py)
         else:
             strays.append(f"{type(original).__name__} {context.path} {sorted(context.methods or [])}")
     return api_routes, strays

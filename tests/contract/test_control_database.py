@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,11 @@ from sqlalchemy import func, inspect, select, text
 
 from mlgate.adapters.sql import migrate
 from mlgate.adapters.sql.database import SQLITE_BUSY_TIMEOUT_MS, Database
-from mlgate.adapters.sql.models import AuditEvent, AuditHead, User
+from mlgate.adapters.sql.models import AuditEvent, AuditHead, Job, User, utcnow
 from mlgate.domain.audit import GENESIS, VerifyResult
 from mlgate.domain.permissions import Role
 from mlgate.errors import AuthenticationError, ConflictError
-from mlgate.services import audit, audit_integrity
+from mlgate.services import audit, audit_integrity, telemetry
 from mlgate.services.identity import accounts
 from tests.support.postgres import postgres_cluster, postgres_url
 
@@ -330,3 +331,37 @@ def test_sqlite_write_takes_the_write_lock_at_begin_and_reads_do_not(sqlite_db: 
             other.execute("COMMIT")
     finally:
         other.close()
+
+
+def _job(state: str, started: datetime, seconds: float | None) -> Job:
+    finished = started + timedelta(seconds=seconds) if seconds is not None else None
+    return Job(
+        environment="dev",
+        kind="train",
+        state=state,
+        command="python train.py",
+        spec={},
+        requested_by="dana",
+        timeout_s=9000.0,
+        backend="local",
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def test_the_prometheus_figures_are_bucketed_in_either_database(db: Database) -> None:
+    """`services.telemetry` sums and buckets durations in SQL, written per dialect: the same figures on both."""
+    now = utcnow()
+    started = now - timedelta(hours=3)
+    with db.write() as session:
+        session.add_all([_job("succeeded", started, 42.5), _job("failed", started, 7200.0)])
+        session.add_all([_job("succeeded", started, 3.0), _job("running", now, None)])
+    figures = telemetry.read(db, now=now)
+    assert figures.jobs[("dev", "train", "succeeded")] == 2 and figures.jobs[("dev", "train", "queued")] == 0
+    done = figures.job_durations.series[("dev", "train", "succeeded")]
+    bounds = figures.job_durations.bounds
+    assert done.count == 2 and done.total == pytest.approx(45.5, abs=0.01)
+    assert [n for bound, n in zip(bounds, done.cumulative, strict=True) if bound in (1, 5, 30, 60)] == [0, 1, 1, 2]
+    failed = figures.job_durations.series[("dev", "train", "failed")]
+    assert failed.cumulative[bounds.index(3600.0)] == 0 and failed.cumulative[bounds.index(7200.0)] == 1
+    assert ("dev", "train", "running") not in figures.job_durations.series  # not finished: no duration

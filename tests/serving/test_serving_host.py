@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import shutil
 import socket
@@ -187,9 +188,13 @@ def test_traffic_split_slot_header_and_mirror(host: Host, models: Models) -> Non
     metrics = host.metrics().text
     assert 'slot="green",kind="mirror",status="200"' in metrics
     assert 'mlgate_serving_requests_total{endpoint="diabetes",slot="blue",kind="live",status="200"}' in metrics
-    assert "mlgate_serving_request_duration_seconds_bucket" in metrics
+    # Latency per endpoint and slot, up to 30 s; model loads a histogram: no series per digest.
+    assert 'mlgate_serving_request_duration_seconds_bucket{endpoint="diabetes",slot="green",le="30"} ' in metrics
+    assert 'mlgate_serving_request_duration_seconds_bucket{endpoint="diabetes",slot="blue",le="+Inf"}' in metrics
     assert "mlgate_serving_batch_size_count" in metrics
-    assert f'mlgate_serving_model_load_seconds{{digest="{models.green_digest}"}}' in metrics
+    loads = re.search(r"^mlgate_serving_model_load_duration_seconds_count (\d+)$", metrics, re.M)
+    assert loads is not None and int(loads.group(1)) >= 2, metrics  # blue and green, each loaded once
+    assert models.green_digest not in metrics and models.blue_digest not in metrics
 
 
 def test_spec_changes_under_load_fail_no_request(host: Host, models: Models) -> None:

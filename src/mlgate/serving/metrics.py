@@ -1,5 +1,8 @@
-"""Prometheus metrics of the serving host, rendered in the text exposition format by hand (no client lib),
-and the per-slot counters behind the admin stats route that rollouts watch."""
+"""Prometheus metrics of the serving host, rendered in the text exposition format by hand (no client lib:
+the scoring path imports nothing heavy), and the per-slot counters behind the admin stats route that
+rollouts watch. Every label set is bounded by the spec: endpoint and slot names (an endpoint is named only
+once its key is checked, `unknown` before), the request kind and HTTP status; never a digest or a request
+id, so a series does not appear with every deploy."""
 
 from __future__ import annotations
 
@@ -9,7 +12,11 @@ from typing import Any
 
 from mlgate.serving.shadow import ShadowStats
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Scoring latency in Prometheus: 0.5 ms to 30 s (a slow model or a long queue still lands in a bucket; the
+# body deadline is 30 s by default). 0.25 s is a bound: the default latency SLO's p95.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Verifying, loading and warming up one model: a linear model in a tenth of a second, a large one minutes.
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # Per-slot latency for rollouts' SLO checks: geometric bounds 20% apart from 0.1 ms to about a minute, so a
 # p95 read from the difference of two snapshots is within 20% of the true one.
@@ -35,8 +42,9 @@ class Histogram:
             running += count
             lines.append(f'{name}_bucket{{{labels}{sep}le="{bound:g}"}} {running}')
         lines.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}')
-        lines.append(f"{name}_sum{{{labels}}} {self.total:.6f}")
-        lines.append(f"{name}_count{{{labels}}} {self.n}")
+        braced = f"{{{labels}}}" if labels else ""
+        lines.append(f"{name}_sum{braced} {self.total:.6f}")
+        lines.append(f"{name}_count{braced} {self.n}")
         return lines
 
 
@@ -47,18 +55,18 @@ def _escape(value: str) -> str:
 class Metrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, int], int] = defaultdict(int)
-        self.latency: dict[str, Histogram] = {}
-        self.slot_latency: dict[tuple[str, str], Histogram] = {}
+        self.latency: dict[tuple[str, str], Histogram] = {}  # (endpoint, slot): LATENCY_BUCKETS
+        self.slot_latency: dict[tuple[str, str], Histogram] = {}  # the same, finer, for the rollouts' stats
         self.batch_sizes = Histogram(BATCH_BUCKETS)
-        self.load_seconds: dict[str, float] = {}
+        self.model_loads = Histogram(LOAD_BUCKETS)
         self.shadow = ShadowStats()  # a rollout's new slot compared with the stable one (mlgate.serving.shadow)
 
     def request(self, *, endpoint: str, slot: str, status: int, seconds: float, mirror: bool = False) -> None:
         self.requests[(endpoint, slot, "mirror" if mirror else "live", status)] += 1
         if not mirror:
-            histogram = self.latency.get(endpoint)
+            histogram = self.latency.get((endpoint, slot))
             if histogram is None:
-                histogram = self.latency[endpoint] = Histogram(LATENCY_BUCKETS)
+                histogram = self.latency[(endpoint, slot)] = Histogram(LATENCY_BUCKETS)
             histogram.observe(seconds)
             by_slot = self.slot_latency.get((endpoint, slot))
             if by_slot is None:
@@ -95,20 +103,20 @@ class Metrics:
             labels = f'endpoint="{_escape(endpoint)}",slot="{_escape(slot)}",kind="{kind}",status="{status}"'
             lines.append(f"mlgate_serving_requests_total{{{labels}}} {count}")
         lines += [
-            "# HELP mlgate_serving_request_duration_seconds Scoring latency inside the host.",
+            "# HELP mlgate_serving_request_duration_seconds Live scoring latency in the host, by endpoint and slot.",
             "# TYPE mlgate_serving_request_duration_seconds histogram",
         ]
-        for endpoint, histogram in sorted(self.latency.items()):
-            lines += histogram.render("mlgate_serving_request_duration_seconds", f'endpoint="{_escape(endpoint)}"')
+        for (endpoint, slot), histogram in sorted(self.latency.items()):
+            labels = f'endpoint="{_escape(endpoint)}",slot="{_escape(slot)}"'
+            lines += histogram.render("mlgate_serving_request_duration_seconds", labels)
         lines += [
             "# HELP mlgate_serving_batch_size Rows per model call after micro-batching.",
             "# TYPE mlgate_serving_batch_size histogram",
             *self.batch_sizes.render("mlgate_serving_batch_size", ""),
-            "# HELP mlgate_serving_model_load_seconds Time to verify, load and warm up a model, by digest.",
-            "# TYPE mlgate_serving_model_load_seconds gauge",
+            "# HELP mlgate_serving_model_load_duration_seconds Time to verify, load and warm up each model loaded.",
+            "# TYPE mlgate_serving_model_load_duration_seconds histogram",
+            *self.model_loads.render("mlgate_serving_model_load_duration_seconds", ""),
         ]
-        for digest, seconds in sorted(self.load_seconds.items()):
-            lines.append(f'mlgate_serving_model_load_seconds{{digest="{_escape(digest)}"}} {seconds:.6f}')
         return ("\n".join(lines) + "\n").encode()
 
 

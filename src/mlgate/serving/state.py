@@ -146,7 +146,7 @@ class Deployments:
             )
             batcher.start()
             runtimes[key] = Runtime(model, batcher)
-            self._metrics.load_seconds[model.digest] = model.load_seconds
+            self._metrics.model_loads.observe(model.load_seconds)
         return runtimes
 
     def _endpoints(

@@ -52,7 +52,14 @@ import orjson
 
 from mlgate.serving.errors import ServingError, SpecRejected
 from mlgate.serving.listeners import listen_tcp, listen_unix, remove_socket_file
-from mlgate.serving.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, SLOT_LATENCY_BUCKETS, Histogram, Metrics
+from mlgate.serving.metrics import (
+    BATCH_BUCKETS,
+    LATENCY_BUCKETS,
+    LOAD_BUCKETS,
+    SLOT_LATENCY_BUCKETS,
+    Histogram,
+    Metrics,
+)
 
 if TYPE_CHECKING:
     from mlgate.serving.app import ServingHost
@@ -414,10 +421,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _snapshot(metrics: Metrics) -> dict[str, Any]:
     return {
         "requests": [[*key, count] for key, count in metrics.requests.items()],
-        "latency": {endpoint: _histogram(h) for endpoint, h in metrics.latency.items()},
+        "latency": [[endpoint, slot, _histogram(h)] for (endpoint, slot), h in metrics.latency.items()],
         "slot_latency": [[endpoint, slot, _histogram(h)] for (endpoint, slot), h in metrics.slot_latency.items()],
         "batch_sizes": _histogram(metrics.batch_sizes),
-        "load_seconds": metrics.load_seconds,
+        "model_loads": _histogram(metrics.model_loads),
         "shadow": metrics.shadow.stats(),
     }
 
@@ -430,24 +437,23 @@ def _add_snapshot(into: Metrics, snapshot: dict[str, Any]) -> None:
     """Add a snapshot's counts to ``into``; a malformed snapshot (another version's) adds nothing."""
     try:
         requests = [(str(e), str(s), str(k), int(st), int(n)) for e, s, k, st, n in snapshot["requests"]]
-        latency = {str(e): _histogram_from(h, LATENCY_BUCKETS) for e, h in snapshot["latency"].items()}
+        latency = {(str(e), str(s)): _histogram_from(h, LATENCY_BUCKETS) for e, s, h in snapshot["latency"]}
         slot_latency = {
             (str(e), str(s)): _histogram_from(h, SLOT_LATENCY_BUCKETS) for e, s, h in snapshot.get("slot_latency", [])
         }
         batch_sizes = _histogram_from(snapshot["batch_sizes"], BATCH_BUCKETS)
-        load_seconds = {str(digest): float(seconds) for digest, seconds in snapshot["load_seconds"].items()}
+        model_loads = _histogram_from(snapshot["model_loads"], LOAD_BUCKETS)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         log.warning("ignoring a malformed metrics snapshot: %s", exc)
         return
     for endpoint, slot, kind, status, count in requests:
         into.requests[(endpoint, slot, kind, status)] += count
-    for endpoint, h in latency.items():
-        _add_histogram(into.latency.setdefault(endpoint, Histogram(LATENCY_BUCKETS)), h)
+    for key, h in latency.items():
+        _add_histogram(into.latency.setdefault(key, Histogram(LATENCY_BUCKETS)), h)
     for key, h in slot_latency.items():
         _add_histogram(into.slot_latency.setdefault(key, Histogram(SLOT_LATENCY_BUCKETS)), h)
     _add_histogram(into.batch_sizes, batch_sizes)
-    for digest, seconds in load_seconds.items():
-        into.load_seconds.setdefault(digest, seconds)
+    _add_histogram(into.model_loads, model_loads)
     into.shadow.add(snapshot.get("shadow") or {})
 
 

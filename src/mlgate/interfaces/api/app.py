@@ -21,7 +21,7 @@ from mlgate.adapters.serving.base import ServingBackend
 from mlgate.config import Settings
 from mlgate.domain.clock import SYSTEM_CLOCK, Clock
 from mlgate.interfaces import web
-from mlgate.interfaces.api import errors
+from mlgate.interfaces.api import errors, prometheus
 from mlgate.interfaces.api.body_limits import BodyLimits, RouteLimit, upload_limit
 from mlgate.interfaces.api.context import AppContext
 from mlgate.interfaces.api.door.upstream import UpstreamPool
@@ -114,6 +114,9 @@ def create_app(
     app.state.ctx = ctx
     errors.install(app)
     app.router.routes.append(mlflow_door.mount())  # first: every MLflow call crosses it
+    gates = [gate.name for gate in settings.gates]
+    scrape = prometheus.scrape_route(plane.db, plane.clock, expected_hash=plane.serving.metrics_token_hash, gates=gates)
+    app.router.routes.append(scrape)  # /metrics, for Prometheus with the metrics token
     for module in ROUTERS:
         app.include_router(module.router, responses=errors.RESPONSES)
     web.install(app)  # the web UI at /: its pages and /static

@@ -95,6 +95,11 @@ class Serving(Worker):
         self._placing_guard = threading.Lock()
         self._dirty: set[str] = set()
 
+    @property
+    def metrics_token_hash(self) -> str | None:
+        """The SHA-256 of the metrics token the hosts (and the control plane's `/metrics`) ask for."""
+        return self._metrics_token_hash
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
