@@ -64,8 +64,8 @@ def data_quality(column: Mapping[str, Any], values: np.ndarray) -> ColumnQuality
         if low is None or high is None:
             out = None
         else:
-            valid = numbers[~np.isnan(numbers)]
-            out = int(np.count_nonzero((valid < float(low)) | (valid > float(high))))
+            # NaN is neither below nor above: nulls are not counted out of range
+            out = int(np.count_nonzero(numbers < float(low)) + np.count_nonzero(numbers > float(high)))
     else:
         items = array.tolist()
         nulls = sum(1 for v in items if is_null(v))
