@@ -19,6 +19,7 @@ WORKERS = {
     "monitors",
     "retraining",
     "audit-checkpoints",
+    "monitoring-store",
 }
 
 
