@@ -192,15 +192,19 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def _evaluate(
-    requests: Any, labelled: Any, profile: dict[str, Any], sample: Any, since: datetime, until: datetime
+    inputs: Any, labelled: Any, profile: dict[str, Any], sample: Any, since: datetime, until: datetime
 ) -> Any:
+    """Every signal over the window: `inputs` is a table of the window's rows, or what `read_window` read."""
+    from mlgate.services.monitoring import window
     from mlgate.services.monitoring.evaluation import evaluate
 
+    if not isinstance(inputs, window.WindowInputs):
+        inputs = window.from_rows(inputs, profile)
     return evaluate(
         signal_names=["data-drift", "prediction-drift", "data-quality", "endpoint-performance", "model-performance"],
         profile=profile,
         sample=sample,
-        requests=requests,
+        window=inputs,
         labelled=labelled,
         thresholds=None,
         min_rows=100,
@@ -210,12 +214,22 @@ def _evaluate(
 
 
 def _readers(
-    root: Path, *, legacy: bool, ids: list[str], since: datetime, until: datetime
+    root: Path, *, legacy: bool, ids: list[str], since: datetime, until: datetime, profile: dict[str, Any] | None
 ) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any]]:
-    """The window read, the ids looked up, the labels joined: today's reader's or the store's."""
+    """The window read, the ids looked up, the labels joined: today's reader's or the store's (with
+    `profile`: the window read from the summaries of its hours, kept in `root`/summaries)."""
     from mlgate.adapters.monitoring import store
-    from mlgate.services.monitoring.runs import NOT_EVALUATED, PERFORMANCE_COLUMNS
+    from mlgate.services.monitoring.runs import PERFORMANCE_COLUMNS
+    from mlgate.services.monitoring.window import NOT_EVALUATED, read_window
 
+    if profile is not None:
+        return (
+            lambda: read_window(
+                root, root / "summaries", "web", since=since, until=until, profile=profile, settled_before=until
+            ),
+            lambda: store.known_request_ids(root, "web", ids),
+            lambda: store.labelled(root, "web", since=since, until=until, columns=PERFORMANCE_COLUMNS),
+        )
     if legacy:
         return (
             lambda: legacy_read_requests(root, "web", since=since, until=until),
@@ -227,6 +241,17 @@ def _readers(
         lambda: store.known_request_ids(root, "web", ids),
         lambda: store.labelled(root, "web", since=since, until=until, columns=PERFORMANCE_COLUMNS),
     )
+
+
+def _summarize(root: Path, profile: dict[str, Any]) -> float:
+    """The hours' summaries, as the store's upkeep writes them when it compacts each hour; how long it took."""
+    from mlgate.adapters.monitoring import upkeep
+    from mlgate.services.monitoring.window import summarize_hour
+
+    started = time.perf_counter()
+    for hour, folder in upkeep.hours(root / "requests" / "web"):
+        summarize_hour(root / "summaries", "web", hour, folder, profile)
+    return time.perf_counter() - started
 
 
 def run(args: argparse.Namespace) -> None:
@@ -249,12 +274,18 @@ def run(args: argparse.Namespace) -> None:
             for root in (hourly, compacted):
                 store.write_feedback(root, "web", *batch, source="api")
         rows = []
-        for name, root in (
-            ("before (69de234), day folders", legacy),
-            ("by hour", hourly),
-            ("by hour, compacted", compacted),
-        ):
-            read, known, joined = _readers(root, legacy=root is legacy, ids=ids, since=since, until=until)
+        stores = [
+            ("before (69de234), day folders", legacy, None),
+            ("by hour", hourly, None),
+            ("by hour, compacted", compacted, None),
+            ("by hour, compacted, summarized", compacted, profile),
+        ]
+        for name, root, summarized in stores:
+            if summarized is not None:
+                print(f"summaries of 24 hours written in {_summarize(root, summarized):.1f} s", flush=True)
+            read, known, joined = _readers(
+                root, legacy=root is legacy, ids=ids, since=since, until=until, profile=summarized
+            )
             read_s, table = best(read, args.repeat)
             known_s, found = best(known, args.repeat)
             join_s, labelled = best(joined, args.repeat)
@@ -262,7 +293,8 @@ def run(args: argparse.Namespace) -> None:
                 lambda t=table, lab=labelled: _evaluate(t, lab, profile, sample, since, until), args.repeat
             )
             files = sum(1 for _ in root.glob("requests/web/**/*.parquet"))
-            rows.append((name, files, table.num_rows, read_s, eval_s, len(found), known_s, labelled.num_rows, join_s))
+            window_rows = table.answered if hasattr(table, "answered") else table.num_rows
+            rows.append((name, files, window_rows, read_s, eval_s, len(found), known_s, labelled.num_rows, join_s))
             print(f"{name}: verdict {evaluation.verdict}", flush=True)
         _print(args, rows)
 

@@ -44,6 +44,7 @@ class Environment:
     data_dir: Path
     serving_dir: Path
     monitoring_dir: Path
+    summary_dir: Path  # the control plane's own summaries of the monitoring store's hours
     serving_port: int
 
 
@@ -256,6 +257,7 @@ def resolve(config: FileConfig, config_path: Path) -> Settings:
                 data_dir=env_dir / "data",
                 serving_dir=env_dir / "serving",
                 monitoring_dir=env_dir / "monitoring",
+                summary_dir=env_dir / "monitoring-summaries",
                 serving_port=env.serving_port,
             )
         )

@@ -6,7 +6,9 @@ the values as they arrived in requests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,3 +99,60 @@ def quality_report(reference_profile: Mapping[str, Any], current: Mapping[str, n
         for column in reference_profile.get("features") or []
         if str(column["name"]) in current
     ]
+
+
+def quality_basis(reference_profile: Mapping[str, Any]) -> str:
+    """What data quality reads of a baseline (each feature's name, kind, range and categories), as one
+    fingerprint: counts made against one baseline hold for every baseline with the same fingerprint."""
+    basis = [
+        [column.get("name"), column.get("type"), column.get("min"), column.get("max"), column.get("bins")]
+        for column in reference_profile.get("features") or []
+    ]
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def counts(quality: ColumnQuality) -> dict[str, int | None]:
+    return {
+        "rows": quality.rows,
+        "nulls": quality.nulls,
+        "type_errors": quality.type_errors,
+        "out_of_range": quality.out_of_range,
+    }
+
+
+def merged_report(
+    reference_profile: Mapping[str, Any], pieces: Sequence[tuple[int, Mapping[str, Mapping[str, int | None]]]]
+) -> list[ColumnQuality]:
+    """The quality report of a window made of pieces (rows, counts per feature), as `quality_report` gives it
+    for their rows together: a feature some piece lacks counts as null in that piece's rows, as it reads
+    from the pieces' unified columns."""
+    present = {name for _, piece in pieces for name in piece}
+    report = []
+    for column in reference_profile.get("features") or []:
+        name = str(column["name"])
+        if name not in present:
+            continue
+        ranged = data_quality(column, np.empty(0)).out_of_range is not None
+        total = {"rows": 0, "nulls": 0, "type_errors": 0, "out_of_range": 0}
+        for rows, piece in pieces:
+            found = piece.get(name) or {"rows": rows, "nulls": rows, "type_errors": 0, "out_of_range": 0}
+            for key in total:
+                total[key] += int(found.get(key) or 0)
+        report.append(_quality(column, total, ranged=ranged))
+    return report
+
+
+def _quality(column: Mapping[str, Any], total: Mapping[str, int], *, ranged: bool) -> ColumnQuality:
+    rows = total["rows"]
+    out = total["out_of_range"] if ranged else None
+    return ColumnQuality(
+        name=str(column["name"]),
+        kind=NUMERIC if column.get("type") == NUMERIC else CATEGORICAL,
+        rows=rows,
+        nulls=total["nulls"],
+        type_errors=total["type_errors"],
+        out_of_range=out,
+        null_rate=_rate(total["nulls"], rows),
+        type_error_rate=_rate(total["type_errors"], rows),
+        out_of_range_rate=_rate(out, rows) if out is not None else None,
+    )

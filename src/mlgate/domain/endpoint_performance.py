@@ -43,7 +43,7 @@ def _endpoint_stats(latency: FloatArray, status: IntArray, seconds: float) -> En
 
 
 def endpoint_performance(
-    timestamps: np.ndarray,
+    timestamps: np.ndarray | None,
     latency_ms: np.ndarray,
     status: np.ndarray,
     slot: np.ndarray | None = None,
@@ -52,14 +52,17 @@ def endpoint_performance(
     start: float | None = None,
     end: float | None = None,
 ) -> dict[str, EndpointStats]:
-    """Endpoint performance over the window [start, end] (seconds; default: the first and last timestamps):
-    key "all" for every request, then one key per slot. `slot`: each request's slot name, or, with
-    `slot_names`, its index in that list (-1: none)."""
-    times = as_float(timestamps)
+    """Endpoint performance over the window [start, end] (seconds; default: the first and last timestamps,
+    which are then needed): key "all" for every request, then one key per slot. `slot`: each request's
+    slot name, or, with `slot_names`, its index in that list (-1: none)."""
     latency = as_float(latency_ms)
+    times = as_float(timestamps) if timestamps is not None else None
     codes = np.asarray(status, dtype=np.int64)
-    if not (times.shape == latency.shape == codes.shape):
+    if times is None and (start is None or end is None):
+        raise ValueError("without timestamps, the window's start and end are needed")
+    if latency.shape != codes.shape or (times is not None and times.shape != latency.shape):
         raise ValueError("timestamps, latency_ms and status must have the same length")
+    times = times if times is not None else np.zeros(0)
     first = start if start is not None else (float(times.min()) if times.size else 0.0)
     last = end if end is not None else (float(times.max()) if times.size else 0.0)
     seconds = max(0.0, last - first)
@@ -71,8 +74,8 @@ def endpoint_performance(
     if slot_names is None:
         unique, indices = np.unique(slots.astype(str), return_inverse=True)
         names, slots = [str(n) for n in unique.tolist()], indices.reshape(slots.shape)
-    if slots.shape != times.shape:
-        raise ValueError("slot must have the same length as timestamps")
+    if slots.shape != latency.shape:
+        raise ValueError("slot must have the same length as latency_ms")
     for index, name in enumerate(names):
         chosen = slots == index
         count = int(np.count_nonzero(chosen))

@@ -72,6 +72,8 @@ def replaced_by(path: Path) -> set[str]:
 def live_parts(folder: Path) -> list[Path]:
     """The parts of one folder a reader reads: all but those a compacted part of the folder replaces."""
     files = part_files(folder)
+    if len(files) < 2:  # a part alone replaces nothing: its footer is not read
+        return files
     replaced: set[str] = set()
     for path in files:
         if path.name.startswith(COMPACT_PREFIX):
@@ -102,17 +104,44 @@ def _unified(schemas: list[Any]) -> Any:
         return pa.schema(list(fields.values()))
 
 
+def concat(tables: list[Any]) -> Any:
+    """Tables read from different parts as one, under their unified schema (as `read_parts` reads them)."""
+    import pyarrow as pa
+
+    schema = _unified([t.schema for t in tables])
+    aligned = []
+    for table in tables:
+        columns = [
+            table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in schema
+        ]
+        aligned.append(pa.table(columns, schema=schema.remove_metadata()))
+    return pa.concat_tables(aligned)
+
+
 def read_parts(
-    paths: list[Path], columns: list[str] | None, row_filter: Any = None, *, exclude: tuple[str, ...] = ()
+    paths: list[Path],
+    columns: list[str] | None,
+    row_filter: Any = None,
+    *,
+    exclude: tuple[str, ...] = (),
+    dictionary: tuple[str, ...] = (),
 ) -> Any:
     """The rows of `paths` that pass `row_filter` (a `pyarrow.dataset` expression), with `columns` (those
-    the parts have; all but `exclude` when None), as one Table; None when there are no parts."""
+    the parts have; all but `exclude` when None), as one Table; None when there are no parts. Text columns
+    named in `dictionary` come back dictionary-encoded, as the parts store them (a slot's name is not
+    copied for every row)."""
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
     if not paths:
         return None
     fragments = list(ds.dataset([str(p) for p in paths], format="parquet").get_fragments())
     schema = _unified([f.physical_schema for f in fragments])
-    dataset = ds.dataset([f.path for f in fragments], schema=schema, format="parquet")
+    encoded = {f.name for f in schema if f.name in dictionary and pa.types.is_string(f.type)}
+    if encoded:
+        schema = pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in encoded else f for f in schema])
+    parquet = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=encoded))
+    dataset = ds.dataset([f.path for f in fragments], schema=schema, format=parquet)
     wanted = [c for c in (schema.names if columns is None else columns) if c in schema.names and c not in exclude]
     return dataset.to_table(columns=wanted, filter=row_filter)

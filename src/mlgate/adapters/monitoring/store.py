@@ -59,11 +59,15 @@ REQUEST_COLUMNS = {
 }
 
 
-def _empty_requests() -> Any:
+FEEDBACK_COLUMNS = {"request_id": "string", "label": "double", "ts": "timestamp", "source": "string"}
+
+
+def _empty(columns: dict[str, str]) -> Any:
+    """A table of no rows with `columns` (name: type alias; "timestamp" is UTC microseconds)."""
     import pyarrow as pa
 
     types = {"timestamp": pa.timestamp("us", "UTC")}
-    return pa.table({name: pa.array([], types.get(t) or pa.type_for_alias(t)) for name, t in REQUEST_COLUMNS.items()})
+    return pa.table({name: pa.array([], types.get(t) or pa.type_for_alias(t)) for name, t in columns.items()})
 
 
 def _window_filter(since: datetime | None, until: datetime | None) -> Any:
@@ -104,14 +108,17 @@ def read_requests(
     until: datetime | None = None,
     columns: list[str] | None = None,
     exclude: tuple[str, ...] = (),
+    skip: Iterable[Hour] = (),
 ) -> Any:
-    """The endpoint's request rows between `since` (included) and `until` (excluded), as a pyarrow Table
-    (empty, with the fixed columns, when there are none): `columns`, or all but `exclude`."""
-    folders = [folder for _, folder in hours(requests_folder(root, endpoint), since, until)]
+    """The endpoint's request rows between `since` (included) and `until` (excluded), but those of the
+    hours in `skip`, as a pyarrow Table (empty, with the fixed columns, when there are none): `columns`,
+    or all but `exclude`."""
+    skipped = set(skip)
+    folders = [f for hour, f in hours(requests_folder(root, endpoint), since, until) if hour not in skipped]
     needed = None if columns is None else list(dict.fromkeys(columns))
     table = _read_hours(folders, needed, _window_filter(since, until), exclude)
     if table is None:
-        empty = _empty_requests()
+        empty = _empty(REQUEST_COLUMNS)
         wanted = [c for c in (columns or REQUEST_COLUMNS) if c in REQUEST_COLUMNS and c not in exclude]
         return empty.select(wanted)
     return table
@@ -162,21 +169,11 @@ def write_feedback(root: Path, endpoint: str, request_ids: list[str], labels: li
 def read_feedback(root: Path, endpoint: str, *, since: datetime | None = None, until: datetime | None = None) -> Any:
     """The labels of the requests issued in [since, until) (all without bounds), with those of ids that
     name no hour."""
-    import pyarrow as pa
 
     base = feedback_folder(root, endpoint)
     flat = part_files(base)  # the older layout, and ids that name no hour
     table = read_parts([*flat, *(p for _, folder in hours(base, since, until) for p in live_parts(folder))], None)
-    if table is None:
-        return pa.table(
-            {
-                "request_id": pa.array([], pa.string()),
-                "label": pa.array([], pa.float64()),
-                "ts": pa.array([], pa.timestamp("us", "UTC")),
-                "source": pa.array([], pa.string()),
-            }
-        )
-    return table
+    return _empty(FEEDBACK_COLUMNS) if table is None else table
 
 
 def _present(root: Path, endpoint: str, ids: list[str], since: datetime, until: datetime) -> set[str]:

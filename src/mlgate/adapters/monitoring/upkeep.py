@@ -44,7 +44,12 @@ class StoredHour:
     folder: Path
     files: int  # every part, replaced ones included
     bytes: int  # requests and labels
-    rows: int  # the request rows readers see
+    labels_only: bool = False  # `folder` is then the labels' folder
+
+    @property
+    def rows(self) -> int:
+        """The request rows readers see (read from the parts' footers: asked only of an hour being deleted)."""
+        return 0 if self.labels_only else _rows(live_parts(self.folder))
 
 
 def endpoints(root: Path) -> list[str]:
@@ -78,13 +83,13 @@ def stored_hours(root: Path, endpoint: str) -> list[StoredHour]:
     """The endpoint's hours, oldest first (an hour with labels and no requests is one too)."""
     found: dict[Hour, StoredHour] = {}
     for hour, folder in hours(requests_folder(root, endpoint)):
-        files, live = part_files(folder), live_parts(folder)
+        files = part_files(folder)
         label_files = part_files(hour.folder(feedback_folder(root, endpoint)))
-        found[hour] = StoredHour(endpoint, hour, folder, len(files), _size(files) + _size(label_files), _rows(live))
+        found[hour] = StoredHour(endpoint, hour, folder, len(files), _size(files) + _size(label_files))
     for hour, folder in hours(feedback_folder(root, endpoint)):
         if hour not in found:
             files = part_files(folder)
-            found[hour] = StoredHour(endpoint, hour, folder, len(files), _size(files), 0)
+            found[hour] = StoredHour(endpoint, hour, folder, len(files), _size(files), labels_only=True)
     return [found[h] for h in sorted(found)]
 
 
@@ -93,7 +98,10 @@ def compact(folder: Path, *, max_rows: int) -> int:
     sorted by time; how many parts were replaced."""
     import pyarrow.parquet as pq
 
-    sizes = [(p, pq.read_metadata(p).num_rows) for p in live_parts(folder)]
+    live = live_parts(folder)
+    if len(live) < 2:  # nothing to fold together (an hour already compacted into one part): no footer read
+        return 0
+    sizes = [(p, pq.read_metadata(p).num_rows) for p in live]
     small = [(p, n) for p, n in sizes if n < max_rows]
     if len(small) < 2:
         return 0

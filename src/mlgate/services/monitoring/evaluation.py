@@ -16,17 +16,14 @@ from typing import Any
 import numpy as np
 
 from mlgate.domain import drift
-from mlgate.domain.data_quality import quality_report
+from mlgate.domain.data_quality import ColumnQuality
 from mlgate.domain.endpoint_performance import endpoint_performance
 from mlgate.domain.model_performance import classification_metrics, regression_metrics
 from mlgate.domain.monitors import DEFAULT_THRESHOLDS
-from mlgate.domain.request_records import FEATURE_PREFIX, PREDICTION
+from mlgate.domain.request_records import PREDICTION
+from mlgate.services.monitoring.window import WindowInputs, column_values, feature_values
 
 BREACH, CLEAN, NO_VERDICT = "breach", "clean", "no-verdict"
-# Drift is measured on at most this many rows of a window (a uniform sample beyond): the distances move by
-# about 1/sqrt(rows), under 0.001 here, far below any threshold; counts (rows, nulls, errors, latency) are
-# taken over every row.
-DRIFT_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -48,27 +45,6 @@ def _json(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 6) if math.isfinite(value) else None
     return value
-
-
-def _column(table: Any, name: str) -> np.ndarray:
-    """A column as numpy: float64 for numbers (NaN for nulls), objects otherwise."""
-    import pyarrow as pa
-
-    column = table[name]
-    if pa.types.is_floating(column.type):  # nulls become NaN
-        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-    values = column.to_pylist()
-    if all(isinstance(v, int | float) or v is None for v in values):
-        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-    return np.array(values, dtype=object)
-
-
-def _current(table: Any) -> dict[str, np.ndarray]:
-    return {
-        name[len(FEATURE_PREFIX) :]: _column(table, name)
-        for name in table.column_names
-        if name.startswith(FEATURE_PREFIX)
-    }
 
 
 def _drift_values(report: drift.DriftReport) -> dict[str, Any]:
@@ -126,10 +102,7 @@ def _drift(
     return values
 
 
-def _quality(
-    profile: dict[str, Any], current: dict[str, np.ndarray], limits: dict[str, float], out: list[Any]
-) -> dict[str, Any]:
-    columns = quality_report(profile, current)
+def _quality(columns: list[ColumnQuality], limits: dict[str, float], out: list[Any]) -> dict[str, Any]:
     cells = sum(c.rows for c in columns)
     ranged = [c for c in columns if c.out_of_range is not None]
     totals = {
@@ -147,8 +120,8 @@ def _quality(
 def _performance(labelled: Any, limits: dict[str, float], out: list[Any]) -> dict[str, Any]:
     if labelled is None or labelled.num_rows == 0 or PREDICTION not in labelled.column_names:
         return {"labelled_rows": 0, "status": "no ground truth in the window"}
-    truth = _column(labelled, "label")
-    predicted = _column(labelled, PREDICTION)
+    truth = column_values(labelled, "label")
+    predicted = column_values(labelled, PREDICTION)
     if predicted.dtype != object and set(np.unique(truth[~np.isnan(truth)]).tolist()) <= {0.0, 1.0}:
         keep = ~np.isnan(truth) & ~np.isnan(predicted)
         metrics = classification_metrics(truth[keep], predicted[keep])
@@ -166,22 +139,19 @@ def _performance(labelled: Any, limits: dict[str, float], out: list[Any]) -> dic
     return {"labelled_rows": regression.rows, "kind": "regression", **asdict(regression)}
 
 
-def _where(table: Any, mask: Any) -> Any:
-    """The rows of `table` where `mask` holds; the table itself when it holds everywhere (no copy)."""
+def _endpoint(traffic: Any, start: float, end: float, limits: dict[str, float], out: list[Any]) -> dict[str, Any]:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return table if pc.all(mask).as_py() is not False else table.filter(mask)
-
-
-def _endpoint(requests: Any, start: float, end: float, limits: dict[str, float], out: list[Any]) -> dict[str, Any]:
-    import pyarrow.compute as pc
-
-    columns = requests.select(["row", "ts", "latency_ms", "status", "slot"])
-    firsts = _where(columns, pc.equal(columns["row"], 0)) if columns.num_rows else columns
-    times = np.asarray(pc.cast(firsts["ts"], "int64").to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
-    slots = pc.dictionary_encode(firsts["slot"]).combine_chunks()
+    firsts = traffic
+    if traffic.num_rows:
+        mask = pc.equal(traffic["row"], 0)
+        firsts = traffic if pc.all(mask).as_py() is not False else traffic.filter(mask)
+    slot = firsts["slot"]
+    slot = slot.unify_dictionaries() if pa.types.is_dictionary(slot.type) else slot
+    slots = pc.dictionary_encode(slot).combine_chunks()
     stats = endpoint_performance(
-        times,
+        None,
         np.asarray(firsts["latency_ms"].to_numpy(zero_copy_only=False), dtype=np.float64),
         np.asarray(firsts["status"].to_numpy(zero_copy_only=False), dtype=np.int64),
         np.asarray(slots.indices.fill_null(-1).to_numpy(zero_copy_only=False)),
@@ -195,16 +165,6 @@ def _endpoint(requests: Any, start: float, end: float, limits: dict[str, float],
     return {**asdict(overall), "slots": {k: asdict(v) for k, v in stats.items() if k != "all"}}
 
 
-def _drift_sample(current: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """The window's columns for the drift measures: all of them up to `DRIFT_ROWS` rows, else the same
-    uniform sample of that many rows from each (seeded by the window's size, so a window gives the
-    same figures each time it is evaluated)."""
-    if rows <= DRIFT_ROWS:
-        return current
-    chosen = np.sort(np.random.default_rng(rows).choice(rows, DRIFT_ROWS, replace=False))
-    return {name: values[chosen] for name, values in current.items()}
-
-
 def _sample_columns(sample: Any) -> dict[str, np.ndarray]:
     return {} if sample is None else {str(c): sample[c].to_numpy() for c in sample.columns}
 
@@ -214,7 +174,7 @@ def evaluate(
     signal_names: list[str],
     profile: dict[str, Any] | None,
     sample: Any,
-    requests: Any,
+    window: WindowInputs,
     labelled: Any,
     thresholds: dict[str, float] | None,
     min_rows: int,
@@ -222,15 +182,9 @@ def evaluate(
     end: float,
 ) -> Evaluation:
     """Every signal asked for over the window. `sample`: the reference sample as a pandas frame (or None);
-    `requests`, `labelled`: pyarrow tables from the monitoring store; `start`, `end`: the window, in Unix
-    seconds."""
-    import pyarrow.compute as pc
-
+    `window`: what `mlgate.services.monitoring.window` read of the store; `labelled`: its labelled rows (a
+    pyarrow Table, or None); `start`, `end`: the window, in Unix seconds."""
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    answered = _where(requests, pc.less(requests["status"], 400)) if requests.num_rows else requests
-    rows = answered.num_rows
-    current = _current(answered)
-    drifting = _drift_sample(current, rows)
     reference = _sample_columns(sample)
     drift_limits = drift.Thresholds(
         wasserstein=limits["wasserstein"],
@@ -241,7 +195,7 @@ def evaluate(
     values: dict[str, Any] = {}
     breaches: list[dict[str, Any]] = []
     if "endpoint-performance" in signal_names:
-        values["endpoint-performance"] = _endpoint(requests, start, end, limits, breaches)
+        values["endpoint-performance"] = _endpoint(window.traffic, start, end, limits, breaches)
     profiled = ("data-drift", "prediction-drift", "data-quality")
     if profile is None:
         for name in profiled:
@@ -249,20 +203,20 @@ def evaluate(
                 values[name] = {"status": drift.NO_REFERENCE}
     else:
         if "data-drift" in signal_names:
-            report = drift.drift_report(profile, reference, drifting, thresholds=drift_limits, min_rows=min_rows)
+            current = feature_values(window.drift)
+            report = drift.drift_report(profile, reference, current, thresholds=drift_limits, min_rows=min_rows)
             values["data-drift"] = _drift("data-drift", report, limits, breaches)
         if "prediction-drift" in signal_names:
             outputs = {}
-            if PREDICTION in answered.column_names and profile.get("predictions"):
-                outputs[str(profile["predictions"][0]["name"])] = _drift_sample(
-                    {PREDICTION: _column(answered, PREDICTION)}, rows
-                )[PREDICTION]
+            if PREDICTION in window.drift.column_names and profile.get("predictions"):
+                outputs[str(profile["predictions"][0]["name"])] = column_values(window.drift, PREDICTION)
             report = drift.prediction_drift(profile, reference, outputs, thresholds=drift_limits, min_rows=min_rows)
             values["prediction-drift"] = _drift("prediction-drift", report, limits, breaches)
         if "data-quality" in signal_names:
-            values["data-quality"] = _quality(profile, current, limits, breaches)
+            values["data-quality"] = _quality(window.quality or [], limits, breaches)
     if "model-performance" in signal_names:
         values["model-performance"] = _performance(labelled, limits, breaches)
     counted = [b for b in breaches if b.get("counted", True)]
+    rows = window.answered
     verdict = NO_VERDICT if rows < min_rows else (BREACH if counted else CLEAN)
     return Evaluation(rows=rows, values=_json(values), breaches=_json(breaches), verdict=verdict)

@@ -29,6 +29,7 @@ from mlgate.services.events import NO_EVENTS, Publisher
 from mlgate.services.monitoring import alerts, monitors
 from mlgate.services.monitoring.evaluation import Evaluation, evaluate
 from mlgate.services.monitoring.monitors import AlertView, MonitorView, ResultView
+from mlgate.services.monitoring.window import NOT_EVALUATED, WindowInputs, from_rows, read_window
 from mlgate.services.registration import models
 from mlgate.services.release import endpoints
 
@@ -75,7 +76,6 @@ def serving_version(db: Database, settings: Settings, env: str, endpoint: str) -
 
 
 PERFORMANCE_COLUMNS = ["ts", "row", store.PREDICTION]  # what model performance reads of a labelled row
-NOT_EVALUATED = ("request_id", "client_request_id", "digest")  # columns no signal reads: left on disk
 
 
 def window_bounds(spec: MonitorConfig, now: datetime) -> tuple[datetime, datetime]:
@@ -83,22 +83,43 @@ def window_bounds(spec: MonitorConfig, now: datetime) -> tuple[datetime, datetim
     return (now - window.duration if window.duration else now - ROWS_LOOKBACK), now
 
 
-def _window_tables(root: Path, spec: MonitorConfig, now: datetime) -> tuple[Any, Any, datetime]:
-    """The window's request rows and labelled rows, and where the window starts."""
+def _settled_before(settings: Settings, now: datetime) -> datetime:
+    """Hours that ended before this have been compacted: their summaries will not go stale."""
+    monitoring = settings.raw.monitoring
+    return now - timedelta(seconds=monitoring.compact_after_s + monitoring.upkeep_interval_s)
+
+
+def _window_tables(
+    settings: Settings, env: str, spec: MonitorConfig, profile: dict[str, Any] | None, now: datetime
+) -> tuple[WindowInputs, Any, datetime]:
+    """The window's inputs and labelled rows, and where the window starts."""
+    environment = settings.environment(env)
+    root = environment.monitoring_dir
     window = Window.parse(spec.window)
     since, until = window_bounds(spec, now)
-    requests = store.read_requests(root, spec.endpoint, since=since, until=until, exclude=NOT_EVALUATED)
     labelled = (
         store.labelled(root, spec.endpoint, since=since, until=until, columns=PERFORMANCE_COLUMNS)
         if "model-performance" in spec.signals
         else None
     )
-    if window.rows is not None and requests.num_rows > window.rows:
+    if window.rows is None:
+        inputs = read_window(
+            root,
+            environment.summary_dir,
+            spec.endpoint,
+            since=since,
+            until=until,
+            profile=profile,
+            settled_before=_settled_before(settings, now),
+        )
+        return inputs, labelled, since
+    requests = store.read_requests(root, spec.endpoint, since=since, until=until, exclude=NOT_EVALUATED)
+    if requests.num_rows > window.rows:
         requests = requests.sort_by([("ts", "ascending")]).slice(requests.num_rows - window.rows)
         since = requests["ts"][0].as_py()
         if labelled is not None:
             labelled = labelled.filter(_at_or_after(labelled["ts"], since))
-    return requests, labelled, since
+    return from_rows(requests, profile), labelled, since
 
 
 def _at_or_after(column: Any, since: datetime) -> Any:
@@ -115,13 +136,13 @@ def evaluate_window(
     where the window starts."""
     spec = monitor.spec
     reference = serving_version(db, settings, monitor.environment, monitor.endpoint)
-    root = settings.environment(monitor.environment).monitoring_dir
-    requests, labelled, since = _window_tables(root, spec, now)
+    profile = reference.profile if reference else None
+    inputs, labelled, since = _window_tables(settings, monitor.environment, spec, profile, now)
     evaluation = evaluate(
         signal_names=list(spec.signals),
-        profile=reference.profile if reference else None,
+        profile=profile,
         sample=reference.sample() if reference else None,
-        requests=requests,
+        window=inputs,
         labelled=labelled,
         thresholds=thresholds(spec.thresholds),
         min_rows=spec.min_rows,
