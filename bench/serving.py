@@ -34,6 +34,7 @@ from typing import Any
 
 ADMIN = "bench-admin-token-0123456789abcdef"
 KEY = "bench-endpoint-key-0123456789abcdef"
+METRICS = "bench-metrics-token-0123456789abcdef"  # /metrics answers the holder of a metrics token only
 VENV_BIN = Path(sys.executable).parent
 EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "diabetes" / "src"
 PATIENTS = 10_000
@@ -125,6 +126,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def _metrics(port: int) -> list[str]:
+    """The lines of a host's /metrics (loopback), read with the metrics token."""
+    import httpx
+
+    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS}"}, timeout=10)
+    answer.raise_for_status()
+    return answer.text.splitlines()
 
 
 def push(admin_socket: Path, spec: dict[str, Any]) -> None:
@@ -226,6 +236,7 @@ def main() -> int:
             }
         }
         spec["endpoints"]["diabetes"]["sample_rate"] = 1.0  # the monitored host records every request
+        spec["metrics_token_hashes"] = [hashlib.sha256(METRICS.encode()).hexdigest()]
         for port in (mlgate_port, monitored_port):
             push(root / f"admin-{port}.sock", spec)
         wait_http(f"http://127.0.0.1:{mlflow_port}/ping")
@@ -264,13 +275,9 @@ def main() -> int:
                 f"mlgate / hello-world = {100 * mlgate['rps'] / max(hello['rps'], 1e-9):.0f}%, "
                 f"monitoring at 100% costs {100 * (1 - monitored['rps'] / max(mlgate['rps'], 1e-9)):.1f}% of throughput"
             )
-        with urllib.request.urlopen(f"http://127.0.0.1:{mlgate_port}/metrics", timeout=10) as answer:
-            batches = [line for line in answer.read().decode().splitlines() if "batch_size_" in line]
+        batches = [line for line in _metrics(mlgate_port) if "batch_size_" in line]
         print("mlgate batch sizes:", " ".join(line.rsplit(" ", 1)[1] for line in batches))
-        with urllib.request.urlopen(f"http://127.0.0.1:{monitored_port}/metrics", timeout=10) as answer:
-            kept = [
-                line for line in answer.read().decode().splitlines() if line.startswith("mlgate_serving_monitoring")
-            ]
+        kept = [line for line in _metrics(monitored_port) if line.startswith("mlgate_serving_monitoring")]
         print("monitoring:", "; ".join(kept))
         return 0
     finally:
